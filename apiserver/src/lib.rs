@@ -1,0 +1,1 @@
+//! berth-apiserver (placeholder while the crate is written).

@@ -1,0 +1,1 @@
+//! berth-client (placeholder while the crate is written).

@@ -1,0 +1,1 @@
+//! berth-proto (placeholder while the crate is written).

@@ -1,0 +1,1 @@
+//! berth-raft (placeholder while the crate is written).

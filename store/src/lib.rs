@@ -1,0 +1,1 @@
+//! berth-store (placeholder while the crate is written).
