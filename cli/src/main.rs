@@ -1,1 +1,64 @@
-fn main() {}
+//! The `berth` binary: argument parsing, output formatting, and wiring of the crates.
+//!
+//! Role: turn flags and environment variables into each crate's typed `Config`, start the
+//! processes (`server`, later `agent` and `up`), and run the CLI subcommands over the client
+//! crate. Invariant: this is the only crate that reads arguments or the environment.
+//! It deliberately does not know: storage layout, Raft internals, or the wire format beyond
+//! what the client crate exposes.
+
+mod cluster;
+mod server;
+mod snapshot;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Berth: a Kubernetes-style orchestrator in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Server addresses for client subcommands: one or more `host:port`, comma-separated.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    #[arg(long = "server", env = "BERTH_SERVER", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    pub servers: Vec<String>,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one control-plane member: Raft member, replicated store and API server.
+    Server(server::ServerArgs),
+    /// A local single-member cluster with data under ./berth-data.
+    Up(server::UpArgs),
+    /// Cluster membership.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Backups: save from a running cluster, restore into a new data dir.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Server(args) => server::run(args).await,
+            Cmd::Up(args) => server::up(args).await,
+            Cmd::Cluster(c) => cluster::run(c).await,
+            Cmd::Snapshot(c) => snapshot::run(c).await,
+        }
+    })
+}

@@ -1,0 +1,70 @@
+//! The one table from every error the control plane can return to a gRPC status.
+//!
+//! etcd client libraries match on the code *and* the message text (clientv3's `rpctypes`), so
+//! the messages here are etcd's, word for word, wherever etcd has an equivalent.
+
+use berth_raft::{ApplyError, RaftError};
+use berth_store::StoreError;
+use tonic::{Code, Status};
+
+/// Errors of the API server itself (bad input it rejects before anything is proposed).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request is too large")]
+    RequestTooLarge,
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+}
+
+fn etcd(code: Code, msg: &str) -> Status {
+    Status::new(code, format!("etcdserver: {msg}"))
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::RequestTooLarge => etcd(Code::InvalidArgument, "request is too large"),
+            ApiError::TooManyOps => etcd(Code::InvalidArgument, "too many operations in txn request"),
+            ApiError::EmptyKey => etcd(Code::InvalidArgument, "key is not provided"),
+            ApiError::InvalidArgument { field, reason } => {
+                Status::invalid_argument(format!("invalid {field}: {reason}"))
+            }
+            ApiError::MemberNotFound => etcd(Code::NotFound, "member not found"),
+            ApiError::MemberBadUrls => etcd(Code::InvalidArgument, "given member URLs are invalid"),
+            ApiError::Unsupported(what) => Status::unimplemented(format!("berth: {what} is not supported")),
+            ApiError::Store(e) => store_status(&e),
+            ApiError::Apply(e) => apply_status(&e),
+            ApiError::Raft(e) => raft_status(&e),
+        }
+    }
+}
+
+fn store_status(e: &StoreError) -> Status {
+    match e {
+        StoreError::Compacted { .. } => etcd(Code::OutOfRange, "mvcc: required revision has been compacted"),
+        StoreError::FutureRevision => etcd(Code::OutOfRange, "mvcc: required revision is a future revision"),
+        StoreError::LeaseNotFound => etcd(Code::NotFound, "requested lease not found"),
+        StoreError::LeaseExists => etcd(Code::FailedPrecondition, "lease already exists"),
+        StoreError::KeyNotFound => etcd(Code::InvalidArgument, "key not found"),
+        StoreError::EmptyKey => etcd(Code::InvalidArgument, "key is not provided"),
+        StoreError::DuplicateKey => etcd(Code::InvalidArgument, "duplicate key given in txn request"),
+        StoreError::InvalidSnapshot(m) => Status::invalid_argument(format!("invalid snapshot: {m}")),
+        StoreError::Rocks(_) | StoreError::Corrupt(_) => etcd(Code::DataLoss, "corrupt cluster"),
+    }
+}

@@ -1,0 +1,124 @@
+//! A small etcd-v3 client with failover across server addresses.
+
+use crate::dial;
+use berth_proto::etcdserverpb as pb;
+use berth_proto::etcdserverpb::{cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Largest response the client accepts (a full range of a big keyspace).
+pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no server address given")]
+    NoEndpoints,
+    #[error(transparent)]
+    Dial(#[from] dial::DialError),
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] Status),
+}
+
+/// An etcd-v3 client over one or more servers. Calls go to the last server that answered and
+/// move to the next one when a server is unreachable.
+pub struct EtcdClient {
+    addrs: Vec<String>,
+    channels: Vec<Channel>,
+    current: AtomicUsize,
+}
+
+/// Whether a failed call may be tried on another server: only when this one never answered.
+fn is_unreachable(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
+        && !s.message().starts_with("etcdserver:")
+}
+
+impl EtcdClient {
+    pub fn new(addrs: &[String], request_timeout: Duration) -> Result<Self, ClientError> {
+        if addrs.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let channels = addrs
+            .iter()
+            .map(|a| dial::lazy_channel(a, request_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EtcdClient { addrs: addrs.to_vec(), channels, current: AtomicUsize::new(0) })
+    }
+
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// Runs `call` against the servers in turn, starting with the last one that answered.
+    async fn failover<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.channels.len() {
+            let idx = (start + i) % self.channels.len();
+            match call(self.channels[idx].clone()).await {
+                Ok(v) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(s) if is_unreachable(&s) => last = Some(s),
+                Err(s) => return Err(s.into()),
+            }
+        }
+        Err(last.expect("at least one endpoint").into())
+    }
+
+    pub fn kv_on(ch: Channel) -> KvClient<Channel> {
+        KvClient::new(ch).max_decoding_message_size(RESPONSE_BYTES_MAX)
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<pb::PutResponse, ClientError> {
+        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), ..Default::default() };
+        self.failover(|ch| {
+            let req = req.clone();
+            async move { Ok(Self::kv_on(ch).put(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {
+        self.failover(|ch| {
+            let req = req.clone();
+            async move { Ok(Self::kv_on(ch).range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn member_list(&self) -> Result<pb::MemberListResponse, ClientError> {
+        self.failover(|ch| async move {
+            let req = pb::MemberListRequest { linearizable: true };
+            Ok(ClusterClient::new(ch).member_list(req).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn member_remove(&self, id: u64) -> Result<pb::MemberRemoveResponse, ClientError> {
+        self.failover(|ch| async move {
+            Ok(ClusterClient::new(ch).member_remove(pb::MemberRemoveRequest { id }).await?.into_inner())
+        })
+        .await
+    }
+
+    /// Status of one particular server (no failover: the answer is about that server).
+    pub async fn status_of(&self, idx: usize) -> Result<pb::StatusResponse, ClientError> {
+        let ch = self.channels[idx].clone();
+        Ok(MaintenanceClient::new(ch).status(pb::StatusRequest {}).await?.into_inner())
+    }
+
+    /// Status from whichever server answers first.
+    pub async fn status(&self) -> Result<pb::StatusResponse, ClientError> {
+        self.failover(|ch| async move { Ok(MaintenanceClient::new(ch).status(pb::StatusRequest {}).await?.into_inner()) })
+            .await
+    }
+}
