@@ -23,7 +23,10 @@ pub(crate) fn url(addr: &str) -> Vec<String> {
 
 /// `http://host:port` (or bare `host:port`) to `host:port`; anything else is not a peer URL.
 pub(crate) fn addr_of_url(u: &str) -> Result<String, ApiError> {
-    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://")).unwrap_or(u);
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .unwrap_or(u);
     let rest = rest.trim_end_matches('/');
     match rest.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(rest.to_string()),
@@ -48,7 +51,10 @@ pub(crate) fn members_pb(status: &RaftStatus) -> Vec<pb::Member> {
 impl ClusterService {
     fn members(&self) -> (pb::ResponseHeader, Vec<pb::Member>) {
         let status = self.shared.raft.status();
-        (self.shared.header(self.shared.raft.store().revision()), members_pb(&status))
+        (
+            self.shared.header(self.shared.raft.store().revision()),
+            members_pb(&status),
+        )
     }
 }
 
@@ -73,23 +79,37 @@ impl Cluster for ClusterService {
             .map_err(ApiError::from)?;
         let (header, members) = self.members();
         let member = members.iter().find(|m| m.id == added.id).cloned();
-        Ok(Response::new(pb::MemberAddResponse { header: Some(header), member, members }))
+        Ok(Response::new(pb::MemberAddResponse {
+            header: Some(header),
+            member,
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        self.shared.raft.remove_member(req.into_inner().id).await.map_err(ApiError::from)?;
+        self.shared
+            .raft
+            .remove_member(req.into_inner().id)
+            .await
+            .map_err(ApiError::from)?;
         let (header, members) = self.members();
-        Ok(Response::new(pb::MemberRemoveResponse { header: Some(header), members }))
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: Some(header),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
         _req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(ApiError::Unsupported("MemberUpdate (remove the member and join it again with its new address)").into())
+        Err(
+            ApiError::Unsupported("MemberUpdate (remove the member and join it again with its new address)")
+                .into(),
+        )
     }
 
     async fn member_list(
@@ -97,18 +117,32 @@ impl Cluster for ClusterService {
         req: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         if req.into_inner().linearizable {
-            self.shared.raft.read_linearizable().await.map_err(ApiError::from)?;
+            self.shared
+                .raft
+                .read_linearizable()
+                .await
+                .map_err(ApiError::from)?;
         }
         let (header, members) = self.members();
-        Ok(Response::new(pb::MemberListResponse { header: Some(header), members }))
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(header),
+            members,
+        }))
     }
 
     async fn member_promote(
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        self.shared.raft.promote_member(req.into_inner().id).await.map_err(ApiError::from)?;
+        self.shared
+            .raft
+            .promote_member(req.into_inner().id)
+            .await
+            .map_err(ApiError::from)?;
         let (header, members) = self.members();
-        Ok(Response::new(pb::MemberPromoteResponse { header: Some(header), members }))
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: Some(header),
+            members,
+        }))
     }
 }

@@ -8,7 +8,10 @@ use berth_proto::{etcdserverpb as pb, mvccpb};
 use berth_store as st;
 
 fn bad(field: &'static str, reason: impl Into<String>) -> ApiError {
-    ApiError::InvalidArgument { field, reason: reason.into() }
+    ApiError::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
 }
 
 pub fn kv_to_pb(kv: st::KeyValue) -> mvccpb::KeyValue {
@@ -96,14 +99,21 @@ pub fn put_from_pb(p: pb::PutRequest) -> Result<st::PutRequest, ApiError> {
 }
 
 pub fn put_to_pb(p: st::PutResponse, header: pb::ResponseHeader) -> pb::PutResponse {
-    pb::PutResponse { header: Some(header), prev_kv: p.prev_kv.map(kv_to_pb) }
+    pb::PutResponse {
+        header: Some(header),
+        prev_kv: p.prev_kv.map(kv_to_pb),
+    }
 }
 
 pub fn delete_from_pb(d: pb::DeleteRangeRequest) -> Result<st::DeleteRangeRequest, ApiError> {
     if d.key.is_empty() {
         return Err(ApiError::EmptyKey);
     }
-    Ok(st::DeleteRangeRequest { key: d.key, range_end: d.range_end, prev_kv: d.prev_kv })
+    Ok(st::DeleteRangeRequest {
+        key: d.key,
+        range_end: d.range_end,
+        prev_kv: d.prev_kv,
+    })
 }
 
 pub fn delete_to_pb(d: st::DeleteRangeResponse, header: pb::ResponseHeader) -> pb::DeleteRangeResponse {
@@ -123,8 +133,8 @@ fn compare_from_pb(c: pb::Compare) -> Result<st::Compare, ApiError> {
         Ok(R::NotEqual) => st::CompareResult::NotEqual,
         Err(_) => return Err(bad("compare.result", format!("unknown value {}", c.result))),
     };
-    let target = T::try_from(c.target)
-        .map_err(|_| bad("compare.target", format!("unknown value {}", c.target)))?;
+    let target =
+        T::try_from(c.target).map_err(|_| bad("compare.target", format!("unknown value {}", c.target)))?;
     // etcd reads the operand from the oneof and ignores a mismatching `target`; a missing
     // operand compares against the zero value of the target's type.
     let target = match (target, c.target_union) {
@@ -149,7 +159,12 @@ fn compare_from_pb(c: pb::Compare) -> Result<st::Compare, ApiError> {
             _ => 0,
         }),
     };
-    Ok(st::Compare { result, target, key: c.key, range_end: c.range_end })
+    Ok(st::Compare {
+        result,
+        target,
+        key: c.key,
+        range_end: c.range_end,
+    })
 }
 
 fn op_from_pb(op: pb::RequestOp, ops: &mut usize, ops_max: usize) -> Result<st::RequestOp, ApiError> {
@@ -167,8 +182,16 @@ fn op_from_pb(op: pb::RequestOp, ops: &mut usize, ops_max: usize) -> Result<st::
     }
 }
 
-fn txn_from_pb_counted(t: pb::TxnRequest, ops: &mut usize, ops_max: usize) -> Result<st::TxnRequest, ApiError> {
-    let compare = t.compare.into_iter().map(compare_from_pb).collect::<Result<Vec<_>, _>>()?;
+fn txn_from_pb_counted(
+    t: pb::TxnRequest,
+    ops: &mut usize,
+    ops_max: usize,
+) -> Result<st::TxnRequest, ApiError> {
+    let compare = t
+        .compare
+        .into_iter()
+        .map(compare_from_pb)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut success = Vec::with_capacity(t.success.len());
     for op in t.success {
         success.push(op_from_pb(op, ops, ops_max)?);
@@ -177,7 +200,11 @@ fn txn_from_pb_counted(t: pb::TxnRequest, ops: &mut usize, ops_max: usize) -> Re
     for op in t.failure {
         failure.push(op_from_pb(op, ops, ops_max)?);
     }
-    Ok(st::TxnRequest { compare, success, failure })
+    Ok(st::TxnRequest {
+        compare,
+        success,
+        failure,
+    })
 }
 
 /// Converts a transaction, enforcing etcd's limit on operations per branch (`--max-txn-ops`).
@@ -200,12 +227,18 @@ pub fn txn_to_pb(t: st::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResp
             response: Some(match r {
                 st::ResponseOp::Range(r) => Response::ResponseRange(range_to_pb(r, header.clone())),
                 st::ResponseOp::Put(p) => Response::ResponsePut(put_to_pb(p, header.clone())),
-                st::ResponseOp::DeleteRange(d) => Response::ResponseDeleteRange(delete_to_pb(d, header.clone())),
+                st::ResponseOp::DeleteRange(d) => {
+                    Response::ResponseDeleteRange(delete_to_pb(d, header.clone()))
+                }
                 st::ResponseOp::Txn(t) => Response::ResponseTxn(txn_to_pb(t, header)),
             }),
         })
         .collect();
-    pb::TxnResponse { header: Some(header.clone()), succeeded: t.succeeded, responses }
+    pb::TxnResponse {
+        header: Some(header.clone()),
+        succeeded: t.succeeded,
+        responses,
+    }
 }
 
 pub fn watch_from_pb(c: &pb::WatchCreateRequest) -> Result<st::WatchRequest, ApiError> {

@@ -37,7 +37,11 @@ impl Kv for KvService {
         let _t = self.shared.metrics.time("Range");
         let req = convert::range_from_pb(req.into_inner())?;
         if !req.serializable {
-            self.shared.raft.read_linearizable().await.map_err(ApiError::from)?;
+            self.shared
+                .raft
+                .read_linearizable()
+                .await
+                .map_err(ApiError::from)?;
         }
         let resp = self.shared.raft.store().range(&req).map_err(ApiError::from)?;
         let header = self.shared.header(resp.revision);
@@ -96,9 +100,9 @@ impl Kv for KvService {
         let _t = self.shared.metrics.time("Compact");
         let revision = req.into_inner().revision;
         match self.propose(Command::Compact { revision }).await? {
-            CommandResult::Compact { revision } => {
-                Ok(Response::new(pb::CompactionResponse { header: Some(self.shared.header(revision)) }))
-            }
+            CommandResult::Compact { revision } => Ok(Response::new(pb::CompactionResponse {
+                header: Some(self.shared.header(revision)),
+            })),
             other => unreachable_result("Compact", other),
         }
     }

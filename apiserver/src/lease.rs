@@ -37,11 +37,29 @@ impl Lease for LeaseService {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));
         }
         if req.id < 0 {
-            return Err(ApiError::InvalidArgument { field: "ID", reason: "must not be negative".into() }.into());
+            return Err(ApiError::InvalidArgument {
+                field: "ID",
+                reason: "must not be negative".into(),
+            }
+            .into());
         }
-        let cmd = Command::LeaseGrant { id: req.id, ttl_secs: req.ttl };
-        match self.shared.raft.propose(cmd).await.map_err(ApiError::from)?.map_err(ApiError::from)? {
-            CommandResult::LeaseGrant { id, ttl_secs, revision } => Ok(Response::new(pb::LeaseGrantResponse {
+        let cmd = Command::LeaseGrant {
+            id: req.id,
+            ttl_secs: req.ttl,
+        };
+        match self
+            .shared
+            .raft
+            .propose(cmd)
+            .await
+            .map_err(ApiError::from)?
+            .map_err(ApiError::from)?
+        {
+            CommandResult::LeaseGrant {
+                id,
+                ttl_secs,
+                revision,
+            } => Ok(Response::new(pb::LeaseGrantResponse {
                 header: Some(self.shared.header(revision)),
                 id,
                 ttl: ttl_secs,
@@ -57,10 +75,17 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let _t = self.shared.metrics.time("LeaseRevoke");
         let id = req.into_inner().id;
-        match self.shared.raft.propose(Command::LeaseRevoke { id }).await.map_err(ApiError::from)?.map_err(ApiError::from)? {
-            CommandResult::LeaseRevoke { revision } => {
-                Ok(Response::new(pb::LeaseRevokeResponse { header: Some(self.shared.header(revision)) }))
-            }
+        match self
+            .shared
+            .raft
+            .propose(Command::LeaseRevoke { id })
+            .await
+            .map_err(ApiError::from)?
+            .map_err(ApiError::from)?
+        {
+            CommandResult::LeaseRevoke { revision } => Ok(Response::new(pb::LeaseRevokeResponse {
+                header: Some(self.shared.header(revision)),
+            })),
             other => unreachable_result("LeaseRevoke", other),
         }
     }
@@ -105,7 +130,13 @@ impl Lease for LeaseService {
                     (true, Some((_, keys))) => keys,
                     _ => Vec::new(),
                 };
-                Ok(Response::new(pb::LeaseTimeToLiveResponse { header, id: req.id, ttl, granted_ttl, keys }))
+                Ok(Response::new(pb::LeaseTimeToLiveResponse {
+                    header,
+                    id: req.id,
+                    ttl,
+                    granted_ttl,
+                    keys,
+                }))
             }
             // etcd reports an unknown or expired lease as TTL -1, not as an error.
             Err(RaftError::LeaseNotFound) => Ok(Response::new(pb::LeaseTimeToLiveResponse {
@@ -122,13 +153,28 @@ impl Lease for LeaseService {
         &self,
         _req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        self.shared.raft.read_linearizable().await.map_err(ApiError::from)?;
+        self.shared
+            .raft
+            .read_linearizable()
+            .await
+            .map_err(ApiError::from)?;
         let store = self.shared.raft.store();
-        let leases = store.leases().into_iter().map(|l| pb::LeaseStatus { id: l.id }).collect();
-        Ok(Response::new(pb::LeaseLeasesResponse { header: Some(self.shared.header(store.revision())), leases }))
+        let leases = store
+            .leases()
+            .into_iter()
+            .map(|l| pb::LeaseStatus { id: l.id })
+            .collect();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.shared.header(store.revision())),
+            leases,
+        }))
     }
 }
 
 fn keepalive_reply(shared: &Shared, id: i64, ttl: i64) -> pb::LeaseKeepAliveResponse {
-    pb::LeaseKeepAliveResponse { header: Some(shared.header(shared.raft.store().revision())), id, ttl }
+    pb::LeaseKeepAliveResponse {
+        header: Some(shared.header(shared.raft.store().revision())),
+        id,
+        ttl,
+    }
 }

@@ -118,7 +118,11 @@ impl Server {
         let transport = Arc::new(transport::GrpcPeerTransport::default());
         let raft = RaftHandle::start(raft_cfg, transport).await?;
         let _ = peer.raft.set(raft.clone());
-        let shared = Arc::new(Shared { cfg, raft: raft.clone(), metrics });
+        let shared = Arc::new(Shared {
+            cfg,
+            raft: raft.clone(),
+            metrics,
+        });
         tasks.push(tokio::spawn(serve_client(client_listener, shared.clone())));
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(l, shared)));
@@ -160,16 +164,27 @@ async fn serve_client(listener: TcpListener, shared: Arc<Shared>) {
     let recv_max = shared.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     macro_rules! limits {
         ($svc:expr) => {
-            $svc.max_decoding_message_size(recv_max).max_encoding_message_size(RESPONSE_BYTES_MAX)
+            $svc.max_decoding_message_size(recv_max)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX)
         };
     }
     let res = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(limits!(KvServer::new(kv::KvService { shared: shared.clone() })))
-        .add_service(limits!(WatchServer::new(watch::WatchService { shared: shared.clone() })))
-        .add_service(limits!(LeaseServer::new(lease::LeaseService { shared: shared.clone() })))
-        .add_service(limits!(ClusterServer::new(cluster::ClusterService { shared: shared.clone() })))
-        .add_service(limits!(MaintenanceServer::new(maintenance::MaintenanceService { shared: shared.clone() })))
+        .add_service(limits!(KvServer::new(kv::KvService {
+            shared: shared.clone()
+        })))
+        .add_service(limits!(WatchServer::new(watch::WatchService {
+            shared: shared.clone()
+        })))
+        .add_service(limits!(LeaseServer::new(lease::LeaseService {
+            shared: shared.clone()
+        })))
+        .add_service(limits!(ClusterServer::new(cluster::ClusterService {
+            shared: shared.clone()
+        })))
+        .add_service(limits!(MaintenanceServer::new(maintenance::MaintenanceService {
+            shared: shared.clone()
+        })))
         .serve_with_incoming(listen::incoming(listener))
         .await;
     if let Err(e) = res {

@@ -14,7 +14,11 @@ pub struct ListenError {
 
 /// Binds `addr` (`host:port`); `flag` names the setting in errors, e.g. `--client-addr`.
 pub async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, ListenError> {
-    let err = |reason: String| ListenError { flag, addr: addr.to_string(), reason };
+    let err = |reason: String| ListenError {
+        flag,
+        addr: addr.to_string(),
+        reason,
+    };
     let sock: SocketAddr = tokio::net::lookup_host(addr)
         .await
         .map_err(|e| err(e.to_string()))?

@@ -26,7 +26,10 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Sta
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, _req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         let header = Some(self.shared.header(self.shared.raft.store().revision()));
-        Ok(Response::new(pb::AlarmResponse { header, alarms: Vec::new() }))
+        Ok(Response::new(pb::AlarmResponse {
+            header,
+            alarms: Vec::new(),
+        }))
     }
 
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -58,10 +61,16 @@ impl Maintenance for MaintenanceService {
     async fn hash(&self, _req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
         let store = self.shared.raft.store();
         let hash = store.hash() as u32;
-        Ok(Response::new(pb::HashResponse { header: Some(self.shared.header(store.revision())), hash }))
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.shared.header(store.revision())),
+            hash,
+        }))
     }
 
-    async fn hash_kv(&self, _req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         let store = self.shared.raft.store();
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.shared.header(store.revision())),

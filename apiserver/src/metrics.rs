@@ -36,7 +36,9 @@ pub struct Timer<'a> {
 
 impl Drop for Timer<'_> {
     fn drop(&mut self) {
-        self.hist.with_label_values(&[self.method]).observe(self.start.elapsed().as_secs_f64());
+        self.hist
+            .with_label_values(&[self.method])
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -72,13 +74,20 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
-        registry.register(Box::new(requests.clone())).expect("unique metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("unique metric");
         let fsync_seconds = Histogram::with_opts(
-            HistogramOpts::new("berth_wal_fsync_seconds", "Latency of WAL syncs (one per group commit)")
-                .buckets(latency_buckets()),
+            HistogramOpts::new(
+                "berth_wal_fsync_seconds",
+                "Latency of WAL syncs (one per group commit)",
+            )
+            .buckets(latency_buckets()),
         )
         .expect("valid metric");
-        registry.register(Box::new(fsync_seconds.clone())).expect("unique metric");
+        registry
+            .register(Box::new(fsync_seconds.clone()))
+            .expect("unique metric");
         let r = &registry;
         Metrics {
             watchers: gauge(r, "berth_watchers", "Open watchers"),
@@ -90,7 +99,11 @@ impl Metrics {
             leader_changes: counter(r, "berth_raft_leader_changes_total", "Leader changes seen"),
             store_revision: gauge(r, "berth_store_revision", "Current store revision"),
             db_size_bytes: gauge(r, "berth_db_size_bytes", "Approximate database size"),
-            proposals: counter(r, "berth_raft_proposals_total", "Proposals made through this member"),
+            proposals: counter(
+                r,
+                "berth_raft_proposals_total",
+                "Proposals made through this member",
+            ),
             proposals_failed: counter(r, "berth_raft_proposals_failed_total", "Proposals that failed"),
             last_leader: parking_lot::Mutex::new(None),
             requests,
@@ -106,7 +119,11 @@ impl Metrics {
     }
 
     pub fn time(&self, method: &'static str) -> Timer<'_> {
-        Timer { hist: &self.requests, method, start: Instant::now() }
+        Timer {
+            hist: &self.requests,
+            method,
+            start: Instant::now(),
+        }
     }
 
     pub fn proposal(&self, ok: bool) {
@@ -135,8 +152,9 @@ impl Metrics {
         self.store_revision.set(raft.store().revision());
         self.db_size_bytes.set(raft.store().db_size_bytes() as i64);
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
         String::from_utf8(out).expect("prometheus text is utf-8")
     }
 }
-

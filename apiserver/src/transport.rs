@@ -34,7 +34,12 @@ impl GrpcPeerTransport {
 }
 
 impl PeerTransport for GrpcPeerTransport {
-    fn call(&self, peer_addr: &str, rpc: PeerRpc, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+    fn call(
+        &self,
+        peer_addr: &str,
+        rpc: PeerRpc,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
         let channel = self.channel(peer_addr);
         let addr = peer_addr.to_string();
         Box::pin(async move {
@@ -56,7 +61,11 @@ impl PeerTransport for GrpcPeerTransport {
                 Err(s) if s.code() == tonic::Code::Unavailable => {
                     Err(TransportError::Unreachable(format!("{addr}: {}", s.message())))
                 }
-                Err(s) => Err(TransportError::Remote(format!("{addr}: {:?}: {}", s.code(), s.message()))),
+                Err(s) => Err(TransportError::Remote(format!(
+                    "{addr}: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ))),
             }
         })
     }

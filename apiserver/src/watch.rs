@@ -42,7 +42,12 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(WATCH_STREAM_QUEUE_LEN);
-        let stream = WatchStream { shared: self.shared.clone(), out: tx, watchers: HashMap::new(), next_id: 0 };
+        let stream = WatchStream {
+            shared: self.shared.clone(),
+            out: tx,
+            watchers: HashMap::new(),
+            next_id: 0,
+        };
         tokio::spawn(stream.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -91,7 +96,11 @@ impl WatchStream {
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest) -> bool {
-        let watch_id = if c.watch_id != 0 { c.watch_id } else { self.fresh_id() };
+        let watch_id = if c.watch_id != 0 {
+            c.watch_id
+        } else {
+            self.fresh_id()
+        };
         let refused = |reason: String| pb::WatchResponse {
             watch_id,
             created: true,
@@ -100,10 +109,16 @@ impl WatchStream {
             ..self.reply(watch_id)
         };
         if self.watchers.contains_key(&watch_id) {
-            return self.send(refused("etcdserver: watch id already exists".into())).await;
+            return self
+                .send(refused("etcdserver: watch id already exists".into()))
+                .await;
         }
         if self.watchers.len() >= WATCHERS_PER_STREAM_MAX {
-            return self.send(refused(format!("too many watchers on one stream (max {WATCHERS_PER_STREAM_MAX})"))).await;
+            return self
+                .send(refused(format!(
+                    "too many watchers on one stream (max {WATCHERS_PER_STREAM_MAX})"
+                )))
+                .await;
         }
         let spec = match convert::watch_from_pb(&c) {
             Ok(spec) => spec,
@@ -111,28 +126,48 @@ impl WatchStream {
         };
         match self.shared.raft.store().watch(spec) {
             Ok(watcher) => {
-                if !self.send(pb::WatchResponse { created: true, ..self.reply(watch_id) }).await {
+                if !self
+                    .send(pb::WatchResponse {
+                        created: true,
+                        ..self.reply(watch_id)
+                    })
+                    .await
+                {
                     return false;
                 }
                 let store_id = watcher.id;
-                let task = tokio::spawn(forward(self.shared.clone(), watcher, watch_id, c.progress_notify, self.out.clone()));
+                let task = tokio::spawn(forward(
+                    self.shared.clone(),
+                    watcher,
+                    watch_id,
+                    c.progress_notify,
+                    self.out.clone(),
+                ));
                 self.watchers.insert(watch_id, (store_id, task));
                 self.shared.metrics.watchers.inc();
                 true
             }
             Err(berth_store::StoreError::Compacted { compact_revision }) => {
-                let created = pb::WatchResponse { created: true, ..self.reply(watch_id) };
+                let created = pb::WatchResponse {
+                    created: true,
+                    ..self.reply(watch_id)
+                };
                 let canceled = pb::WatchResponse {
                     canceled: true,
                     compact_revision,
-                    cancel_reason: Status::from(ApiError::from(berth_store::StoreError::Compacted { compact_revision }))
-                        .message()
-                        .to_string(),
+                    cancel_reason: Status::from(ApiError::from(berth_store::StoreError::Compacted {
+                        compact_revision,
+                    }))
+                    .message()
+                    .to_string(),
                     ..self.reply(watch_id)
                 };
                 self.send(created).await && self.send(canceled).await
             }
-            Err(e) => self.send(refused(Status::from(ApiError::from(e)).message().to_string())).await,
+            Err(e) => {
+                self.send(refused(Status::from(ApiError::from(e)).message().to_string()))
+                    .await
+            }
         }
     }
 
@@ -150,7 +185,11 @@ impl WatchStream {
             task.abort();
             self.shared.metrics.watchers.dec();
         }
-        self.send(pb::WatchResponse { canceled: true, ..self.reply(watch_id) }).await
+        self.send(pb::WatchResponse {
+            canceled: true,
+            ..self.reply(watch_id)
+        })
+        .await
     }
 
     fn progress(&self) -> bool {
@@ -187,9 +226,11 @@ async fn forward(
                 events: events.into_iter().map(convert::event_to_pb).collect(),
                 ..Default::default()
             },
-            WatchMessage::Progress { revision } => {
-                pb::WatchResponse { header: Some(shared.header(revision)), watch_id, ..Default::default() }
-            }
+            WatchMessage::Progress { revision } => pb::WatchResponse {
+                header: Some(shared.header(revision)),
+                watch_id,
+                ..Default::default()
+            },
             WatchMessage::Compacted { compact_revision } => pb::WatchResponse {
                 header: Some(shared.header(shared.raft.store().revision())),
                 watch_id,

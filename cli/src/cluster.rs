@@ -21,7 +21,10 @@ pub enum ClusterCmd {
 }
 
 fn client(s: &ServerArgs) -> anyhow::Result<EtcdClient> {
-    Ok(EtcdClient::new(&s.servers, Duration::from_millis(s.request_timeout_ms))?)
+    Ok(EtcdClient::new(
+        &s.servers,
+        Duration::from_millis(s.request_timeout_ms),
+    )?)
 }
 
 fn strip(urls: &[String]) -> String {
@@ -43,7 +46,10 @@ async fn members(s: &ServerArgs) -> anyhow::Result<()> {
     let list = c.member_list().await?;
     let status = c.status().await?;
     let leader = status.leader;
-    println!("{:<12} {:<18} {:<22} {:<22} {:<9} {:>8}", "NAME", "ID", "PEER", "CLIENT", "ROLE", "APPLIED");
+    println!(
+        "{:<12} {:<18} {:<22} {:<22} {:<9} {:>8}",
+        "NAME", "ID", "PEER", "CLIENT", "ROLE", "APPLIED"
+    );
     for m in list.members {
         let role = if m.is_learner {
             "learner"

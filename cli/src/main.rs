@@ -13,7 +13,11 @@ mod snapshot;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Berth: a Kubernetes-style orchestrator in one binary")]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a Kubernetes-style orchestrator in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -22,7 +26,12 @@ struct Cli {
 /// Server addresses for client subcommands: one or more `host:port`, comma-separated.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServerArgs {
-    #[arg(long = "server", env = "BERTH_SERVER", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    #[arg(
+        long = "server",
+        env = "BERTH_SERVER",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
     pub servers: Vec<String>,
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
@@ -46,7 +55,10 @@ enum Cmd {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {

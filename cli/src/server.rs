@@ -69,7 +69,9 @@ pub struct UpArgs {
 
 /// `host:port` from `host:port` or `http(s)://host:port`.
 fn strip_scheme(addr: &str) -> &str {
-    addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr)
+    addr.strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr)
 }
 
 fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -96,14 +98,15 @@ fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
 fn parse_retention(mode: &str, retention: &str) -> anyhow::Result<Option<AutoCompaction>> {
     match mode {
         "revision" => {
-            let n: i64 = retention
-                .parse()
-                .with_context(|| format!("--auto-compaction-retention: {retention:?} is not a revision count"))?;
+            let n: i64 = retention.parse().with_context(|| {
+                format!("--auto-compaction-retention: {retention:?} is not a revision count")
+            })?;
             Ok((n > 0).then_some(AutoCompaction::Revisions(n)))
         }
         "periodic" => {
-            let d = parse_duration(retention)
-                .with_context(|| format!("--auto-compaction-retention: {retention:?} is not a duration like 30m"))?;
+            let d = parse_duration(retention).with_context(|| {
+                format!("--auto-compaction-retention: {retention:?} is not a duration like 30m")
+            })?;
             Ok((!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
         }
         other => bail!("--auto-compaction-mode: {other:?} is neither \"periodic\" nor \"revision\""),
@@ -138,7 +141,12 @@ pub fn configs(a: &ServerArgs) -> anyhow::Result<(ApiConfig, RaftConfig)> {
         match initial_cluster.iter().find(|(n, _)| *n == a.name) {
             None => bail!("--initial-cluster does not name this member ({:?})", a.name),
             Some((_, addr)) if *addr != peer_addr => {
-                bail!("--initial-cluster gives {} for {:?} but --peer-addr is {}", addr, a.name, peer_addr)
+                bail!(
+                    "--initial-cluster gives {} for {:?} but --peer-addr is {}",
+                    addr,
+                    a.name,
+                    peer_addr
+                )
             }
             _ => {}
         }
@@ -207,7 +215,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         auto_compaction_retention: "1h".into(),
         auto_compaction_mode: "periodic".into(),
     };
-    eprintln!("berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world", a.client_addr);
+    eprintln!(
+        "berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world",
+        a.client_addr
+    );
     run(args).await
 }
 
@@ -220,16 +231,30 @@ mod tests {
         let v = parse_initial_cluster("s1=127.0.0.1:1,s2=http://127.0.0.1:2").unwrap();
         assert_eq!(v[1], ("s2".to_string(), "127.0.0.1:2".to_string()));
         assert!(parse_initial_cluster("s1").is_err());
-        assert!(parse_initial_cluster("s1=a:1,s1=b:2").unwrap_err().to_string().contains("twice"));
+        assert!(parse_initial_cluster("s1=a:1,s1=b:2")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         assert!(parse_initial_cluster("").is_err());
     }
 
     #[test]
     fn retention_modes() {
-        assert!(matches!(parse_retention("revision", "1000").unwrap(), Some(AutoCompaction::Revisions(1000))));
-        assert!(matches!(parse_retention("periodic", "5m").unwrap(), Some(AutoCompaction::Periodic(d)) if d.as_secs() == 300));
+        assert!(matches!(
+            parse_retention("revision", "1000").unwrap(),
+            Some(AutoCompaction::Revisions(1000))
+        ));
+        assert!(
+            matches!(parse_retention("periodic", "5m").unwrap(), Some(AutoCompaction::Periodic(d)) if d.as_secs() == 300)
+        );
         assert!(parse_retention("periodic", "0").unwrap().is_none());
-        assert!(parse_retention("weekly", "1").unwrap_err().to_string().contains("--auto-compaction-mode"));
-        assert!(parse_retention("revision", "x").unwrap_err().to_string().contains("--auto-compaction-retention"));
+        assert!(parse_retention("weekly", "1")
+            .unwrap_err()
+            .to_string()
+            .contains("--auto-compaction-mode"));
+        assert!(parse_retention("revision", "x")
+            .unwrap_err()
+            .to_string()
+            .contains("--auto-compaction-retention"));
     }
 }

@@ -41,7 +41,10 @@ async fn save(s: &ServerArgs, file: &PathBuf) -> anyhow::Result<()> {
     let addr = s.servers.first().context("--server: no address given")?;
     // Snapshots can be large: the request timeout does not apply to the stream.
     let ch = berth_client::dial::lazy_channel(addr, Duration::from_secs(3600))?;
-    let mut stream = MaintenanceClient::new(ch).snapshot(SnapshotRequest {}).await?.into_inner();
+    let mut stream = MaintenanceClient::new(ch)
+        .snapshot(SnapshotRequest {})
+        .await?
+        .into_inner();
     let mut blob = Vec::new();
     while let Some(msg) = stream.message().await? {
         blob.extend_from_slice(&msg.blob);
@@ -68,7 +71,10 @@ fn check_digest(blob: &[u8]) -> anyhow::Result<&[u8]> {
 
 fn restore(file: &PathBuf, data_dir: &PathBuf) -> anyhow::Result<()> {
     if data_dir.exists() {
-        bail!("--data-dir {} already exists; restore seeds a new member", data_dir.display());
+        bail!(
+            "--data-dir {} already exists; restore seeds a new member",
+            data_dir.display()
+        );
     }
     let blob = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let image = check_digest(&blob)?;

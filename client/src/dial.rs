@@ -17,7 +17,11 @@ pub enum DialError {
 
 /// `host:port` (or a URL) to an endpoint with Berth's connection settings.
 pub fn endpoint(addr: &str, request_timeout: Duration) -> Result<Endpoint, DialError> {
-    let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
     let ep = Endpoint::from_shared(uri).map_err(|e| DialError::InvalidAddress {
         addr: addr.to_string(),
         reason: e.to_string(),

@@ -2,7 +2,9 @@
 
 use crate::dial;
 use berth_proto::etcdserverpb as pb;
-use berth_proto::etcdserverpb::{cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient};
+use berth_proto::etcdserverpb::{
+    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -32,8 +34,10 @@ pub struct EtcdClient {
 
 /// Whether a failed call may be tried on another server: only when this one never answered.
 fn is_unreachable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
-        && !s.message().starts_with("etcdserver:")
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+    ) && !s.message().starts_with("etcdserver:")
 }
 
 impl EtcdClient {
@@ -45,7 +49,11 @@ impl EtcdClient {
             .iter()
             .map(|a| dial::lazy_channel(a, request_timeout))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(EtcdClient { addrs: addrs.to_vec(), channels, current: AtomicUsize::new(0) })
+        Ok(EtcdClient {
+            addrs: addrs.to_vec(),
+            channels,
+            current: AtomicUsize::new(0),
+        })
     }
 
     pub fn addrs(&self) -> &[String] {
@@ -79,7 +87,11 @@ impl EtcdClient {
     }
 
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<pb::PutResponse, ClientError> {
-        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), ..Default::default() };
+        let req = pb::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        };
         self.failover(|ch| {
             let req = req.clone();
             async move { Ok(Self::kv_on(ch).put(req).await?.into_inner()) }
@@ -105,7 +117,10 @@ impl EtcdClient {
 
     pub async fn member_remove(&self, id: u64) -> Result<pb::MemberRemoveResponse, ClientError> {
         self.failover(|ch| async move {
-            Ok(ClusterClient::new(ch).member_remove(pb::MemberRemoveRequest { id }).await?.into_inner())
+            Ok(ClusterClient::new(ch)
+                .member_remove(pb::MemberRemoveRequest { id })
+                .await?
+                .into_inner())
         })
         .await
     }
@@ -113,12 +128,20 @@ impl EtcdClient {
     /// Status of one particular server (no failover: the answer is about that server).
     pub async fn status_of(&self, idx: usize) -> Result<pb::StatusResponse, ClientError> {
         let ch = self.channels[idx].clone();
-        Ok(MaintenanceClient::new(ch).status(pb::StatusRequest {}).await?.into_inner())
+        Ok(MaintenanceClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await?
+            .into_inner())
     }
 
     /// Status from whichever server answers first.
     pub async fn status(&self) -> Result<pb::StatusResponse, ClientError> {
-        self.failover(|ch| async move { Ok(MaintenanceClient::new(ch).status(pb::StatusRequest {}).await?.into_inner()) })
-            .await
+        self.failover(|ch| async move {
+            Ok(MaintenanceClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
     }
 }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the system packages Berth builds and tests with (Debian; run as root).
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+need=()
+for pkg in libclang-dev clang protobuf-compiler etcd-client etcd-server iproute2 curl; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
