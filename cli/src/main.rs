@@ -6,6 +6,7 @@
 //! It deliberately does not know: storage layout, Raft internals, or the wire format beyond
 //! what the client crate exposes.
 
+mod bench;
 mod cluster;
 mod server;
 mod snapshot;
@@ -50,6 +51,9 @@ enum Cmd {
     /// Backups: save from a running cluster, restore into a new data dir.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Load generators and measurements.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 fn init_tracing() {
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Up(args) => server::up(args).await,
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
+            Cmd::Bench(c) => bench::run(c).await,
         }
     })
 }
