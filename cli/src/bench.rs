@@ -15,6 +15,29 @@ use std::time::{Duration, Instant};
 pub enum BenchCmd {
     /// Load an etcd-v3 endpoint list with puts, ranges or a mix; print throughput and latency.
     Kv(KvArgs),
+    /// Write continuously (one client, failing over across --server) and report the longest
+    /// gap between two acknowledged writes: kill the leader meanwhile to measure failover.
+    Failover(FailoverArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct FailoverResult {
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+    /// Longest time between two acknowledged writes.
+    pub max_gap_ms: f64,
+    /// When that gap started, from the start of the run.
+    pub max_gap_at_ms: f64,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -82,8 +105,23 @@ fn parse_op(s: &str) -> anyhow::Result<Op> {
     })
 }
 
+fn write_json(path: &Option<PathBuf>, v: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(v)?).with_context(|| format!("--json {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
+        BenchCmd::Failover(a) => {
+            let r = failover(&a).await?;
+            println!(
+                "failover: {} writes ok, {} failed; longest gap between acknowledged writes {:.1} ms (at {:.0} ms)",
+                r.writes_ok, r.writes_failed, r.max_gap_ms, r.max_gap_at_ms
+            );
+            write_json(&a.json, &r)
+        }
         BenchCmd::Kv(a) => {
             let r = kv(&a).await?;
             println!(
@@ -91,11 +129,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 r.op, r.conns, r.clients, r.requests, r.errors, r.seconds, r.throughput_per_sec,
                 r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_p999, r.latency_ms_max
             );
-            if let Some(path) = &a.json {
-                std::fs::write(path, serde_json::to_vec_pretty(&r)?)
-                    .with_context(|| format!("--json {}", path.display()))?;
-            }
-            Ok(())
+            write_json(&a.json, &r)
         }
     }
 }
@@ -210,4 +244,37 @@ async fn client_loop(
         n += 1;
     }
     (lat, errors)
+}
+
+pub async fn failover(a: &FailoverArgs) -> anyhow::Result<FailoverResult> {
+    // A short per-request timeout, so that a write stuck on a dead leader is abandoned and
+    // retried on another server quickly.
+    let client = EtcdClient::new(&a.server.servers, Duration::from_millis(a.server.request_timeout_ms))?;
+    let start = Instant::now();
+    let end = start + Duration::from_secs(a.duration_secs);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut last_ok = start;
+    let (mut max_gap, mut max_gap_at) = (Duration::ZERO, Duration::ZERO);
+    let mut i = 0u64;
+    while Instant::now() < end {
+        i += 1;
+        match client.put(b"bench/failover", &i.to_be_bytes()).await {
+            Ok(_) => {
+                let now = Instant::now();
+                if now - last_ok > max_gap {
+                    max_gap = now - last_ok;
+                    max_gap_at = last_ok - start;
+                }
+                last_ok = now;
+                ok += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    Ok(FailoverResult {
+        writes_ok: ok,
+        writes_failed: failed,
+        max_gap_ms: max_gap.as_secs_f64() * 1000.0,
+        max_gap_at_ms: max_gap_at.as_secs_f64() * 1000.0,
+    })
 }
