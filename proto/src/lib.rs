@@ -1,1 +1,41 @@
-//! berth-proto (placeholder while the crate is written).
+//! Wire format of Berth: the only crate that knows how bytes on the network are laid out.
+//!
+//! It holds the generated Rust types and tonic 0.14 client/server code for two
+//! protocols: the etcd-v3-compatible client API (packages `etcdserverpb`,
+//! `mvccpb`, `authpb`, served so that unmodified etcd clients such as etcdctl
+//! 3.4/3.5 work against Berth's store) and Berth's internal raft peer transport
+//! (package `berth.raft.v1`, exposed here as [`raftpb`]).
+//!
+//! Invariants: the etcd packages, service and method names, message names, field
+//! numbers and enum values match etcd exactly; a field number is never
+//! renumbered or reused. The raft
+//! transport only carries an opaque envelope whose payload belongs to the raft
+//! crate.
+//!
+//! What it does not know: storage, MVCC, raft logic, networking (no listeners,
+//! no connections, no retries). Those live in the crates that use these types.
+
+/// etcd v3 client API: services KV, Watch, Lease, Cluster, Maintenance, Auth.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd v3 MVCC value types (`KeyValue`, `Event`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd v3 auth value types (`User`, `Role`, `Permission`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// Berth's internal peer transport (`berth.raft.v1`): service `Peer` carrying
+/// opaque [`raftpb::RaftMessage`] envelopes.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod raftpb {
+    tonic::include_proto!("berth.raft.v1");
+}
