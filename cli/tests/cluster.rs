@@ -1,0 +1,226 @@
+//! Fault tolerance of a real 3-member cluster on loopback: leader loss, restarts, catch-up
+//! through snapshots, membership changes, watches across leader changes, lease expiry.
+
+mod common;
+use berth_proto::etcdserverpb as pb;
+use berth_proto::etcdserverpb::watch_client::WatchClient;
+use common::*;
+use std::time::Duration;
+
+fn key(i: u64) -> Vec<u8> {
+    format!("k/{i:06}").into_bytes()
+}
+
+async fn get(c: &berth_client::EtcdClient, k: &[u8]) -> Option<Vec<u8>> {
+    let r = c.range(pb::RangeRequest { key: k.to_vec(), ..Default::default() }).await.ok()?;
+    Some(r.kvs.first().map(|kv| kv.value.clone()).unwrap_or_default())
+}
+
+/// Writes keys [from, to) and returns the ones acknowledged.
+async fn write_range(c: &berth_client::EtcdClient, from: u64, to: u64) -> Vec<u64> {
+    let mut acked = Vec::new();
+    for i in from..to {
+        if c.put(&key(i), format!("v{i}").as_bytes()).await.is_ok() {
+            acked.push(i);
+        }
+    }
+    acked
+}
+
+async fn assert_all_present(c: &berth_client::EtcdClient, acked: &[u64]) {
+    for i in acked {
+        let v = eventually("read of an acknowledged write", || async { get(c, &key(*i)).await }).await;
+        assert_eq!(v, format!("v{i}").into_bytes(), "acknowledged write {i} lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_loses_no_acknowledged_write_and_member_catches_up() {
+    let mut c = Cluster::start(3, &["--snapshot-count", "50"]).await;
+    let client = c.client();
+    let mut acked = write_range(&client, 0, 40).await;
+    assert_eq!(acked.len(), 40);
+
+    let leader = c.wait_leader().await;
+    c.members[leader].kill();
+    let client = c.client();
+    // Writes resume once the survivors elect a new leader.
+    let first = eventually("a write after the leader was killed", || async {
+        client.put(b"after-kill", b"1").await.ok()
+    })
+    .await;
+    assert!(first.header.unwrap().revision > 0);
+    // Enough writes that the survivors snapshot and purge their logs past what the killed
+    // member has, so it must catch up through a snapshot.
+    acked.extend(write_range(&client, 40, 200).await);
+    assert_all_present(&client, &acked).await;
+
+    c.start_member(leader);
+    c.wait_leader().await;
+    let restarted = berth_client::EtcdClient::new(&[c.members[leader].client.clone()], Duration::from_secs(2)).unwrap();
+    // A serializable read on the restarted member shows its own state once it caught up.
+    eventually("restarted member caught up", || async {
+        let r = restarted
+            .range(pb::RangeRequest { key: key(199), serializable: true, ..Default::default() })
+            .await
+            .ok()?;
+        (r.kvs.len() == 1).then_some(())
+    })
+    .await;
+    assert_all_present(&restarted, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_as_learner_then_promote_and_remove() {
+    let mut c = Cluster::start(3, &[]).await;
+    let client = c.client();
+    write_range(&client, 0, 20).await;
+    let i = c.add_joining("s4");
+    let eps = c.endpoints();
+    let members = eventually("s4 promoted to voter", || async {
+        let out = etcdctl(&eps, &["member", "list"]);
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = s.lines().find(|l| l.contains("s4"))?.to_string();
+        line.contains("false").then_some(s)
+    })
+    .await;
+    assert_eq!(members.lines().count(), 4, "{members}");
+    // The new member serves reads with everything written before it joined.
+    let s4 = berth_client::EtcdClient::new(&[c.members[i].client.clone()], Duration::from_secs(2)).unwrap();
+    assert_all_present(&s4, &(0..20).collect::<Vec<_>>()).await;
+
+    // `berth cluster members` and `berth cluster remove`, as a user would run them.
+    let out = std::process::Command::new(berth_bin())
+        .args(["cluster", "members", "--server", &eps])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && table.contains("leader") && table.contains("s4"), "{table}");
+    let out = std::process::Command::new(berth_bin())
+        .args(["cluster", "remove", "s4", "--server", &eps])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.members[i].kill();
+    let list = etcdctl_ok(&c.endpoints(), &["member", "list"]);
+    assert!(!list.contains("s4") && list.lines().count() == 3, "{list}");
+    // Unknown members are refused by name.
+    let out = std::process::Command::new(berth_bin())
+        .args(["cluster", "remove", "nope", "--server", &c.endpoints()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no member named"));
+    write_range(&c.client(), 20, 25).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_is_continuous_across_a_leader_change() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.wait_leader().await;
+    // Watch on a follower that will survive.
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let ch = berth_client::dial::lazy_channel(&c.members[follower].client, Duration::from_secs(60)).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: b"k/".to_vec(),
+            range_end: berth_proto::prefix_range_end(b"k/"),
+            start_revision: 1,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = WatchClient::new(ch).watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+
+    let client = c.client();
+    let mut acked = write_range(&client, 0, 30).await;
+    c.members[leader].kill();
+    let client = c.client();
+    eventually("new leader accepts writes", || async { client.put(b"x", b"1").await.ok() }).await;
+    acked.extend(write_range(&client, 30, 60).await);
+
+    let mut seen = Vec::new();
+    let mut last_rev = 0;
+    while seen.len() < acked.len() {
+        let msg = tokio::time::timeout(DEADLINE, stream.message()).await.expect("watch stalled").unwrap().unwrap();
+        assert!(!msg.canceled, "watch canceled: {}", msg.cancel_reason);
+        for ev in msg.events {
+            let kv = ev.kv.unwrap();
+            assert!(kv.mod_revision > last_rev, "revisions out of order or repeated");
+            last_rev = kv.mod_revision;
+            seen.push(String::from_utf8(kv.key).unwrap());
+        }
+    }
+    let want: Vec<String> = acked.iter().map(|i| String::from_utf8(key(*i)).unwrap()).collect();
+    assert_eq!(seen, want);
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expiry_deletes_its_keys() {
+    let c = Cluster::start(3, &[]).await;
+    let ep = c.endpoints();
+    let grant = etcdctl_ok(&ep, &["lease", "grant", "2"]);
+    let id = grant.split_whitespace().nth(1).unwrap().to_string();
+    etcdctl_ok(&ep, &["put", "ephemeral", "v", "--lease", &id]);
+    assert_eq!(etcdctl_ok(&ep, &["get", "ephemeral", "--print-value-only"]), "v\n");
+    eventually("the leased key is deleted at expiry", || async {
+        (etcdctl_ok(&ep, &["get", "ephemeral"]).is_empty()).then_some(())
+    })
+    .await;
+    let ttl = etcdctl_ok(&ep, &["lease", "timetolive", &id]);
+    assert!(ttl.contains("already expired"), "{ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_state_and_other_cluster_data_dir_is_refused() {
+    let mut c = Cluster::start(1, &[]).await;
+    write_range(&c.client(), 0, 10).await;
+    c.members[0].kill();
+    c.start_member(0);
+    c.wait_leader().await;
+    assert_all_present(&c.client(), &(0..10).collect::<Vec<_>>()).await;
+    c.members[0].kill();
+    // The same data dir under another --initial-cluster is another cluster's: refused.
+    let other = format!("s1={},s9=127.0.0.1:1", c.members[0].peer);
+    let out = std::process::Command::new(berth_bin())
+        .args(["server", "--name", "s1", "--peer-addr", &c.members[0].peer, "--client-addr", &c.members[0].client])
+        .arg("--data-dir")
+        .arg(&c.members[0].data_dir)
+        .args(["--initial-cluster", &other])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_save_and_restore_seed_a_new_cluster() {
+    let c = Cluster::start(1, &[]).await;
+    write_range(&c.client(), 0, 10).await;
+    let file = c.dir.path().join("backup.db");
+    etcdctl_ok(&c.endpoints(), &["snapshot", "save", file.to_str().unwrap()]);
+    let data_dir = c.dir.path().join("restored");
+    let out = std::process::Command::new(berth_bin())
+        .args(["snapshot", "restore", file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut m = Cluster { dir: tempfile::tempdir().unwrap(), members: Vec::new(), initial_cluster: String::new() };
+    let peer = format!("127.0.0.1:{}", free_port());
+    m.initial_cluster = format!("r1={peer}");
+    m.members.push(Member {
+        name: "r1".into(),
+        peer,
+        client: format!("127.0.0.1:{}", free_port()),
+        data_dir,
+        child: None,
+        extra_args: Vec::new(),
+        log: c.dir.path().join("r1.log"),
+    });
+    m.start_member(0);
+    m.wait_leader().await;
+    assert_all_present(&m.client(), &(0..10).collect::<Vec<_>>()).await;
+}
