@@ -194,22 +194,39 @@ pub enum Command {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     /// Drop history at and below `revision` (the latest version of each key stays).
-    Compact { revision: i64 },
+    Compact {
+        revision: i64,
+    },
     /// `id` is chosen by the proposer (never 0); granting an existing id is an error.
-    LeaseGrant { id: LeaseId, ttl_secs: i64 },
+    LeaseGrant {
+        id: LeaseId,
+        ttl_secs: i64,
+    },
     /// Deletes the lease and every key attached to it, in one revision.
-    LeaseRevoke { id: LeaseId },
+    LeaseRevoke {
+        id: LeaseId,
+    },
 }
 
 /// The answer to one applied command. A command that fails (e.g. a put with an unknown lease)
 /// changes nothing and yields `Err` with the reason; the log entry is still applied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
-    Noop { revision: i64 },
+    Noop {
+        revision: i64,
+    },
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
-    Compact { revision: i64 },
-    LeaseGrant { id: LeaseId, ttl_secs: i64, revision: i64 },
-    LeaseRevoke { revision: i64 },
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl_secs: i64,
+        revision: i64,
+    },
+    LeaseRevoke {
+        revision: i64,
+    },
 }
