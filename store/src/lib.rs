@@ -13,11 +13,17 @@
 //! "applied marker" atomically with each batch), the wire format, or wall-clock time (the
 //! [`Lessor`] takes `now_ms` as an argument).
 
+mod lessor;
+mod store;
 mod types;
+mod watch;
+
+pub use lessor::Lessor;
+pub use store::Store;
 pub use types::*;
+pub use watch::Watcher;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Default bound of one watcher's queue, in messages. A synced watcher whose queue is full
 /// becomes a "victim" and is caught up from stored history later, so apply never waits on it.
