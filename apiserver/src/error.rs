@@ -68,3 +68,62 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::Rocks(_) | StoreError::Corrupt(_) => etcd(Code::DataLoss, "corrupt cluster"),
     }
 }
+
+fn apply_status(e: &ApplyError) -> Status {
+    match e {
+        ApplyError::Compacted { .. } => etcd(Code::OutOfRange, "mvcc: required revision has been compacted"),
+        ApplyError::FutureRevision => etcd(Code::OutOfRange, "mvcc: required revision is a future revision"),
+        ApplyError::LeaseNotFound => etcd(Code::NotFound, "requested lease not found"),
+        ApplyError::LeaseExists => etcd(Code::FailedPrecondition, "lease already exists"),
+        ApplyError::KeyNotFound => etcd(Code::InvalidArgument, "key not found"),
+        ApplyError::EmptyKey => etcd(Code::InvalidArgument, "key is not provided"),
+        ApplyError::DuplicateKey => etcd(Code::InvalidArgument, "duplicate key given in txn request"),
+        ApplyError::InvalidSnapshot(m) => Status::invalid_argument(format!("invalid snapshot: {m}")),
+        ApplyError::Rocks(_) | ApplyError::Corrupt(_) => etcd(Code::DataLoss, "corrupt cluster"),
+    }
+}
+
+fn raft_status(e: &RaftError) -> Status {
+    match e {
+        RaftError::NotLeader { .. } => etcd(Code::FailedPrecondition, "not leader"),
+        RaftError::NoLeader => etcd(Code::Unavailable, "no leader"),
+        RaftError::Unavailable(_) => etcd(Code::Unavailable, "unhealthy cluster"),
+        RaftError::Timeout(_) => etcd(Code::Unavailable, "request timed out"),
+        RaftError::MemberNotFound(_) => etcd(Code::NotFound, "member not found"),
+        RaftError::MemberExists { .. } => etcd(Code::FailedPrecondition, "member ID already exist"),
+        RaftError::LeaseNotFound => etcd(Code::NotFound, "requested lease not found"),
+        RaftError::ClusterIdMismatch { local, other } => Status::failed_precondition(format!(
+            "berth: cluster id mismatch: this member belongs to {local:#x}, the request to {other:#x}"
+        )),
+        RaftError::Config(m) => Status::invalid_argument(format!("berth: {m}")),
+        RaftError::Transport(_) | RaftError::Protocol(_) => etcd(Code::Unavailable, "leader changed"),
+        RaftError::Storage(_) => etcd(Code::DataLoss, "corrupt cluster"),
+        RaftError::Fatal(_) => etcd(Code::Unavailable, "server stopped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etcd client libraries recognise errors by code and exact text; pin the common ones.
+    #[test]
+    fn etcd_errors_keep_their_code_and_text() {
+        let cases: Vec<(ApiError, Code, &str)> = vec![
+            (ApiError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
+            (
+                StoreError::Compacted { compact_revision: 5 }.into(),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (ApplyError::LeaseNotFound.into(), Code::NotFound, "etcdserver: requested lease not found"),
+            (RaftError::NoLeader.into(), Code::Unavailable, "etcdserver: no leader"),
+            (ApiError::TooManyOps, Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+            (ApiError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
+        ];
+        for (err, code, msg) in cases {
+            let s = Status::from(err);
+            assert_eq!((s.code(), s.message()), (code, msg));
+        }
+    }
+}

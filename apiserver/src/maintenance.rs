@@ -40,7 +40,7 @@ impl Maintenance for MaintenanceService {
             header: Some(self.shared.header(store.revision())),
             version: ETCD_API_VERSION.to_string(),
             db_size,
-            leader: st.leader.unwrap_or(0),
+            leader: st.leader_id.unwrap_or(0),
             raft_index: st.last_log_index,
             raft_term: st.term,
             raft_applied_index: st.applied_index,
