@@ -13,10 +13,22 @@
 //! "applied marker" atomically with each batch), the wire format, or wall-clock time (the
 //! [`Lessor`] takes `now_ms` as an argument).
 
+mod apply;
+mod catchup;
+mod codec;
+mod index;
+mod keyrange;
 mod lessor;
+mod range;
+mod snapshot;
+mod state;
 mod store;
+mod txn;
 mod types;
 mod watch;
+
+pub use catchup::{CATCHUP_MAX_EVENTS_PER_MESSAGE, CATCHUP_MAX_VERSIONS_SCANNED};
+pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 
 pub use lessor::Lessor;
 pub use store::Store;
