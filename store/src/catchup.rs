@@ -60,14 +60,14 @@ pub(crate) fn read_step(st: &State, db: &DB, job: &Job) -> Result<Step> {
     }
     let reader = Reader::new(db, None);
     let mut events = Vec::new();
-    let mut scanned = 0;
     let mut upto = st.rev;
     let mut current_main = job.next_rev - 1;
     let start = Rev::new(job.next_rev, 0).to_key();
-    for item in db.iterator_cf(
+    let versions = db.iterator_cf(
         cf(db, CF_KV),
         IteratorMode::From(&start, Direction::Forward),
-    ) {
+    );
+    for (scanned, item) in versions.enumerate() {
         let (key, value) = item?;
         let rev = Rev::from_key(&key)?;
         if rev.main > st.rev {
@@ -83,7 +83,6 @@ pub(crate) fn read_step(st: &State, db: &DB, job: &Job) -> Result<Step> {
             }
             current_main = rev.main;
         }
-        scanned += 1;
         let stored = codec::decode_stored_kv(&value)?;
         let kind = if stored.tombstone {
             EventKind::Delete

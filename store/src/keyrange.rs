@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+/// Bounds in the form `BTreeMap::range` takes.
+type KeyBounds<'k> = (Bound<&'k [u8]>, Bound<&'k [u8]>);
+
 /// `range_end` empty: only `key`; `range_end == [0]`: every key >= `key`; otherwise the
 /// half-open interval [key, range_end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +37,7 @@ impl<'a> KeyRange<'a> {
         &self,
         map: &'m BTreeMap<Vec<u8>, V>,
     ) -> impl Iterator<Item = (&'m Vec<u8>, &'m V)> + 'm {
-        let bounds: Option<(Bound<&[u8]>, Bound<&[u8]>)> = match *self {
+        let bounds: Option<KeyBounds<'_>> = match *self {
             KeyRange::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
             KeyRange::From(key) => Some((Bound::Included(key), Bound::Unbounded)),
             // BTreeMap::range panics on an inverted interval; an inverted range is just empty.

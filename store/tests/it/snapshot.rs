@@ -19,16 +19,17 @@ fn populated() -> (tempfile::TempDir, std::sync::Arc<Store>) {
     (dir, store)
 }
 
-fn everything(
-    store: &Store,
-) -> (
+/// Revision, compact revision, all keys, a historical read, leases, lease 7 with its keys.
+type Everything = (
     i64,
     i64,
     Vec<KeyValue>,
     Option<RangeResponse>,
     Vec<Lease>,
     Option<(Lease, Vec<Vec<u8>>)>,
-) {
+);
+
+fn everything(store: &Store) -> Everything {
     // A historical read, where the store has that revision.
     let historical = store
         .range(&RangeRequest {
