@@ -263,10 +263,12 @@ impl Drop for Store {
     }
 }
 
-// The raft crate shares the store across tasks as `Arc<Store>`.
+// The raft crate shares the store across tasks as `Arc<Store>` and moves watchers into tasks.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
+    const fn assert_send<T: Send>() {}
     assert_send_sync::<Store>();
+    assert_send::<Watcher>();
 };
 
 /// Writes the counters of a fresh store; checks the layout version of an existing one.
