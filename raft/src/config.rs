@@ -23,6 +23,9 @@ pub struct RaftConfig {
     /// Join mode when non-empty: **peer addresses** of existing members, asked in turn to add
     /// this member (first as a learner, then, once caught up, as a voter).
     pub join: Vec<String>,
+    /// In join mode: stay a learner once caught up (promote later with
+    /// [`crate::RaftHandle::promote_member`]).
+    pub join_as_learner: bool,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -54,6 +57,7 @@ impl RaftConfig {
             client_addr: client_addr.into(),
             initial_cluster: Vec::new(),
             join: Vec::new(),
+            join_as_learner: false,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 150,
             election_timeout_max_ms: 300,

@@ -37,4 +37,6 @@ pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use types::{cluster_id, member_id, ApplyError, ApplyResult, Member, MemberId, TypeConfig};
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod suite_test;

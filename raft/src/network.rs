@@ -96,7 +96,8 @@ pub trait PeerTransport: Send + Sync + 'static {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum LeaderRequest {
     Propose(Command),
-    /// `join`: idempotent for the same member (a retried join), and waits until caught up.
+    /// `join`: idempotent for the same member (a retried join continues: the learner is
+    /// caught up and, unless `as_learner`, promoted).
     AddMember {
         member: Member,
         as_learner: bool,
@@ -156,6 +157,8 @@ pub(crate) struct ReadIndexResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct JoinRequest {
     pub member: Member,
+    /// Stay a learner (do not promote to voter once caught up).
+    pub as_learner: bool,
     pub timeout_ms: u64,
 }
 

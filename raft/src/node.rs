@@ -122,7 +122,7 @@ impl Retry {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     cfg: RaftConfig,
     id: MemberId,
     cluster_id: u64,
@@ -130,7 +130,7 @@ struct Inner {
     raft: Raft,
     store: Arc<Store>,
     transport: Arc<dyn PeerTransport>,
-    leases: Arc<Leases>,
+    pub(crate) leases: Arc<Leases>,
     committed: Arc<AtomicU64>,
     /// Held by the state machine; its count tells when openraft released it.
     sm_token: Arc<()>,
@@ -142,7 +142,7 @@ struct Inner {
 /// The handle the API server uses: one running member. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftHandle {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 fn read_cluster_id(path: &Path) -> Result<Option<u64>, RaftError> {
@@ -415,7 +415,8 @@ impl RaftHandle {
         Some((id, m.membership_config.membership().get_node(&id).cloned()))
     }
 
-    fn is_leader(&self) -> bool {
+    /// Whether this member is the leader (by its latest metrics).
+    pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         m.current_leader == Some(self.inner.id) && m.state == ServerState::Leader
@@ -744,6 +745,7 @@ impl RaftHandle {
                     name: member.name,
                 });
             }
+            // Never demotes: a voter that joins again stays a voter.
             if self.membership_of(id).1 {
                 return Ok(LeaderResponse::Member(existing));
             }
@@ -944,7 +946,7 @@ impl RaftHandle {
                 let deadline = deadline_after_ms(j.timeout_ms.min(max_wait));
                 let req = LeaderRequest::AddMember {
                     member: j.member,
-                    as_learner: false,
+                    as_learner: j.as_learner,
                     join: true,
                 };
                 let res = self
@@ -968,6 +970,8 @@ impl RaftHandle {
         let _ = self.inner.stop.send(true);
         let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock());
         for t in tasks {
+            // A task may be waiting on a proposal or a join; abandoning it is harmless.
+            t.abort();
             let _ = t.await;
         }
         self.inner
@@ -1190,6 +1194,7 @@ async fn membership_task(weak: Weak<Inner>, mut stop: watch::Receiver<bool>, joi
 async fn join_once(inner: &Inner, addr: &str) -> Result<(), RaftError> {
     let req = JoinRequest {
         member: inner.me.clone(),
+        as_learner: inner.cfg.join_as_learner,
         timeout_ms: JOIN_ATTEMPT.as_millis() as u64,
     };
     let payload = encode_request(inner.cluster_id, &req)?;

@@ -286,6 +286,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let last = last.clone().expect("non-empty batch");
             StorageError::from(StorageIOError::apply(last, &e))
         })?;
+        if results.len() != cmds.len() {
+            return Err(sm_write_err(format!(
+                "store answered {} results for {} commands",
+                results.len(),
+                cmds.len()
+            )));
+        }
         self.marker = marker;
 
         let mut out = Vec::with_capacity(results.len());
