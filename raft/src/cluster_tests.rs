@@ -370,7 +370,10 @@ async fn join_as_learner_then_promote() {
             .then_some(())
     })
     .await;
-    assert!(l1.status().is_learner);
+    eventually("l1 sees itself as a learner", || async {
+        l1.status().is_learner.then_some(())
+    })
+    .await;
     // A learner serves linearizable reads too.
     applied_ok(c.h("m1").propose(put("/l", "1")).await);
     l1.read_linearizable().await.expect("learner read");
