@@ -266,7 +266,7 @@ async fn lagging_member_catches_up_through_a_snapshot() {
     }
     // The leader purged the log past what the lagging member has.
     eventually("the leader purged its log", || async {
-        let purged = c.h(&leader).raft().metrics().borrow().purged.clone()?;
+        let purged = c.h(&leader).raft().metrics().borrow().purged?;
         (purged.index > lag_last + 1).then_some(())
     })
     .await;

@@ -8,6 +8,9 @@
 //! every earlier state-machine write durable, and the WAL's prefix order means a purge record
 //! can never survive a crash that the state it relied on did not.
 
+// openraft's StorageError is what its storage traits return; our helpers return it unboxed too.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -244,10 +247,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.reader.get_meta(KEY_LAST_PURGED)?;
-        let last_log_id = self
-            .reader
-            .last_log_id()?
-            .or_else(|| last_purged_log_id.clone());
+        let last_log_id = self.reader.last_log_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -298,10 +298,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         for entry in entries {
             let v = bincode::serialize(&entry).map_err(|e| {
-                StorageError::from(StorageIOError::write_log_entry(
-                    entry.get_log_id().clone(),
-                    &e,
-                ))
+                StorageError::from(StorageIOError::write_log_entry(*entry.get_log_id(), &e))
             })?;
             batch.put_cf(cf, index_key(entry.get_log_id().index), v);
         }

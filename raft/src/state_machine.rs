@@ -6,6 +6,9 @@
 //! marker; the latest one is kept in `<data_dir>/snapshot/current` (fsynced) so a restarted
 //! leader can still send it to a follower behind the purged log.
 
+// openraft's StorageError is what its storage traits return; our helpers return it unboxed too.
+#![allow(clippy::result_large_err)]
+
 use std::fs;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -216,7 +219,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None => format!("0-0-0-{seq}"),
             };
             let meta = SnapshotMeta {
-                last_log_id: marker.last_applied.clone(),
+                last_log_id: marker.last_applied,
                 last_membership: marker.membership.clone(),
                 snapshot_id,
             };
@@ -258,12 +261,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut marker = self.marker.clone();
         let mut cmds = Vec::new();
         for entry in entries {
-            let log_id = entry.get_log_id().clone();
+            let log_id = *entry.get_log_id();
             cmds.push(match entry.payload {
                 EntryPayload::Normal(cmd) => cmd,
                 EntryPayload::Blank => Command::Noop,
                 EntryPayload::Membership(m) => {
-                    marker.membership = StoredMembership::new(Some(log_id.clone()), m);
+                    marker.membership = StoredMembership::new(Some(log_id), m);
                     Command::Noop
                 }
             });
@@ -275,7 +278,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let marker_bytes = marker.encode()?;
         let store = self.store.clone();
         let lock = self.apply_lock.clone();
-        let last = marker.last_applied.clone();
+        let last = marker.last_applied;
         let (cmds, results) = blocking(move || {
             let _guard = lock.lock();
             let results = store.apply(&cmds, Some(&marker_bytes));
@@ -283,7 +286,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await?;
         let results = results.map_err(|e| {
-            let last = last.clone().expect("non-empty batch");
+            let last = last.expect("non-empty batch");
             StorageError::from(StorageIOError::apply(last, &e))
         })?;
         if results.len() != cmds.len() {
