@@ -84,22 +84,35 @@ impl SyncWaiter {
 #[derive(Clone)]
 pub(crate) struct Syncer {
     tx: mpsc::Sender<SyncWaiter>,
+    syncs: Arc<AtomicU64>,
 }
 
 impl Syncer {
     pub(crate) fn spawn(db: &Arc<DB>) -> io::Result<Syncer> {
+        Syncer::spawn_gated(db, None)
+    }
+
+    /// With a gate, the thread waits for one token per batch after taking the batch's first
+    /// waiter (tests use it to queue waiters behind a sync deterministically).
+    fn spawn_gated(db: &Arc<DB>, gate: Option<mpsc::Receiver<()>>) -> io::Result<Syncer> {
         let (tx, rx) = mpsc::channel::<SyncWaiter>();
         let weak: Weak<DB> = Arc::downgrade(db);
+        let syncs = Arc::new(AtomicU64::new(0));
+        let counter = syncs.clone();
         std::thread::Builder::new()
             .name("raft-wal-sync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    if let Some(gate) = &gate {
+                        let _ = gate.recv();
+                    }
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let res = match weak.upgrade() {
                         Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
                         None => Err("database closed".to_string()),
                     };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = &res {
                         tracing::error!(error = %e, "WAL sync failed");
                     }
@@ -108,7 +121,13 @@ impl Syncer {
                     }
                 }
             })?;
-        Ok(Syncer { tx })
+        Ok(Syncer { tx, syncs })
+    }
+
+    /// How many WAL syncs the thread did.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     fn enqueue(&self, w: SyncWaiter) {
@@ -329,5 +348,58 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db().write_opt(batch, &unsynced()).map_err(|e| {
             StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Delete, io::Error::other(e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_queued_behind_a_sync_share_the_next_one() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
+        let (gate, gate_rx) = mpsc::channel();
+        let syncer = Syncer::spawn_gated(&db, Some(gate_rx)).unwrap();
+
+        db.put_opt(b"k", b"v", &unsynced()).unwrap();
+        let mut waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (tx, rx) = oneshot::channel();
+                syncer.enqueue(SyncWaiter::Notify(tx));
+                rx
+            })
+            .collect();
+        // The thread holds the first waiter at the gate: nobody is acknowledged before a sync.
+        for w in &mut waiters {
+            assert!(matches!(
+                w.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ));
+        }
+        assert_eq!(syncer.syncs(), 0);
+
+        gate.send(()).unwrap();
+        for w in waiters {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(syncer.syncs(), 1, "one sync for all three waiters");
+
+        gate.send(()).unwrap();
+        syncer.sync().await.unwrap();
+        assert_eq!(syncer.syncs(), 2);
+    }
+
+    #[tokio::test]
+    async fn waiters_fail_once_the_database_is_gone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
+        let syncer = Syncer::spawn(&db).unwrap();
+        drop(db);
+        assert!(syncer.sync().await.is_err());
     }
 }
