@@ -1,11 +1,40 @@
 //! Leader-side lease clocks.
+//!
+//! Deadlines are not replicated state: only the leader keeps them, and a new leader gives
+//! every lease a fresh full TTL before expiring anything (so a lease never expires because
+//! of time that passed under another leader). Time is an argument, never read from a clock,
+//! so the logic is pure and testable.
+
+use std::collections::BTreeMap;
 
 use crate::{Lease, LeaseId};
 
+const MS_PER_SEC: u64 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Clock {
+    ttl_secs: i64,
+    deadline_ms: u64,
+}
+
+impl Clock {
+    fn fresh(ttl_secs: i64, now_ms: u64) -> Clock {
+        let ttl_ms = u64::try_from(ttl_secs)
+            .unwrap_or(0)
+            .saturating_mul(MS_PER_SEC);
+        Clock {
+            ttl_secs,
+            deadline_ms: now_ms.saturating_add(ttl_ms),
+        }
+    }
+}
+
 /// Leader-side lease clocks, pure: time is an argument. The state machine only stores leases
 /// and their TTLs.
-#[derive(Debug, Default)]
-pub struct Lessor {}
+#[derive(Clone, Debug, Default)]
+pub struct Lessor {
+    clocks: BTreeMap<LeaseId, Clock>,
+}
 
 impl Lessor {
     pub fn new() -> Lessor {
@@ -14,40 +43,100 @@ impl Lessor {
 
     /// On becoming leader: every lease gets a fresh full TTL.
     pub fn promote(&mut self, leases: &[Lease], now_ms: u64) {
-        let _ = (leases, now_ms);
-        todo!()
+        self.clocks = leases
+            .iter()
+            .map(|l| (l.id, Clock::fresh(l.ttl_secs, now_ms)))
+            .collect();
     }
 
-    /// Forget all deadlines.
+    /// Forget all deadlines (no longer leader).
     pub fn demote(&mut self) {
-        todo!()
+        self.clocks.clear();
     }
 
+    /// A grant was applied.
     pub fn granted(&mut self, id: LeaseId, ttl_secs: i64, now_ms: u64) {
-        let _ = (id, ttl_secs, now_ms);
-        todo!()
+        self.clocks.insert(id, Clock::fresh(ttl_secs, now_ms));
     }
 
+    /// A revoke was applied.
     pub fn revoked(&mut self, id: LeaseId) {
-        let _ = id;
-        todo!()
+        self.clocks.remove(&id);
     }
 
-    /// New TTL in seconds, `None` if unknown.
+    /// A keep-alive: restarts the lease's full TTL. Returns the TTL in seconds, `None` if the
+    /// lease is unknown (or this lessor is not the leader's).
     pub fn renew(&mut self, id: LeaseId, now_ms: u64) -> Option<i64> {
-        let _ = (id, now_ms);
-        todo!()
+        let clock = self.clocks.get_mut(&id)?;
+        *clock = Clock::fresh(clock.ttl_secs, now_ms);
+        Some(clock.ttl_secs)
     }
 
-    /// Remaining seconds, rounded up, >= 0.
+    /// Seconds left, rounded up, never negative.
     pub fn remaining_secs(&self, id: LeaseId, now_ms: u64) -> Option<i64> {
-        let _ = (id, now_ms);
-        todo!()
+        let clock = self.clocks.get(&id)?;
+        let left_ms = clock.deadline_ms.saturating_sub(now_ms);
+        Some(i64::try_from(left_ms.div_ceil(MS_PER_SEC)).unwrap_or(i64::MAX))
     }
 
-    /// Expired lease ids, sorted.
+    /// Leases whose deadline has passed, sorted by id.
     pub fn expired(&self, now_ms: u64) -> Vec<LeaseId> {
-        let _ = now_ms;
-        todo!()
+        self.clocks
+            .iter()
+            .filter(|(_, c)| c.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(id: LeaseId, ttl_secs: i64) -> Lease {
+        Lease { id, ttl_secs }
+    }
+
+    #[test]
+    fn grant_expire_and_remaining() {
+        let mut l = Lessor::new();
+        l.granted(7, 10, 1_000);
+        l.granted(3, 5, 1_000);
+        assert_eq!(l.remaining_secs(7, 1_000), Some(10));
+        assert_eq!(l.remaining_secs(7, 1_001), Some(10), "rounded up");
+        assert_eq!(l.remaining_secs(7, 2_000), Some(9));
+        assert_eq!(l.expired(5_999), Vec::<LeaseId>::new());
+        assert_eq!(l.expired(6_000), vec![3]);
+        assert_eq!(l.expired(11_000), vec![3, 7], "sorted");
+        assert_eq!(l.remaining_secs(3, 60_000), Some(0), "never negative");
+        assert_eq!(l.remaining_secs(99, 0), None);
+    }
+
+    #[test]
+    fn renew_restarts_the_ttl() {
+        let mut l = Lessor::new();
+        l.granted(1, 10, 0);
+        assert_eq!(l.renew(1, 9_000), Some(10));
+        assert_eq!(l.expired(10_000), Vec::<LeaseId>::new());
+        assert_eq!(l.remaining_secs(1, 10_000), Some(9));
+        assert_eq!(l.expired(19_000), vec![1]);
+        assert_eq!(l.renew(2, 0), None);
+        l.revoked(1);
+        assert_eq!(l.renew(1, 0), None);
+        assert!(l.expired(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn promote_gives_every_lease_a_fresh_ttl_and_demote_forgets() {
+        let mut l = Lessor::new();
+        l.granted(1, 10, 0);
+        // Long after the old deadline, a new leader must not expire anything at once.
+        l.promote(&[lease(1, 10), lease(2, 3)], 100_000);
+        assert!(l.expired(100_000).is_empty());
+        assert_eq!(l.remaining_secs(1, 100_000), Some(10));
+        assert_eq!(l.expired(103_000), vec![2]);
+        l.demote();
+        assert_eq!(l.renew(1, 103_000), None);
+        assert!(l.expired(u64::MAX).is_empty());
     }
 }

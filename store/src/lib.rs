@@ -12,11 +12,36 @@
 //! It deliberately does not know: the network, Raft, log indexes (the caller stores an opaque
 //! "applied marker" atomically with each batch), the wire format, or wall-clock time (the
 //! [`Lessor`] takes `now_ms` as an argument).
+//!
+//! How it is built (one module each):
+//! - `codec`: the on-disk layout. Column family `store_kv` maps a revision (main u64 BE, sub
+//!   u32 BE) to one version of one key (bincode, with a tombstone flag); `store_meta` holds the
+//!   current and compact revisions, the applied marker and the layout version; `store_lease`
+//!   holds lease records. The caller's extra column families share the database (and its WAL).
+//! - `index`, `state`: the in-memory key index (user key -> revisions of its versions, plus the
+//!   live version's metadata) and the lease table with attached keys; rebuilt on open.
+//! - `apply`, `txn`, `range`: commands, each checked before it writes so a failing command
+//!   changes nothing; etcd's txn rules (compares before writes, no key written twice).
+//! - `watch`, `catchup`: the hub (synced watchers fed by apply, unsynced ones and victims caught
+//!   up from history by a background thread).
+//! - `snapshot`: images (checksummed, versioned) and the state hash; `lessor`: lease clocks.
 
+mod apply;
+mod catchup;
+mod codec;
+mod index;
+mod keyrange;
 mod lessor;
+mod range;
+mod snapshot;
+mod state;
 mod store;
+mod txn;
 mod types;
 mod watch;
+
+pub use catchup::{CATCHUP_MAX_EVENTS_PER_MESSAGE, CATCHUP_MAX_VERSIONS_SCANNED};
+pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 
 pub use lessor::Lessor;
 pub use store::Store;
