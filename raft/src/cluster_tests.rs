@@ -1,34 +1,23 @@
 //! Multi-member tests over the in-process transport. They poll with deadlines; none relies
 //! on a fixed sleep.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use berth_store::{Command, CommandResult, PutRequest, RangeRequest};
 use tempfile::TempDir;
-use tokio::time::Instant;
 
-use crate::testing::{member_config, TestNet};
+use crate::testing::{self, member_config, TestCluster, TestNet};
 use crate::{RaftConfig, RaftError, RaftHandle};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Polls `f` every 10 ms until it returns `Some`, or panics after `WAIT`.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testing::eventually(what, WAIT, f).await
 }
 
 fn put(key: &str, value: &str) -> Command {
@@ -50,85 +39,36 @@ fn get(h: &RaftHandle, key: &str) -> Option<Vec<u8>> {
     r.kvs.into_iter().next().map(|kv| kv.value)
 }
 
+/// A [`TestCluster`] with its own temporary directory.
 struct Cluster {
-    net: Arc<TestNet>,
+    c: TestCluster,
     dir: TempDir,
-    names: Vec<String>,
-    handles: BTreeMap<String, RaftHandle>,
-    tweak: fn(&mut RaftConfig),
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = TestCluster;
+    fn deref(&self) -> &TestCluster {
+        &self.c
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut TestCluster {
+        &mut self.c
+    }
 }
 
 impl Cluster {
     async fn start(n: usize, tweak: fn(&mut RaftConfig)) -> Cluster {
-        let names: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
-        let mut c = Cluster {
-            net: TestNet::new(),
-            dir: TempDir::new().unwrap(),
-            names,
-            handles: BTreeMap::new(),
-            tweak,
-        };
-        for name in c.names.clone() {
-            c.start_member(&name).await;
-        }
-        c
+        let dir = TempDir::new().unwrap();
+        let c = TestCluster::start(dir.path(), n, tweak)
+            .await
+            .expect("start cluster");
+        Cluster { c, dir }
     }
 
-    fn config(&self, name: &str) -> RaftConfig {
-        let initial: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let mut cfg = member_config(name, &self.dir.path().join(name), &initial);
-        (self.tweak)(&mut cfg);
-        cfg
-    }
-
-    async fn start_member(&mut self, name: &str) {
-        let cfg = self.config(name);
-        self.start_with(cfg).await.expect("start member");
-    }
-
-    async fn start_with(&mut self, cfg: RaftConfig) -> Result<RaftHandle, RaftError> {
-        let name = cfg.name.clone();
-        let h = RaftHandle::start(cfg, self.net.transport(&name)).await?;
-        self.net.register(&name, h.clone());
-        self.handles.insert(name, h.clone());
-        Ok(h)
-    }
-
-    async fn stop_member(&mut self, name: &str) {
-        let h = self.handles.remove(name).expect("running member");
-        self.net.unregister(name);
-        h.shutdown().await.expect("shutdown");
-    }
-
-    fn h(&self, name: &str) -> &RaftHandle {
-        &self.handles[name]
-    }
-
-    /// Waits until every running member in `among` agrees on one leader in `among`.
-    async fn leader_among(&self, among: &[&str]) -> String {
-        eventually("an agreed leader", || async {
-            let leaders: Vec<Option<u64>> =
-                among.iter().map(|n| self.h(n).status().leader_id).collect();
-            let first = leaders[0]?;
-            if !leaders.iter().all(|l| *l == Some(first)) {
-                return None;
-            }
-            let name = among.iter().find(|n| self.h(n).member_id() == first)?;
-            self.h(name).is_leader().then(|| name.to_string())
-        })
-        .await
-    }
-
-    async fn leader(&self) -> String {
-        let names: Vec<String> = self.handles.keys().cloned().collect();
-        let among: Vec<&str> = names.iter().map(String::as_str).collect();
-        self.leader_among(&among).await
-    }
-
-    async fn shutdown_all(mut self) {
-        for name in self.handles.keys().cloned().collect::<Vec<_>>() {
-            self.stop_member(&name).await;
-        }
+    async fn shutdown_all(self) {
+        self.c.shutdown_all().await;
     }
 }
 
@@ -229,11 +169,11 @@ async fn restarted_member_resumes_from_its_data_dir_and_catches_up() {
     .await;
     let term_before = c.h(&victim).status().term;
 
-    c.stop_member(&victim).await;
+    c.stop_member(&victim).await.expect("stop");
     for i in 1..=30 {
         applied_ok(c.h(&leader).propose(put(&format!("/k{i}"), "v")).await);
     }
-    c.start_member(&victim).await;
+    c.start_member(&victim).await.expect("restart");
     let h = c.h(&victim).clone();
     eventually("restarted member caught up", || async {
         get(&h, "/k30").map(|_| ())
@@ -573,5 +513,49 @@ async fn auto_compaction_by_revisions() {
         (h.store().compact_revision() >= rev - 5).then_some(())
     })
     .await;
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_cluster_restart_keeps_acknowledged_writes() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    for i in 0..10 {
+        applied_ok(c.h(&leader).propose(put(&format!("/d{i}"), "v")).await);
+    }
+    let names = c.names.clone();
+    for n in &names {
+        c.stop_member(n).await.expect("stop");
+    }
+    for n in &names {
+        c.start_member(n).await.expect("restart");
+    }
+    let leader = c.leader().await;
+    for n in &names {
+        c.h(n).read_linearizable().await.expect("read");
+        assert_eq!(get(c.h(n), "/d9"), Some(b"v".to_vec()), "on {n}");
+    }
+    applied_ok(c.h(&leader).propose(put("/after", "v")).await);
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_quorum_requests_fail_by_their_deadline() {
+    let c = Cluster::start(3, |cfg| cfg.request_timeout_ms = 600).await;
+    let leader = c.leader().await;
+    let follower = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    c.net.isolate(&follower);
+    let started = tokio::time::Instant::now();
+    let res = c.h(&follower).propose(put("/lost", "v")).await;
+    assert!(res.is_err(), "{res:?}");
+    assert!(c.h(&follower).read_linearizable().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the deadlines"
+    );
+    c.net.heal_all();
+    // Nothing was applied twice or half: the key is either there once or not at all.
+    let leader = c.leader().await;
+    applied_ok(c.h(&leader).propose(put("/ok", "v")).await);
     c.shutdown_all().await;
 }

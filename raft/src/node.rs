@@ -300,6 +300,8 @@ impl RaftHandle {
             max_in_snapshot_log_to_keep: (cfg.snapshot_every_logs / 10).min(1_000),
             purge_batch_size: (cfg.snapshot_every_logs / 10).clamp(1, 256),
             replication_lag_threshold: 1_000,
+            // Well under gRPC's default 4 MiB message limit.
+            snapshot_max_chunk_size: 1024 * 1024,
             ..Default::default()
         }
         .validate()

@@ -1,14 +1,16 @@
 //! In-process peer transport for tests (of this crate and of others): a router from peer
 //! address to [`RaftHandle`], whose links can be cut and healed.
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::{PeerRpc, PeerTransport, RaftConfig, RaftHandle, TransportError};
+use crate::{PeerRpc, PeerTransport, RaftConfig, RaftError, RaftHandle, TransportError};
 
 #[derive(Default)]
 struct NetState {
@@ -132,4 +134,130 @@ pub fn member_config(name: &str, data_dir: &Path, initial_cluster: &[&str]) -> R
         .map(|n| (n.to_string(), n.to_string()))
         .collect();
     cfg
+}
+
+/// Polls `f` every 10 ms until it returns `Some`; panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How long [`TestCluster`] waits for a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(20);
+
+/// Members `m1..mN` of one initial cluster on a [`TestNet`], data under `base_dir/<name>`.
+pub struct TestCluster {
+    pub net: Arc<TestNet>,
+    /// The initial cluster's member names.
+    pub names: Vec<String>,
+    base_dir: PathBuf,
+    handles: BTreeMap<String, RaftHandle>,
+    tweak: fn(&mut RaftConfig),
+}
+
+impl TestCluster {
+    /// Starts `n` members; `tweak` adjusts every member's config (also on restarts).
+    pub async fn start(
+        base_dir: &Path,
+        n: usize,
+        tweak: fn(&mut RaftConfig),
+    ) -> Result<TestCluster, RaftError> {
+        let mut c = TestCluster {
+            net: TestNet::new(),
+            names: (1..=n).map(|i| format!("m{i}")).collect(),
+            base_dir: base_dir.to_path_buf(),
+            handles: BTreeMap::new(),
+            tweak,
+        };
+        for name in c.names.clone() {
+            c.start_member(&name).await?;
+        }
+        Ok(c)
+    }
+
+    /// The config member `name` of the initial cluster starts with.
+    pub fn config(&self, name: &str) -> RaftConfig {
+        let initial: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let mut cfg = member_config(name, &self.base_dir.join(name), &initial);
+        (self.tweak)(&mut cfg);
+        cfg
+    }
+
+    /// (Re)starts member `name` of the initial cluster from its data dir.
+    pub async fn start_member(&mut self, name: &str) -> Result<RaftHandle, RaftError> {
+        let cfg = self.config(name);
+        self.start_with(cfg).await
+    }
+
+    /// Starts a member with any config (e.g. a joiner) on this network.
+    pub async fn start_with(&mut self, cfg: RaftConfig) -> Result<RaftHandle, RaftError> {
+        let name = cfg.name.clone();
+        let h = RaftHandle::start(cfg, self.net.transport(&name)).await?;
+        self.net.register(&name, h.clone());
+        self.handles.insert(name, h.clone());
+        Ok(h)
+    }
+
+    /// Shuts member `name` down and forgets its handle (its data dir stays).
+    pub async fn stop_member(&mut self, name: &str) -> Result<(), RaftError> {
+        let Some(h) = self.handles.remove(name) else {
+            return Ok(());
+        };
+        self.net.unregister(name);
+        h.shutdown().await
+    }
+
+    /// The running member `name`. Panics if it is not running.
+    pub fn h(&self, name: &str) -> &RaftHandle {
+        &self.handles[name]
+    }
+
+    /// Names of the running members.
+    pub fn running(&self) -> Vec<String> {
+        self.handles.keys().cloned().collect()
+    }
+
+    /// Waits until every member in `among` agrees on one leader in `among`; its name.
+    pub async fn leader_among(&self, among: &[&str]) -> String {
+        eventually("an agreed leader", LEADER_WAIT, || async {
+            let leaders: Vec<Option<u64>> =
+                among.iter().map(|n| self.h(n).status().leader_id).collect();
+            let first = leaders[0]?;
+            if !leaders.iter().all(|l| *l == Some(first)) {
+                return None;
+            }
+            let name = among.iter().find(|n| self.h(n).member_id() == first)?;
+            self.h(name).is_leader().then(|| name.to_string())
+        })
+        .await
+    }
+
+    /// Waits until every running member agrees on one leader; its name.
+    pub async fn leader(&self) -> String {
+        let names = self.running();
+        let among: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.leader_among(&among).await
+    }
+
+    /// Shuts every running member down.
+    pub async fn shutdown_all(mut self) {
+        for name in self.running() {
+            if let Err(e) = self.stop_member(&name).await {
+                tracing::warn!(member = %name, error = %e, "shutdown failed");
+            }
+        }
+    }
 }
