@@ -31,7 +31,11 @@ pub enum RaftError {
     #[error("requested lease not found")]
     LeaseNotFound,
     /// The data dir (or the peer) belongs to another cluster. Nothing was changed.
-    #[error("cluster id mismatch: local {local:#x}, other {other:#x}")]
+    #[error(
+        "cluster id mismatch: this member belongs to cluster {local:016x}, but the other side \
+         (the configured initial cluster, the join target, or the peer) is cluster {other:016x}; \
+         nothing was changed"
+    )]
     ClusterIdMismatch { local: u64, other: u64 },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]

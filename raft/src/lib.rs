@@ -16,6 +16,17 @@
 //! It does not know tonic/gRPC, HTTP or the wire format: peer messages are opaque payload
 //! bytes carried by a [`PeerTransport`] that the API server implements (and
 //! [`testing::TestNet`] in process). It reads no command line or environment.
+//!
+//! Data dir layout: `cluster_id` (hex, written before anything else), `db/` (the store's
+//! RocksDB, with the log in the [`LOG_CF`] and [`META_CF`] column families), `snapshot/current`
+//! (the latest snapshot, fsynced).
+//!
+//! For the API server: route every inbound peer message to [`RaftHandle::handle_peer`] (the
+//! [`PeerRpc`] kind plus the payload bytes; an `Err` there becomes the transport's
+//! [`TransportError::Remote`] on the caller's side); allow peer messages larger than gRPC's
+//! default 4 MiB (an AppendEntries batch holds up to 300 entries; snapshot chunks are 1 MiB);
+//! in join mode, register the handle before awaiting [`RaftHandle::joined`]; call
+//! [`RaftHandle::shutdown`] before dropping the last handle.
 
 mod config;
 mod error;
