@@ -139,6 +139,20 @@ pub(crate) struct Inner {
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Drop for Inner {
+    /// The last handle went away without [`RaftHandle::shutdown`]: stop Raft anyway, so that
+    /// it releases the store.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            rt.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
 /// The handle the API server uses: one running member. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftHandle {
@@ -335,10 +349,13 @@ impl RaftHandle {
                     tracing::info!(cluster_id = %format!("{cid:016x}"), "initialized a new cluster")
                 }
                 Err(OpenRaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(OpenRaftError::APIError(e @ InitializeError::NotInMembers(_))) => {
-                    return Err(RaftError::Config(e.to_string()))
+                Err(e) => {
+                    let _ = raft.shutdown().await;
+                    return Err(match e {
+                        OpenRaftError::APIError(e) => RaftError::Config(e.to_string()),
+                        OpenRaftError::Fatal(f) => f.into(),
+                    });
                 }
-                Err(OpenRaftError::Fatal(f)) => return Err(f.into()),
             }
         }
 
@@ -390,8 +407,9 @@ impl RaftHandle {
         &self.inner.raft
     }
 
-    /// In join mode, waits until this member was added as a voter (or the join failed for
-    /// good, e.g. another member holds its name). Returns at once otherwise.
+    /// In join mode, waits until this member was added (as a voter, or as a learner with
+    /// `join_as_learner`), or the join failed for good (e.g. another member holds its name).
+    /// Returns at once otherwise.
     pub async fn joined(&self) -> Result<(), RaftError> {
         let mut rx = self.inner.join_state.subscribe();
         let state = rx
