@@ -1,0 +1,561 @@
+//! Multi-member tests over the in-process transport. They poll with deadlines; none relies
+//! on a fixed sleep.
+
+use std::future::Future;
+use std::time::Duration;
+
+use berth_store::{Command, CommandResult, PutRequest, RangeRequest};
+use tempfile::TempDir;
+
+use crate::testing::{self, member_config, TestCluster, TestNet};
+use crate::{RaftConfig, RaftError, RaftHandle};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    testing::eventually(what, WAIT, f).await
+}
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put(PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    })
+}
+
+fn get(h: &RaftHandle, key: &str) -> Option<Vec<u8>> {
+    let r = h
+        .store()
+        .range(&RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .expect("range");
+    r.kvs.into_iter().next().map(|kv| kv.value)
+}
+
+/// A [`TestCluster`] with its own temporary directory.
+struct Cluster {
+    c: TestCluster,
+    dir: TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = TestCluster;
+    fn deref(&self) -> &TestCluster {
+        &self.c
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut TestCluster {
+        &mut self.c
+    }
+}
+
+impl Cluster {
+    async fn start(n: usize, tweak: fn(&mut RaftConfig)) -> Cluster {
+        let dir = TempDir::new().unwrap();
+        let c = TestCluster::start(dir.path(), n, tweak)
+            .await
+            .expect("start cluster");
+        Cluster { c, dir }
+    }
+
+    async fn shutdown_all(self) {
+        self.c.shutdown_all().await;
+    }
+}
+
+fn applied_ok(r: Result<Result<CommandResult, crate::ApplyError>, RaftError>) -> CommandResult {
+    r.expect("proposed").expect("applied without error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elect_and_forward_a_proposal_from_a_follower() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let follower = c.names.iter().find(|n| **n != leader).unwrap().clone();
+
+    let res = applied_ok(c.h(&follower).propose(put("/a", "1")).await);
+    assert!(matches!(res, CommandResult::Put(_)), "{res:?}");
+    for name in &c.names {
+        eventually("the write everywhere", || async {
+            (get(c.h(name), "/a") == Some(b"1".to_vec())).then_some(())
+        })
+        .await;
+    }
+    // Every member knows every member, with the client address each one recorded itself.
+    for name in &c.names {
+        eventually("client addresses recorded", || async {
+            let st = c.h(name).status();
+            (st.members.len() == 3
+                && st
+                    .members
+                    .iter()
+                    .all(|m| m.member.client_addr == format!("{}:client", m.member.name)))
+            .then_some(())
+        })
+        .await;
+    }
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_read_sees_write_acknowledged_by_leader() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let followers: Vec<&String> = c.names.iter().filter(|n| **n != leader).collect();
+    for i in 0..20 {
+        let v = i.to_string();
+        applied_ok(c.h(&leader).propose(put("/k", &v)).await);
+        for f in &followers {
+            c.h(f).read_linearizable().await.expect("read index");
+            assert_eq!(
+                get(c.h(f), "/k"),
+                Some(v.clone().into_bytes()),
+                "stale read on {f}"
+            );
+        }
+    }
+    c.h(&leader).read_linearizable().await.expect("leader read");
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_cut_off_then_new_leader_and_writes_continue() {
+    let c = Cluster::start(3, |_| {}).await;
+    let old = c.leader().await;
+    applied_ok(c.h(&old).propose(put("/before", "x")).await);
+
+    c.net.isolate(&old);
+    let rest: Vec<&str> = c
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != old)
+        .collect();
+    let new = c.leader_among(&rest).await;
+    assert_ne!(new, old);
+    let other = rest.iter().find(|n| **n != new).unwrap();
+    // Through a follower (forwarded) and through the new leader.
+    applied_ok(c.h(other).propose(put("/after", "y")).await);
+    applied_ok(c.h(&new).propose(put("/after2", "z")).await);
+
+    c.net.heal_all();
+    eventually("the old leader catches up", || async {
+        (get(c.h(&old), "/after2") == Some(b"z".to_vec())).then_some(())
+    })
+    .await;
+    let leader = c.leader().await;
+    assert_ne!(c.h(&leader).status().term, 0);
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_member_resumes_from_its_data_dir_and_catches_up() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let victim = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    applied_ok(c.h(&leader).propose(put("/k0", "v")).await);
+    eventually("replicated", || async {
+        get(c.h(&victim), "/k0").map(|_| ())
+    })
+    .await;
+    let term_before = c.h(&victim).status().term;
+
+    c.stop_member(&victim).await.expect("stop");
+    for i in 1..=30 {
+        applied_ok(c.h(&leader).propose(put(&format!("/k{i}"), "v")).await);
+    }
+    c.start_member(&victim).await.expect("restart");
+    let h = c.h(&victim).clone();
+    eventually("restarted member caught up", || async {
+        get(&h, "/k30").map(|_| ())
+    })
+    .await;
+    assert_eq!(get(&h, "/k0"), Some(b"v".to_vec()));
+    let st = h.status();
+    assert!(st.term >= term_before);
+    assert_eq!(st.members.len(), 3, "no re-initialization: {st:?}");
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_member_catches_up_through_a_snapshot() {
+    let c = Cluster::start(3, |cfg| cfg.snapshot_every_logs = 20).await;
+    let leader = c.leader().await;
+    let lagging = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    c.net.isolate(&lagging);
+    let lag_last = c.h(&lagging).status().last_log_index;
+
+    let rest: Vec<&str> = c
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != lagging)
+        .collect();
+    let leader = c.leader_among(&rest).await;
+    for i in 0..100 {
+        applied_ok(c.h(&leader).propose(put(&format!("/s{i:03}"), "v")).await);
+    }
+    // The leader purged the log past what the lagging member has.
+    eventually("the leader purged its log", || async {
+        let purged = c.h(&leader).raft().metrics().borrow().purged?;
+        (purged.index > lag_last + 1).then_some(())
+    })
+    .await;
+
+    c.net.heal_all();
+    let h = c.h(&lagging).clone();
+    eventually("the lagging member caught up", || async {
+        get(&h, "/s099").map(|_| ())
+    })
+    .await;
+    assert!(
+        h.raft().metrics().borrow().snapshot.is_some(),
+        "it installed a snapshot"
+    );
+    assert_eq!(get(&h, "/s000"), Some(b"v".to_vec()));
+    assert_eq!(h.store().hash(), c.h(&leader).store().hash());
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_a_fourth_member_then_remove_it() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    applied_ok(c.h(&leader).propose(put("/old", "1")).await);
+
+    let mut cfg = member_config("m4", &c.dir.path().join("m4"), &[]);
+    cfg.join = vec!["m1".into()];
+    let h4 = c.start_with(cfg).await.expect("start joiner");
+    tokio::time::timeout(WAIT, h4.joined())
+        .await
+        .expect("join in time")
+        .expect("joined");
+    assert_eq!(h4.cluster_id(), c.h("m1").cluster_id());
+    eventually("the joiner has the old data", || async {
+        get(&h4, "/old").map(|_| ())
+    })
+    .await;
+    let st = c.h(&leader).status();
+    assert_eq!(st.members.len(), 4);
+    assert!(
+        st.members
+            .iter()
+            .all(|m| m.role != crate::MemberRole::Learner),
+        "{st:?}"
+    );
+    assert!(!h4.status().is_learner);
+
+    // Adding it again is refused; removing an unknown id says so.
+    let again = c
+        .h("m2")
+        .add_member("m4".into(), "m4".into(), "m4:client".into(), false)
+        .await;
+    assert!(
+        matches!(again, Err(RaftError::MemberExists { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        c.h("m2").remove_member(12345).await,
+        Err(RaftError::MemberNotFound(12345))
+    );
+
+    // Removed through a follower (forwarded to the leader).
+    let via = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    c.h(&via)
+        .remove_member(h4.member_id())
+        .await
+        .expect("remove");
+    eventually("m4 left the membership", || async {
+        c.names
+            .iter()
+            .all(|n| c.h(n).status().members.len() == 3)
+            .then_some(())
+    })
+    .await;
+    applied_ok(c.h(&via).propose(put("/after-removal", "1")).await);
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_as_learner_then_promote() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    c.leader().await;
+    let mut cfg = member_config("l1", &c.dir.path().join("l1"), &[]);
+    cfg.join = vec!["m2".into(), "m3".into()];
+    cfg.join_as_learner = true;
+    let l1 = c.start_with(cfg).await.expect("start learner");
+    tokio::time::timeout(WAIT, l1.joined())
+        .await
+        .expect("join in time")
+        .expect("joined");
+    let id = l1.member_id();
+    eventually("l1 is a learner everywhere", || async {
+        c.names
+            .iter()
+            .all(|n| {
+                let st = c.h(n).status();
+                st.members
+                    .iter()
+                    .any(|m| m.id == id && m.role == crate::MemberRole::Learner)
+            })
+            .then_some(())
+    })
+    .await;
+    eventually("l1 sees itself as a learner", || async {
+        l1.status().is_learner.then_some(())
+    })
+    .await;
+    // A learner serves linearizable reads too.
+    applied_ok(c.h("m1").propose(put("/l", "1")).await);
+    l1.read_linearizable().await.expect("learner read");
+    assert_eq!(get(&l1, "/l"), Some(b"1".to_vec()));
+
+    assert_eq!(
+        c.h("m1").promote_member(crate::member_id("nobody")).await,
+        Err(RaftError::MemberNotFound(crate::member_id("nobody")))
+    );
+    c.h("m1").promote_member(id).await.expect("promote");
+    eventually("l1 is a voter", || async {
+        (!l1.status().is_learner && l1.status().members.len() == 4).then_some(())
+    })
+    .await;
+    // Promoting a voter again is a no-op.
+    c.h("m2").promote_member(id).await.expect("promote again");
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_expire_only_on_the_leader_and_a_new_leader_gives_a_fresh_ttl() {
+    let c = Cluster::start(3, |cfg| cfg.min_lease_ttl_secs = 1).await;
+    let leader = c.leader().await;
+    let follower = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    for n in &c.names {
+        assert_eq!(
+            c.h(n).inner.leases.is_primary(),
+            *n == leader,
+            "only the leader keeps lease clocks"
+        );
+    }
+
+    // Granted through a follower with id 0: the proposer picks the id.
+    let granted = applied_ok(
+        c.h(&follower)
+            .propose(Command::LeaseGrant { id: 0, ttl_secs: 3 })
+            .await,
+    );
+    let CommandResult::LeaseGrant { id, ttl_secs, .. } = granted else {
+        panic!("{granted:?}")
+    };
+    assert!(id > 0);
+    assert_eq!(ttl_secs, 3);
+    let mut attached = match put("/leased", "v") {
+        Command::Put(p) => p,
+        _ => unreachable!(),
+    };
+    attached.lease = id;
+    applied_ok(c.h(&follower).propose(Command::Put(attached)).await);
+    assert_eq!(c.h(&follower).lease_keepalive(id).await, Ok(3));
+    assert_eq!(
+        c.h(&follower).lease_keepalive(424242).await,
+        Err(RaftError::LeaseNotFound)
+    );
+    assert!(matches!(c.h(&follower).lease_time_to_live(id).await, Ok((3, r)) if r > 0 && r <= 3));
+
+    // Let the clock run down to at most one second left, then change leader.
+    eventually("the TTL runs down", || async {
+        let (_, remaining) = c.h(&leader).lease_time_to_live(id).await.ok()?;
+        (remaining <= 1).then_some(())
+    })
+    .await;
+    c.net.isolate(&leader);
+    let rest: Vec<&str> = c
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| **n != leader)
+        .collect();
+    let new = c.leader_among(&rest).await;
+    eventually("the new leader promoted its lessor", || async {
+        c.h(&new).inner.leases.is_primary().then_some(())
+    })
+    .await;
+    let (_, remaining) = c
+        .h(&new)
+        .lease_time_to_live(id)
+        .await
+        .expect("ttl from the new leader");
+    assert!(
+        remaining >= 2,
+        "the new leader gives a fresh TTL, got {remaining}s"
+    );
+    assert!(c.h(&new).store().lease(id).is_some());
+
+    // No keepalives: the new leader expires it, and the attached key goes with it.
+    eventually("the lease expires", || async {
+        let gone = rest
+            .iter()
+            .all(|n| c.h(n).store().lease(id).is_none() && get(c.h(n), "/leased").is_none());
+        gone.then_some(())
+    })
+    .await;
+    // The isolated old leader could not expire anything on its own.
+    assert!(c.h(&leader).store().lease(id).is_some());
+    c.net.heal_all();
+    eventually("the old leader learns of the revoke", || async {
+        c.h(&leader).store().lease(id).is_none().then_some(())
+    })
+    .await;
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_dir_of_another_cluster_is_rejected() {
+    let dir = TempDir::new().unwrap();
+    let net = TestNet::new();
+    let data = dir.path().join("solo");
+    let solo = RaftHandle::start(
+        member_config("solo", &data, &["solo"]),
+        net.transport("solo"),
+    )
+    .await
+    .expect("single-member cluster");
+    net.register("solo", solo.clone());
+    eventually("solo leads", || async { solo.is_leader().then_some(()) }).await;
+    applied_ok(solo.propose(put("/x", "1")).await);
+    solo.shutdown().await.unwrap();
+    net.unregister("solo");
+    drop(solo);
+    let cid_file = std::fs::read(data.join("cluster_id")).unwrap();
+
+    // Same data dir, another initial cluster.
+    let other = member_config("solo", &data, &["solo", "peer"]);
+    match RaftHandle::start(other, net.transport("solo")).await {
+        Err(RaftError::ClusterIdMismatch { .. }) => {}
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("accepted a data dir of another cluster"),
+    }
+    assert_eq!(std::fs::read(data.join("cluster_id")).unwrap(), cid_file);
+
+    // Same data dir, joining another cluster.
+    let c = Cluster::start(3, |_| {}).await;
+    c.leader().await;
+    let mut join = member_config("solo", &data, &[]);
+    join.join = vec!["m1".into()];
+    match RaftHandle::start(join, c.net.transport("solo")).await {
+        Err(RaftError::ClusterIdMismatch { .. }) => {}
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("joined with a data dir of another cluster"),
+    }
+    assert_eq!(std::fs::read(data.join("cluster_id")).unwrap(), cid_file);
+    assert_eq!(c.h("m1").status().members.len(), 3);
+
+    // The original configuration still resumes, data intact.
+    let solo = RaftHandle::start(
+        member_config("solo", &data, &["solo"]),
+        net.transport("solo"),
+    )
+    .await
+    .expect("resume");
+    net.register("solo", solo.clone());
+    eventually("resumed with its data", || async {
+        (solo.read_linearizable().await.is_ok() && get(&solo, "/x") == Some(b"1".to_vec()))
+            .then_some(())
+    })
+    .await;
+    solo.shutdown().await.unwrap();
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peer_messages_of_another_cluster_are_refused() {
+    let c = Cluster::start(1, |_| {}).await;
+    c.leader().await;
+    let h = c.h("m1");
+    let payload = crate::network::encode_request(
+        h.cluster_id() ^ 1,
+        &crate::network::ReadIndexRequest { timeout_ms: 100 },
+    )
+    .unwrap();
+    let res = h.handle_peer(crate::PeerRpc::ReadIndex, payload).await;
+    assert!(
+        matches!(res, Err(RaftError::ClusterIdMismatch { .. })),
+        "{res:?}"
+    );
+    assert!(matches!(
+        h.handle_peer(crate::PeerRpc::Vote, vec![1, 2, 3]).await,
+        Err(RaftError::Protocol(_))
+    ));
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_compaction_by_revisions() {
+    let c = Cluster::start(1, |cfg| {
+        cfg.auto_compaction = Some(crate::AutoCompaction::Revisions(5))
+    })
+    .await;
+    let leader = c.leader().await;
+    let h = c.h(&leader);
+    for i in 0..20 {
+        applied_ok(h.propose(put("/c", &i.to_string())).await);
+    }
+    let rev = h.store().revision();
+    eventually("compacted to revision - 5", || async {
+        (h.store().compact_revision() >= rev - 5).then_some(())
+    })
+    .await;
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_cluster_restart_keeps_acknowledged_writes() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    for i in 0..10 {
+        applied_ok(c.h(&leader).propose(put(&format!("/d{i}"), "v")).await);
+    }
+    let names = c.names.clone();
+    for n in &names {
+        c.stop_member(n).await.expect("stop");
+    }
+    for n in &names {
+        c.start_member(n).await.expect("restart");
+    }
+    let leader = c.leader().await;
+    for n in &names {
+        c.h(n).read_linearizable().await.expect("read");
+        assert_eq!(get(c.h(n), "/d9"), Some(b"v".to_vec()), "on {n}");
+    }
+    applied_ok(c.h(&leader).propose(put("/after", "v")).await);
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_quorum_requests_fail_by_their_deadline() {
+    let c = Cluster::start(3, |cfg| cfg.request_timeout_ms = 600).await;
+    let leader = c.leader().await;
+    let follower = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    c.net.isolate(&follower);
+    let started = tokio::time::Instant::now();
+    let res = c.h(&follower).propose(put("/lost", "v")).await;
+    assert!(res.is_err(), "{res:?}");
+    assert!(c.h(&follower).read_linearizable().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the deadlines"
+    );
+    c.net.heal_all();
+    // Nothing was applied twice or half: the key is either there once or not at all.
+    let leader = c.leader().await;
+    applied_ok(c.h(&leader).propose(put("/ok", "v")).await);
+    c.shutdown_all().await;
+}

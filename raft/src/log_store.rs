@@ -1,0 +1,405 @@
+//! The Raft log in two column families of the store's RocksDB: `raft_log` (key: the index,
+//! u64 big-endian; value: the bincode entry) and `raft_meta` (vote, committed, last purged).
+//!
+//! Durability: appends and vote saves are written with `sync=false` and acknowledged only
+//! after the group-commit thread has synced the WAL ([`Syncer`]): it takes every waiter queued
+//! so far, does one `flush_wal(true)` and then answers them all. The tokio runtime never waits
+//! on a sync. Because the log shares the WAL with the state machine, a synced append also makes
+//! every earlier state-machine write durable, and the WAL's prefix order means a purge record
+//! can never survive a crash that the state it relied on did not.
+
+// openraft's StorageError is what its storage traits return; our helpers return it unboxed too.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Weak};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError};
+use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use tokio::sync::oneshot;
+
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// Column family of the log entries.
+pub const LOG_CF: &str = "raft_log";
+/// Column family of the vote, the committed log id and the last purged log id.
+pub const META_CF: &str = "raft_meta";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// Above every 8-byte index key: the exclusive end of "everything from here on".
+const KEY_BEYOND_LAST: [u8; 9] = [0xff; 9];
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StorageError> {
+    db.cf_handle(name).ok_or_else(|| {
+        StorageIOError::read(&io::Error::other(format!("column family {name} missing"))).into()
+    })
+}
+
+fn unsynced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(false);
+    o
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+/// One waiter of the group-commit thread.
+enum SyncWaiter {
+    Log(LogFlushed<TypeConfig>),
+    Notify(oneshot::Sender<io::Result<()>>),
+}
+
+impl SyncWaiter {
+    fn complete(self, res: Result<(), String>) {
+        let res = res.map_err(io::Error::other);
+        match self {
+            SyncWaiter::Log(cb) => cb.log_io_completed(res),
+            SyncWaiter::Notify(tx) => {
+                let _ = tx.send(res);
+            }
+        }
+    }
+}
+
+/// The group-commit thread: syncs the WAL once for every batch of queued waiters. It holds
+/// only a weak reference to the database so that it never keeps it open; it ends when every
+/// [`Syncer`] clone is dropped.
+#[derive(Clone)]
+pub(crate) struct Syncer {
+    tx: mpsc::Sender<SyncWaiter>,
+    syncs: Arc<AtomicU64>,
+}
+
+impl Syncer {
+    pub(crate) fn spawn(db: &Arc<DB>) -> io::Result<Syncer> {
+        Syncer::spawn_gated(db, None)
+    }
+
+    /// With a gate, the thread waits for one token per batch after taking the batch's first
+    /// waiter (tests use it to queue waiters behind a sync deterministically).
+    fn spawn_gated(db: &Arc<DB>, gate: Option<mpsc::Receiver<()>>) -> io::Result<Syncer> {
+        let (tx, rx) = mpsc::channel::<SyncWaiter>();
+        let weak: Weak<DB> = Arc::downgrade(db);
+        let syncs = Arc::new(AtomicU64::new(0));
+        let counter = syncs.clone();
+        std::thread::Builder::new()
+            .name("raft-wal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    if let Some(gate) = &gate {
+                        let _ = gate.recv();
+                    }
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let res = match weak.upgrade() {
+                        Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                        None => Err("database closed".to_string()),
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = &res {
+                        tracing::error!(error = %e, "WAL sync failed");
+                    }
+                    for w in batch {
+                        w.complete(res.clone());
+                    }
+                }
+            })?;
+        Ok(Syncer { tx, syncs })
+    }
+
+    /// How many WAL syncs the thread did.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    fn enqueue(&self, w: SyncWaiter) {
+        if let Err(mpsc::SendError(w)) = self.tx.send(w) {
+            w.complete(Err("WAL sync thread stopped".into()));
+        }
+    }
+
+    /// Waits until everything written so far is in the synced WAL.
+    pub(crate) async fn sync(&self) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(SyncWaiter::Notify(tx));
+        rx.await
+            .map_err(|_| io::Error::other("WAL sync thread stopped"))?
+    }
+}
+
+/// Reads the log; cheap to clone (openraft gives one to each replication task).
+#[derive(Clone)]
+pub struct LogReader {
+    db: Arc<DB>,
+}
+
+impl LogReader {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        let cf = cf(&self.db, META_CF)?;
+        match self.db.get_cf(cf, key).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(bincode::deserialize(&v).map_err(read_err)?)),
+        }
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let cf = cf(&self.db, LOG_CF)?;
+        match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, v) = item.map_err(read_err)?;
+                // An entry's log id is its first field; bincode reads just that prefix.
+                Ok(Some(bincode::deserialize::<LogId>(&v).map_err(read_err)?))
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let cf = cf(&self.db, LOG_CF)?;
+        let from = index_key(start);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+        {
+            let (k, v) = item.map_err(read_err)?;
+            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                read_err(io::Error::other(format!(
+                    "bad log key of {} bytes",
+                    k.len()
+                )))
+            })?);
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry = bincode::deserialize(&v)
+                .map_err(|e| StorageError::from(StorageIOError::read_log_at_index(index, &e)))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+/// The log storage openraft owns. `committed` mirrors the last committed index (+1, 0 = none)
+/// for [`crate::RaftStatus`].
+pub struct LogStore {
+    reader: LogReader,
+    syncer: Syncer,
+    committed: Arc<AtomicU64>,
+}
+
+impl LogStore {
+    /// `db` must have been opened with the [`LOG_CF`] and [`META_CF`] column families.
+    pub(crate) fn new(
+        db: Arc<DB>,
+        syncer: Syncer,
+        committed: Arc<AtomicU64>,
+    ) -> Result<LogStore, StorageError> {
+        cf(&db, LOG_CF)?;
+        cf(&db, META_CF)?;
+        let s = LogStore {
+            reader: LogReader { db },
+            syncer,
+            committed,
+        };
+        let c = s.reader.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten();
+        s.committed
+            .store(c.map_or(0, |c| c.index + 1), Ordering::Relaxed);
+        Ok(s)
+    }
+
+    fn db(&self) -> &DB {
+        &self.reader.db
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+        let cf = cf(self.db(), META_CF)?;
+        let v = bincode::serialize(value).map_err(write_err)?;
+        self.db()
+            .put_cf_opt(cf, key, v, &unsynced())
+            .map_err(write_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.reader.try_get_log_entries(range).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.reader.get_meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.reader.last_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        self.reader.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, vote)?;
+        self.syncer
+            .sync()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.reader.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced: openraft tolerates losing it (it only speeds up re-applying on restart).
+        self.put_meta(KEY_COMMITTED, &committed)?;
+        self.committed
+            .store(committed.map_or(0, |c| c.index + 1), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self
+            .reader
+            .get_meta::<Option<LogId>>(KEY_COMMITTED)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = cf(self.db(), LOG_CF)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let v = bincode::serialize(&entry).map_err(|e| {
+                StorageError::from(StorageIOError::write_log_entry(*entry.get_log_id(), &e))
+            })?;
+            batch.put_cf(cf, index_key(entry.get_log_id().index), v);
+        }
+        self.db().write_opt(batch, &unsynced()).map_err(write_err)?;
+        // Reported flushed only once the group-commit thread has synced the WAL.
+        self.syncer.enqueue(SyncWaiter::Log(callback));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let cf = cf(self.db(), LOG_CF)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, &index_key(log_id.index)[..], &KEY_BEYOND_LAST[..]);
+        self.db().write_opt(batch, &unsynced()).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let log_cf = cf(self.db(), LOG_CF)?;
+        let meta_cf = cf(self.db(), META_CF)?;
+        let mut batch = WriteBatch::default();
+        let v = bincode::serialize(&log_id).map_err(write_err)?;
+        batch.put_cf(meta_cf, KEY_LAST_PURGED, v);
+        batch.delete_range_cf(
+            log_cf,
+            &index_key(0)[..],
+            &index_key(log_id.index.saturating_add(1))[..],
+        );
+        self.db().write_opt(batch, &unsynced()).map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Delete, io::Error::other(e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_queued_behind_a_sync_share_the_next_one() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
+        let (gate, gate_rx) = mpsc::channel();
+        let syncer = Syncer::spawn_gated(&db, Some(gate_rx)).unwrap();
+
+        db.put_opt(b"k", b"v", &unsynced()).unwrap();
+        let mut waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (tx, rx) = oneshot::channel();
+                syncer.enqueue(SyncWaiter::Notify(tx));
+                rx
+            })
+            .collect();
+        // The thread holds the first waiter at the gate: nobody is acknowledged before a sync.
+        for w in &mut waiters {
+            assert!(matches!(
+                w.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ));
+        }
+        assert_eq!(syncer.syncs(), 0);
+
+        gate.send(()).unwrap();
+        for w in waiters {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(syncer.syncs(), 1, "one sync for all three waiters");
+
+        gate.send(()).unwrap();
+        syncer.sync().await.unwrap();
+        assert_eq!(syncer.syncs(), 2);
+    }
+
+    #[tokio::test]
+    async fn waiters_fail_once_the_database_is_gone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
+        let syncer = Syncer::spawn(&db).unwrap();
+        drop(db);
+        assert!(syncer.sync().await.is_err());
+    }
+}
