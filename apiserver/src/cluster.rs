@@ -78,7 +78,8 @@ impl Cluster for ClusterService {
             .await
             .map_err(ApiError::from)?;
         let (header, members) = self.members();
-        let member = members.iter().find(|m| m.id == added.id).cloned();
+        let id = berth_raft::member_id(&added.name);
+        let member = members.iter().find(|m| m.id == id).cloned();
         Ok(Response::new(pb::MemberAddResponse {
             header: Some(header),
             member,

@@ -110,16 +110,36 @@ mod tests {
     #[test]
     fn etcd_errors_keep_their_code_and_text() {
         let cases: Vec<(ApiError, Code, &str)> = vec![
-            (ApiError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
+            (
+                ApiError::RequestTooLarge,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
             (
                 StoreError::Compacted { compact_revision: 5 }.into(),
                 Code::OutOfRange,
                 "etcdserver: mvcc: required revision has been compacted",
             ),
-            (ApplyError::LeaseNotFound.into(), Code::NotFound, "etcdserver: requested lease not found"),
-            (RaftError::NoLeader.into(), Code::Unavailable, "etcdserver: no leader"),
-            (ApiError::TooManyOps, Code::InvalidArgument, "etcdserver: too many operations in txn request"),
-            (ApiError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
+            (
+                ApplyError::LeaseNotFound.into(),
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                RaftError::NoLeader.into(),
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                ApiError::TooManyOps,
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                ApiError::EmptyKey,
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
         ];
         for (err, code, msg) in cases {
             let s = Status::from(err);

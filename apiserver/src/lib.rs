@@ -112,7 +112,7 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(metrics::Metrics::new());
-        raft_cfg.fsync_observer = Some(metrics.fsync_observer());
+        raft_cfg.fsync_observer = Some(berth_raft::FsyncObserver(metrics.fsync_observer()));
         let peer = peer::PeerService::default();
         let mut tasks = vec![tokio::spawn(serve_peer(peer_listener, peer.clone()))];
         let transport = Arc::new(transport::GrpcPeerTransport::default());

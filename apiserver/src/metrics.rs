@@ -139,7 +139,8 @@ impl Metrics {
         self.raft_term.set(st.term as i64);
         self.raft_commit_index.set(st.commit_index as i64);
         self.raft_applied_index.set(st.applied_index as i64);
-        self.raft_leader.set((st.leader_id == Some(raft.member_id())) as i64);
+        self.raft_leader
+            .set((st.leader_id == Some(raft.member_id())) as i64);
         {
             let mut last = self.last_leader.lock();
             if st.leader_id.is_some() && *last != st.leader_id {

@@ -107,7 +107,8 @@ fn parse_op(s: &str) -> anyhow::Result<Op> {
 
 fn write_json(path: &Option<PathBuf>, v: &impl Serialize) -> anyhow::Result<()> {
     if let Some(path) = path {
-        std::fs::write(path, serde_json::to_vec_pretty(v)?).with_context(|| format!("--json {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(v)?)
+            .with_context(|| format!("--json {}", path.display()))?;
     }
     Ok(())
 }
@@ -170,13 +171,19 @@ pub async fn kv(a: &KvArgs) -> anyhow::Result<KvResult> {
         preload(&conns[0], a).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(a.duration_secs);
-    let per_client = if a.total > 0 { a.total.div_ceil(a.clients as u64) } else { u64::MAX };
+    let per_client = if a.total > 0 {
+        a.total.div_ceil(a.clients as u64)
+    } else {
+        u64::MAX
+    };
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..a.clients {
         let conn = conns[c % conns.len()].clone();
         let a = a.clone();
-        tasks.push(tokio::spawn(async move { client_loop(conn, op, &a, c as u64, per_client, deadline).await }));
+        tasks.push(tokio::spawn(async move {
+            client_loop(conn, op, &a, c as u64, per_client, deadline).await
+        }));
     }
     let mut lat_us = Vec::new();
     let mut errors = 0;
@@ -222,7 +229,11 @@ async fn client_loop(
     let mut lat = Vec::new();
     let mut errors = 0;
     let mut n = 0;
-    let space = if op == Op::Put { a.key_space } else { a.key_space.min(PRELOAD_KEYS_MAX) };
+    let space = if op == Op::Put {
+        a.key_space
+    } else {
+        a.key_space.min(PRELOAD_KEYS_MAX)
+    };
     while n < count && Instant::now() < deadline {
         let key = key_of(rng.gen_range(0..space), a.key_size);
         let is_put = match op {
@@ -235,7 +246,13 @@ async fn client_loop(
             conn.put(&key, &value).await.map(|_| ())
         } else {
             let serializable = matches!(op, Op::Range { serializable: true });
-            conn.range(pb::RangeRequest { key, serializable, ..Default::default() }).await.map(|_| ())
+            conn.range(pb::RangeRequest {
+                key,
+                serializable,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
         };
         match res {
             Ok(()) => lat.push(t.elapsed().as_micros() as u64),
@@ -249,7 +266,10 @@ async fn client_loop(
 pub async fn failover(a: &FailoverArgs) -> anyhow::Result<FailoverResult> {
     // A short per-request timeout, so that a write stuck on a dead leader is abandoned and
     // retried on another server quickly.
-    let client = EtcdClient::new(&a.server.servers, Duration::from_millis(a.server.request_timeout_ms))?;
+    let client = EtcdClient::new(
+        &a.server.servers,
+        Duration::from_millis(a.server.request_timeout_ms),
+    )?;
     let start = Instant::now();
     let end = start + Duration::from_secs(a.duration_secs);
     let (mut ok, mut failed) = (0u64, 0u64);

@@ -172,11 +172,33 @@ pub fn configs(a: &ServerArgs) -> anyhow::Result<(ApiConfig, RaftConfig)> {
     Ok((api, raft))
 }
 
-async fn serve_until_signal(api: ApiConfig, raft: RaftConfig) -> anyhow::Result<()> {
+/// `--join` names client addresses (as a user knows them); Raft joins through peer
+/// addresses, so ask the cluster for its members' peer addresses first.
+async fn resolve_join(client_addrs: &[String]) -> anyhow::Result<Vec<String>> {
+    let c = berth_client::EtcdClient::new(client_addrs, Duration::from_secs(5))?;
+    let list = c
+        .member_list()
+        .await
+        .with_context(|| format!("--join: asking {} for its members", client_addrs.join(",")))?;
+    let peers: Vec<String> = list
+        .members
+        .iter()
+        .flat_map(|m| m.peer_ur_ls.iter().map(|u| strip_scheme(u).to_string()))
+        .collect();
+    if peers.is_empty() {
+        bail!("--join: {} reported no members", client_addrs.join(","));
+    }
+    Ok(peers)
+}
+
+async fn serve_until_signal(api: ApiConfig, mut raft: RaftConfig) -> anyhow::Result<()> {
+    if !raft.join.is_empty() {
+        raft.join = resolve_join(&raft.join).await?;
+    }
     let name = raft.name.clone();
     let client = api.client_addr.clone();
     let server = Server::start(api, raft).await?;
-    tracing::info!(member = %name, id = server.raft.member_id(), client_addr = %client, "serving");
+    tracing::info!(member = %name, id = %format!("{:x}", server.raft.member_id()), client_addr = %client, "serving");
     wait_for_signal().await?;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -12,7 +12,13 @@ fn key(i: u64) -> Vec<u8> {
 }
 
 async fn get(c: &berth_client::EtcdClient, k: &[u8]) -> Option<Vec<u8>> {
-    let r = c.range(pb::RangeRequest { key: k.to_vec(), ..Default::default() }).await.ok()?;
+    let r = c
+        .range(pb::RangeRequest {
+            key: k.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .ok()?;
     Some(r.kvs.first().map(|kv| kv.value.clone()).unwrap_or_default())
 }
 
@@ -29,7 +35,10 @@ async fn write_range(c: &berth_client::EtcdClient, from: u64, to: u64) -> Vec<u6
 
 async fn assert_all_present(c: &berth_client::EtcdClient, acked: &[u64]) {
     for i in acked {
-        let v = eventually("read of an acknowledged write", || async { get(c, &key(*i)).await }).await;
+        let v = eventually("read of an acknowledged write", || async {
+            get(c, &key(*i)).await
+        })
+        .await;
         assert_eq!(v, format!("v{i}").into_bytes(), "acknowledged write {i} lost");
     }
 }
@@ -57,11 +66,16 @@ async fn leader_kill_loses_no_acknowledged_write_and_member_catches_up() {
 
     c.start_member(leader);
     c.wait_leader().await;
-    let restarted = berth_client::EtcdClient::new(&[c.members[leader].client.clone()], Duration::from_secs(2)).unwrap();
+    let restarted =
+        berth_client::EtcdClient::new(&[c.members[leader].client.clone()], Duration::from_secs(2)).unwrap();
     // A serializable read on the restarted member shows its own state once it caught up.
     eventually("restarted member caught up", || async {
         let r = restarted
-            .range(pb::RangeRequest { key: key(199), serializable: true, ..Default::default() })
+            .range(pb::RangeRequest {
+                key: key(199),
+                serializable: true,
+                ..Default::default()
+            })
             .await
             .ok()?;
         (r.kvs.len() == 1).then_some(())
@@ -95,7 +109,10 @@ async fn join_as_learner_then_promote_and_remove() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && table.contains("leader") && table.contains("s4"), "{table}");
+    assert!(
+        out.status.success() && table.contains("leader") && table.contains("s4"),
+        "{table}"
+    );
     let out = std::process::Command::new(berth_bin())
         .args(["cluster", "remove", "s4", "--server", &eps])
         .output()
@@ -123,28 +140,41 @@ async fn watch_is_continuous_across_a_leader_change() {
     let ch = berth_client::dial::lazy_channel(&c.members[follower].client, Duration::from_secs(60)).unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tx.send(pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
-            key: b"k/".to_vec(),
-            range_end: berth_proto::prefix_range_end(b"k/"),
-            start_revision: 1,
-            ..Default::default()
-        })),
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: b"k/".to_vec(),
+                range_end: berth_proto::prefix_range_end(b"k/"),
+                start_revision: 1,
+                ..Default::default()
+            },
+        )),
     })
     .await
     .unwrap();
-    let mut stream = WatchClient::new(ch).watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut stream = WatchClient::new(ch)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
 
     let client = c.client();
     let mut acked = write_range(&client, 0, 30).await;
     c.members[leader].kill();
     let client = c.client();
-    eventually("new leader accepts writes", || async { client.put(b"x", b"1").await.ok() }).await;
+    eventually("new leader accepts writes", || async {
+        client.put(b"x", b"1").await.ok()
+    })
+    .await;
     acked.extend(write_range(&client, 30, 60).await);
 
     let mut seen = Vec::new();
     let mut last_rev = 0;
     while seen.len() < acked.len() {
-        let msg = tokio::time::timeout(DEADLINE, stream.message()).await.expect("watch stalled").unwrap().unwrap();
+        let msg = tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
         assert!(!msg.canceled, "watch canceled: {}", msg.cancel_reason);
         for ev in msg.events {
             let kv = ev.kv.unwrap();
@@ -153,7 +183,10 @@ async fn watch_is_continuous_across_a_leader_change() {
             seen.push(String::from_utf8(kv.key).unwrap());
         }
     }
-    let want: Vec<String> = acked.iter().map(|i| String::from_utf8(key(*i)).unwrap()).collect();
+    let want: Vec<String> = acked
+        .iter()
+        .map(|i| String::from_utf8(key(*i)).unwrap())
+        .collect();
     assert_eq!(seen, want);
     drop(tx);
 }
@@ -165,7 +198,10 @@ async fn lease_expiry_deletes_its_keys() {
     let grant = etcdctl_ok(&ep, &["lease", "grant", "2"]);
     let id = grant.split_whitespace().nth(1).unwrap().to_string();
     etcdctl_ok(&ep, &["put", "ephemeral", "v", "--lease", &id]);
-    assert_eq!(etcdctl_ok(&ep, &["get", "ephemeral", "--print-value-only"]), "v\n");
+    assert_eq!(
+        etcdctl_ok(&ep, &["get", "ephemeral", "--print-value-only"]),
+        "v\n"
+    );
     eventually("the leased key is deleted at expiry", || async {
         (etcdctl_ok(&ep, &["get", "ephemeral"]).is_empty()).then_some(())
     })
@@ -186,14 +222,26 @@ async fn restart_keeps_state_and_other_cluster_data_dir_is_refused() {
     // The same data dir under another --initial-cluster is another cluster's: refused.
     let other = format!("s1={},s9=127.0.0.1:1", c.members[0].peer);
     let out = std::process::Command::new(berth_bin())
-        .args(["server", "--name", "s1", "--peer-addr", &c.members[0].peer, "--client-addr", &c.members[0].client])
+        .args([
+            "server",
+            "--name",
+            "s1",
+            "--peer-addr",
+            &c.members[0].peer,
+            "--client-addr",
+            &c.members[0].client,
+        ])
         .arg("--data-dir")
         .arg(&c.members[0].data_dir)
         .args(["--initial-cluster", &other])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,11 +252,21 @@ async fn snapshot_save_and_restore_seed_a_new_cluster() {
     etcdctl_ok(&c.endpoints(), &["snapshot", "save", file.to_str().unwrap()]);
     let data_dir = c.dir.path().join("restored");
     let out = std::process::Command::new(berth_bin())
-        .args(["snapshot", "restore", file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+        .args([
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut m = Cluster { dir: tempfile::tempdir().unwrap(), members: Vec::new(), initial_cluster: String::new() };
+    let mut m = Cluster {
+        dir: tempfile::tempdir().unwrap(),
+        members: Vec::new(),
+        initial_cluster: String::new(),
+    };
     let peer = format!("127.0.0.1:{}", free_port());
     m.initial_cluster = format!("r1={peer}");
     m.members.push(Member {

@@ -14,7 +14,10 @@ async fn etcdctl_kv_txn_watch_lease_members() {
     assert_eq!(etcdctl_ok(&ep, &["put", "foo", "bar"]).trim(), "OK");
     assert_eq!(etcdctl_ok(&ep, &["put", "foo2", "baz"]).trim(), "OK");
     assert_eq!(etcdctl_ok(&ep, &["get", "foo"]), "foo\nbar\n");
-    assert_eq!(etcdctl_ok(&ep, &["get", "foo", "--prefix", "--keys-only"]), "foo\n\nfoo2\n\n");
+    assert_eq!(
+        etcdctl_ok(&ep, &["get", "foo", "--prefix", "--keys-only"]),
+        "foo\n\nfoo2\n\n"
+    );
     // serializable reads on each member see the write once applied there
     for m in &c.members {
         let got = etcdctl_ok(&m.client, &["get", "foo", "--print-value-only"]);
@@ -35,7 +38,11 @@ async fn etcdctl_kv_txn_watch_lease_members() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    txn.stdin.take().unwrap().write_all(b"value(\"foo\") = \"bar\"\n\nput foo qux\n\nput foo nope\n\n").unwrap();
+    txn.stdin
+        .take()
+        .unwrap()
+        .write_all(b"value(\"foo\") = \"bar\"\n\nput foo qux\n\nput foo nope\n\n")
+        .unwrap();
     let out = txn.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SUCCESS\n\nOK\n");
@@ -55,13 +62,21 @@ async fn etcdctl_kv_txn_watch_lease_members() {
         .unwrap();
     let stdout = watch.stdout.take().unwrap();
     let lines = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().take(8).map(|l| l.unwrap()).collect::<Vec<_>>()
+        BufReader::new(stdout)
+            .lines()
+            .take(8)
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
     })
     .await
     .unwrap();
     let _ = watch.kill();
     let _ = watch.wait();
-    assert_eq!(lines, vec!["PUT", "w/a", "1", "PUT", "w/b", "2", "DELETE", "w/a"], "watch saw {lines:?}");
+    assert_eq!(
+        lines,
+        vec!["PUT", "w/a", "1", "PUT", "w/b", "2", "DELETE", "w/a"],
+        "watch saw {lines:?}"
+    );
 
     // lease: grant, attach, revoke removes the key
     let grant = etcdctl_ok(&ep, &["lease", "grant", "60"]);
@@ -77,7 +92,10 @@ async fn etcdctl_kv_txn_watch_lease_members() {
     // member list and endpoint status
     let members = etcdctl_ok(&ep, &["member", "list"]);
     for m in &c.members {
-        assert!(members.contains(&m.name) && members.contains(&m.peer), "{members}");
+        assert!(
+            members.contains(&m.name) && members.contains(&m.peer),
+            "{members}"
+        );
     }
     let status = etcdctl_ok(&ep, &["endpoint", "status"]);
     assert_eq!(status.lines().count(), 3, "{status}");
@@ -103,10 +121,16 @@ async fn oversize_and_bad_requests_change_nothing() {
     let big = "x".repeat(4096);
     let out = etcdctl(&ep, &["put", "big", &big]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("request is too large"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("request is too large"),
+        "{out:?}"
+    );
     assert_eq!(etcdctl_ok(&ep, &["get", "big"]), "");
     let out = etcdctl(&ep, &["put", "k", "v", "--lease", "1234"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("requested lease not found"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requested lease not found"),
+        "{out:?}"
+    );
     assert_eq!(etcdctl_ok(&ep, &["get", "k"]), "");
 }
 
@@ -119,12 +143,35 @@ fn conflicting_and_bad_flags_are_named() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d").display().to_string();
-    let base = ["server", "--name", "s1", "--data-dir", &d, "--peer-addr", "127.0.0.1:1", "--client-addr", "127.0.0.1:2"];
-    let err = run(&[&base[..], &["--initial-cluster", "s1=127.0.0.1:1", "--join", "127.0.0.1:3"]].concat());
-    assert!(err.contains("--initial-cluster") && err.contains("--join"), "{err}");
+    let base = [
+        "server",
+        "--name",
+        "s1",
+        "--data-dir",
+        &d,
+        "--peer-addr",
+        "127.0.0.1:1",
+        "--client-addr",
+        "127.0.0.1:2",
+    ];
+    let err = run(&[
+        &base[..],
+        &["--initial-cluster", "s1=127.0.0.1:1", "--join", "127.0.0.1:3"],
+    ]
+    .concat());
+    assert!(
+        err.contains("--initial-cluster") && err.contains("--join"),
+        "{err}"
+    );
     let err = run(&[&base[..], &["--initial-cluster", "s2=127.0.0.1:1"]].concat());
-    assert!(err.contains("--initial-cluster does not name this member"), "{err}");
+    assert!(
+        err.contains("--initial-cluster does not name this member"),
+        "{err}"
+    );
     let err = run(&[&base[..], &["--auto-compaction-mode", "weekly"]].concat());
     assert!(err.contains("--auto-compaction-mode"), "{err}");
-    assert!(!dir.path().join("d").exists(), "a refused start must not create the data dir");
+    assert!(
+        !dir.path().join("d").exists(),
+        "a refused start must not create the data dir"
+    );
 }

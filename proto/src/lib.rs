@@ -67,10 +67,7 @@ mod tests {
     #[test]
     fn prefix_range_end_increments_last_byte() {
         assert_eq!(prefix_range_end(b"a"), b"b".to_vec());
-        assert_eq!(
-            prefix_range_end(b"/registry/pods/"),
-            b"/registry/pods0".to_vec()
-        );
+        assert_eq!(prefix_range_end(b"/registry/pods/"), b"/registry/pods0".to_vec());
         assert_eq!(prefix_range_end(b"aa"), b"ab".to_vec());
     }
 
@@ -106,10 +103,7 @@ mod tests {
             ignore_lease: true,
             ..Default::default()
         };
-        assert_eq!(
-            req.encode_to_vec(),
-            vec![0x18, 7, 0x20, 1, 0x28, 1, 0x30, 1]
-        );
+        assert_eq!(req.encode_to_vec(), vec![0x18, 7, 0x20, 1, 0x28, 1, 0x30, 1]);
     }
 
     #[test]

@@ -134,12 +134,7 @@ async fn leader_cut_off_then_new_leader_and_writes_continue() {
     applied_ok(c.h(&old).propose(put("/before", "x")).await);
 
     c.net.isolate(&old);
-    let rest: Vec<&str> = c
-        .names
-        .iter()
-        .map(String::as_str)
-        .filter(|n| *n != old)
-        .collect();
+    let rest: Vec<&str> = c.names.iter().map(String::as_str).filter(|n| *n != old).collect();
     let new = c.leader_among(&rest).await;
     assert_ne!(new, old);
     let other = rest.iter().find(|n| **n != new).unwrap();
@@ -163,10 +158,7 @@ async fn restarted_member_resumes_from_its_data_dir_and_catches_up() {
     let leader = c.leader().await;
     let victim = c.names.iter().find(|n| **n != leader).unwrap().clone();
     applied_ok(c.h(&leader).propose(put("/k0", "v")).await);
-    eventually("replicated", || async {
-        get(c.h(&victim), "/k0").map(|_| ())
-    })
-    .await;
+    eventually("replicated", || async { get(c.h(&victim), "/k0").map(|_| ()) }).await;
     let term_before = c.h(&victim).status().term;
 
     c.stop_member(&victim).await.expect("stop");
@@ -247,9 +239,7 @@ async fn join_a_fourth_member_then_remove_it() {
     let st = c.h(&leader).status();
     assert_eq!(st.members.len(), 4);
     assert!(
-        st.members
-            .iter()
-            .all(|m| m.role != crate::MemberRole::Learner),
+        st.members.iter().all(|m| m.role != crate::MemberRole::Learner),
         "{st:?}"
     );
     assert!(!h4.status().is_learner);
@@ -259,10 +249,7 @@ async fn join_a_fourth_member_then_remove_it() {
         .h("m2")
         .add_member("m4".into(), "m4".into(), "m4:client".into(), false)
         .await;
-    assert!(
-        matches!(again, Err(RaftError::MemberExists { .. })),
-        "{again:?}"
-    );
+    assert!(matches!(again, Err(RaftError::MemberExists { .. })), "{again:?}");
     assert_eq!(
         c.h("m2").remove_member(12345).await,
         Err(RaftError::MemberNotFound(12345))
@@ -270,10 +257,7 @@ async fn join_a_fourth_member_then_remove_it() {
 
     // Removed through a follower (forwarded to the leader).
     let via = c.names.iter().find(|n| **n != leader).unwrap().clone();
-    c.h(&via)
-        .remove_member(h4.member_id())
-        .await
-        .expect("remove");
+    c.h(&via).remove_member(h4.member_id()).await.expect("remove");
     eventually("m4 left the membership", || async {
         c.names
             .iter()
@@ -422,12 +406,9 @@ async fn data_dir_of_another_cluster_is_rejected() {
     let dir = TempDir::new().unwrap();
     let net = TestNet::new();
     let data = dir.path().join("solo");
-    let solo = RaftHandle::start(
-        member_config("solo", &data, &["solo"]),
-        net.transport("solo"),
-    )
-    .await
-    .expect("single-member cluster");
+    let solo = RaftHandle::start(member_config("solo", &data, &["solo"]), net.transport("solo"))
+        .await
+        .expect("single-member cluster");
     net.register("solo", solo.clone());
     eventually("solo leads", || async { solo.is_leader().then_some(()) }).await;
     applied_ok(solo.propose(put("/x", "1")).await);
@@ -459,16 +440,12 @@ async fn data_dir_of_another_cluster_is_rejected() {
     assert_eq!(c.h("m1").status().members.len(), 3);
 
     // The original configuration still resumes, data intact.
-    let solo = RaftHandle::start(
-        member_config("solo", &data, &["solo"]),
-        net.transport("solo"),
-    )
-    .await
-    .expect("resume");
+    let solo = RaftHandle::start(member_config("solo", &data, &["solo"]), net.transport("solo"))
+        .await
+        .expect("resume");
     net.register("solo", solo.clone());
     eventually("resumed with its data", || async {
-        (solo.read_linearizable().await.is_ok() && get(&solo, "/x") == Some(b"1".to_vec()))
-            .then_some(())
+        (solo.read_linearizable().await.is_ok() && get(&solo, "/x") == Some(b"1".to_vec())).then_some(())
     })
     .await;
     solo.shutdown().await.unwrap();
@@ -486,10 +463,7 @@ async fn peer_messages_of_another_cluster_are_refused() {
     )
     .unwrap();
     let res = h.handle_peer(crate::PeerRpc::ReadIndex, payload).await;
-    assert!(
-        matches!(res, Err(RaftError::ClusterIdMismatch { .. })),
-        "{res:?}"
-    );
+    assert!(matches!(res, Err(RaftError::ClusterIdMismatch { .. })), "{res:?}");
     assert!(matches!(
         h.handle_peer(crate::PeerRpc::Vote, vec![1, 2, 3]).await,
         Err(RaftError::Protocol(_))

@@ -40,6 +40,8 @@ pub struct RaftConfig {
     /// Deadline of one client operation (propose, linearizable read, membership change),
     /// retries across leader changes included.
     pub request_timeout_ms: u64,
+    /// Told the duration of every WAL sync, for metrics.
+    pub fsync_observer: Option<crate::log_store::FsyncObserver>,
 }
 
 impl RaftConfig {
@@ -66,6 +68,7 @@ impl RaftConfig {
             min_lease_ttl_secs: 2,
             auto_compaction: None,
             request_timeout_ms: 5_000,
+            fsync_observer: None,
         }
     }
 
@@ -90,21 +93,16 @@ impl RaftConfig {
         if self.peer_addr.is_empty() {
             return bad("peer address is empty".into());
         }
-        if self.heartbeat_interval_ms == 0
-            || self.election_timeout_min_ms <= self.heartbeat_interval_ms
-        {
+        if self.heartbeat_interval_ms == 0 || self.election_timeout_min_ms <= self.heartbeat_interval_ms {
             return bad("election_timeout_min_ms must exceed heartbeat_interval_ms > 0".into());
         }
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
             return bad("election_timeout_max_ms must exceed election_timeout_min_ms".into());
         }
-        if self.snapshot_every_logs == 0
-            || self.lease_check_interval_ms == 0
-            || self.request_timeout_ms == 0
+        if self.snapshot_every_logs == 0 || self.lease_check_interval_ms == 0 || self.request_timeout_ms == 0
         {
             return bad(
-                "snapshot_every_logs, lease_check_interval_ms and request_timeout_ms must be > 0"
-                    .into(),
+                "snapshot_every_logs, lease_check_interval_ms and request_timeout_ms must be > 0".into(),
             );
         }
         match self.auto_compaction {
@@ -123,9 +121,7 @@ impl RaftConfig {
         let mut ids = std::collections::BTreeMap::new();
         for (name, addr) in &cluster {
             if name.is_empty() || addr.is_empty() {
-                return bad(format!(
-                    "initial cluster entry {name:?}={addr:?} is incomplete"
-                ));
+                return bad(format!("initial cluster entry {name:?}={addr:?} is incomplete"));
             }
             if let Some(other) = ids.insert(member_id(name), name) {
                 return bad(format!(

@@ -149,12 +149,7 @@ impl Compactor {
 
     /// The revision to compact to now, if any. `revision` and `compact_revision` are the
     /// store's current ones.
-    pub(crate) fn due(
-        &mut self,
-        now: Instant,
-        revision: i64,
-        compact_revision: i64,
-    ) -> Option<i64> {
+    pub(crate) fn due(&mut self, now: Instant, revision: i64, compact_revision: i64) -> Option<i64> {
         let policy = self.policy?;
         if self.next_check.is_some_and(|t| now < t) {
             return None;

@@ -60,6 +60,17 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_logs(&e).into()
 }
 
+/// Told the duration of every WAL sync (the API server feeds a metrics histogram with it;
+/// this crate knows nothing of metrics).
+#[derive(Clone)]
+pub struct FsyncObserver(pub Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for FsyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncObserver")
+    }
+}
+
 /// One waiter of the group-commit thread.
 enum SyncWaiter {
     Log(LogFlushed<TypeConfig>),
@@ -88,13 +99,17 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn spawn(db: &Arc<DB>) -> io::Result<Syncer> {
-        Syncer::spawn_gated(db, None)
+    pub(crate) fn spawn(db: &Arc<DB>, observer: Option<FsyncObserver>) -> io::Result<Syncer> {
+        Syncer::spawn_gated(db, None, observer)
     }
 
     /// With a gate, the thread waits for one token per batch after taking the batch's first
     /// waiter (tests use it to queue waiters behind a sync deterministically).
-    fn spawn_gated(db: &Arc<DB>, gate: Option<mpsc::Receiver<()>>) -> io::Result<Syncer> {
+    fn spawn_gated(
+        db: &Arc<DB>,
+        gate: Option<mpsc::Receiver<()>>,
+        observer: Option<FsyncObserver>,
+    ) -> io::Result<Syncer> {
         let (tx, rx) = mpsc::channel::<SyncWaiter>();
         let weak: Weak<DB> = Arc::downgrade(db);
         let syncs = Arc::new(AtomicU64::new(0));
@@ -108,10 +123,14 @@ impl Syncer {
                     }
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let res = match weak.upgrade() {
                         Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
                         None => Err("database closed".to_string()),
                     };
+                    if let Some(observe) = &observer {
+                        observe.0(started.elapsed());
+                    }
                     counter.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = &res {
                         tracing::error!(error = %e, "WAL sync failed");
@@ -152,10 +171,7 @@ pub struct LogReader {
 }
 
 impl LogReader {
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         let cf = cf(&self.db, META_CF)?;
         match self.db.get_cf(cf, key).map_err(read_err)? {
             None => Ok(None),
@@ -194,12 +210,11 @@ impl RaftLogReader<TypeConfig> for LogReader {
             .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
         {
             let (k, v) = item.map_err(read_err)?;
-            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
-                read_err(io::Error::other(format!(
-                    "bad log key of {} bytes",
-                    k.len()
-                )))
-            })?);
+            let index = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| read_err(io::Error::other(format!("bad log key of {} bytes", k.len()))))?,
+            );
             if !range.contains(&index) {
                 break;
             }
@@ -234,8 +249,7 @@ impl LogStore {
             committed,
         };
         let c = s.reader.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten();
-        s.committed
-            .store(c.map_or(0, |c| c.index + 1), Ordering::Relaxed);
+        s.committed.store(c.map_or(0, |c| c.index + 1), Ordering::Relaxed);
         Ok(s)
     }
 
@@ -246,9 +260,7 @@ impl LogStore {
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let cf = cf(self.db(), META_CF)?;
         let v = bincode::serialize(value).map_err(write_err)?;
-        self.db()
-            .put_cf_opt(cf, key, v, &unsynced())
-            .map_err(write_err)
+        self.db().put_cf_opt(cf, key, v, &unsynced()).map_err(write_err)
     }
 }
 
@@ -298,17 +310,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .reader
-            .get_meta::<Option<LogId>>(KEY_COMMITTED)?
-            .flatten())
+        Ok(self.reader.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -316,9 +321,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = cf(self.db(), LOG_CF)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            let v = bincode::serialize(&entry).map_err(|e| {
-                StorageError::from(StorageIOError::write_log_entry(*entry.get_log_id(), &e))
-            })?;
+            let v = bincode::serialize(&entry)
+                .map_err(|e| StorageError::from(StorageIOError::write_log_entry(*entry.get_log_id(), &e)))?;
             batch.put_cf(cf, index_key(entry.get_log_id().index), v);
         }
         self.db().write_opt(batch, &unsynced()).map_err(write_err)?;
@@ -362,7 +366,7 @@ mod tests {
         opts.create_if_missing(true);
         let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
         let (gate, gate_rx) = mpsc::channel();
-        let syncer = Syncer::spawn_gated(&db, Some(gate_rx)).unwrap();
+        let syncer = Syncer::spawn_gated(&db, Some(gate_rx), None).unwrap();
 
         db.put_opt(b"k", b"v", &unsynced()).unwrap();
         let mut waiters: Vec<_> = (0..3)
@@ -374,10 +378,7 @@ mod tests {
             .collect();
         // The thread holds the first waiter at the gate: nobody is acknowledged before a sync.
         for w in &mut waiters {
-            assert!(matches!(
-                w.try_recv(),
-                Err(oneshot::error::TryRecvError::Empty)
-            ));
+            assert!(matches!(w.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         }
         assert_eq!(syncer.syncs(), 0);
 
@@ -398,7 +399,7 @@ mod tests {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
-        let syncer = Syncer::spawn(&db).unwrap();
+        let syncer = Syncer::spawn(&db, None).unwrap();
         drop(db);
         assert!(syncer.sync().await.is_err());
     }

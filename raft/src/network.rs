@@ -229,8 +229,8 @@ impl PeerConn {
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = encode_request(self.cluster_id, req)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload =
+            encode_request(self.cluster_id, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let call = self.transport.call(&self.node.peer_addr, rpc, payload);
         let bytes = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
@@ -245,9 +245,7 @@ impl PeerConn {
             Ok(Err(e @ (TransportError::Unreachable(_) | TransportError::Remote(_)))) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)))
             }
-            Ok(Err(e @ TransportError::Network(_))) => {
-                return Err(RPCError::Network(NetworkError::new(&e)))
-            }
+            Ok(Err(e @ TransportError::Network(_))) => return Err(RPCError::Network(NetworkError::new(&e))),
             Ok(Ok(b)) => b,
         };
         let res: Result<T, E> = bincode::deserialize(&bytes).map_err(|e| {
@@ -256,13 +254,7 @@ impl PeerConn {
                 rpc.as_str()
             ))))
         })?;
-        res.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }
 
@@ -271,15 +263,9 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, Member, OpenRaftError<MemberId>>>
-    {
-        self.rpc(
-            PeerRpc::AppendEntries,
-            RPCTypes::AppendEntries,
-            &rpc,
-            &option,
-        )
-        .await
+    ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, Member, OpenRaftError<MemberId>>> {
+        self.rpc(PeerRpc::AppendEntries, RPCTypes::AppendEntries, &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -290,13 +276,8 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         InstallSnapshotResponse<MemberId>,
         RPCError<MemberId, Member, OpenRaftError<MemberId, InstallSnapshotError>>,
     > {
-        self.rpc(
-            PeerRpc::InstallSnapshot,
-            RPCTypes::InstallSnapshot,
-            &rpc,
-            &option,
-        )
-        .await
+        self.rpc(PeerRpc::InstallSnapshot, RPCTypes::InstallSnapshot, &rpc, &option)
+            .await
     }
 
     async fn vote(

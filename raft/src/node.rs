@@ -11,9 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use berth_store::{Command, CommandResult, LeaseId, Store, StoreConfig, WATCH_QUEUE_LEN_DEFAULT};
-use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, InitializeError, RaftError as OpenRaftError,
-};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError as OpenRaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use rand::Rng;
 use tokio::sync::watch;
@@ -25,8 +23,8 @@ use crate::error::{RaftError, TransportError};
 use crate::leases::{Compactor, Leases};
 use crate::log_store::{LogStore, Syncer, LOG_CF, META_CF};
 use crate::network::{
-    decode_request, encode_request, ClusterInfo, Forwarded, JoinRequest, LeaderRequest,
-    LeaderResponse, Network, PeerRpc, PeerTransport, ReadIndexRequest, ReadIndexResponse,
+    decode_request, encode_request, ClusterInfo, Forwarded, JoinRequest, LeaderRequest, LeaderResponse,
+    Network, PeerRpc, PeerTransport, ReadIndexRequest, ReadIndexResponse,
 };
 use crate::state_machine::StateMachine;
 use crate::types::{cluster_id, member_id, ApplyError, Member, MemberId, Raft};
@@ -161,9 +159,9 @@ pub struct RaftHandle {
 
 fn read_cluster_id(path: &Path) -> Result<Option<u64>, RaftError> {
     match fs::read_to_string(path) {
-        Ok(s) => u64::from_str_radix(s.trim(), 16).map(Some).map_err(|e| {
-            RaftError::Storage(format!("{}: bad cluster id {s:?}: {e}", path.display()))
-        }),
+        Ok(s) => u64::from_str_radix(s.trim(), 16)
+            .map(Some)
+            .map_err(|e| RaftError::Storage(format!("{}: bad cluster id {s:?}: {e}", path.display()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RaftError::Storage(format!("{}: {e}", path.display()))),
     }
@@ -179,9 +177,7 @@ fn write_cluster_id(dir: &Path, id: u64) -> Result<(), RaftError> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-fn map_client_write_error(
-    e: OpenRaftError<MemberId, ClientWriteError<MemberId, Member>>,
-) -> RaftError {
+fn map_client_write_error(e: OpenRaftError<MemberId, ClientWriteError<MemberId, Member>>) -> RaftError {
     use openraft::error::ChangeMembershipError as C;
     match e {
         OpenRaftError::APIError(ClientWriteError::ForwardToLeader(f)) => RaftError::NotLeader {
@@ -189,9 +185,7 @@ fn map_client_write_error(
             leader: f.leader_node,
         },
         OpenRaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            C::InProgress(p) => {
-                RaftError::Unavailable(format!("membership change in progress: {p}"))
-            }
+            C::InProgress(p) => RaftError::Unavailable(format!("membership change in progress: {p}")),
             C::LearnerNotFound(l) => RaftError::MemberNotFound(l.node_id),
             C::EmptyMembership(e) => RaftError::Config(e.to_string()),
         },
@@ -199,9 +193,7 @@ fn map_client_write_error(
     }
 }
 
-fn map_check_leader_error(
-    e: OpenRaftError<MemberId, CheckIsLeaderError<MemberId, Member>>,
-) -> RaftError {
+fn map_check_leader_error(e: OpenRaftError<MemberId, CheckIsLeaderError<MemberId, Member>>) -> RaftError {
     match e {
         OpenRaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => RaftError::NotLeader {
             leader_id: f.leader_id,
@@ -219,9 +211,7 @@ fn deadline_after_ms(ms: u64) -> Instant {
 }
 
 fn remaining_ms(deadline: Instant) -> u64 {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis() as u64
+    deadline.saturating_duration_since(Instant::now()).as_millis() as u64
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, RaftError> {
@@ -236,10 +226,7 @@ impl RaftHandle {
     /// an existing data dir resumes instead). In join mode the join runs in the background,
     /// because the caller must first route inbound peer messages to the returned handle; see
     /// [`RaftHandle::joined`].
-    pub async fn start(
-        cfg: RaftConfig,
-        transport: Arc<dyn PeerTransport>,
-    ) -> Result<RaftHandle, RaftError> {
+    pub async fn start(cfg: RaftConfig, transport: Arc<dyn PeerTransport>) -> Result<RaftHandle, RaftError> {
         cfg.validate()?;
         let id = member_id(&cfg.name);
         let me = Member {
@@ -292,7 +279,8 @@ impl RaftHandle {
         })?;
         let committed = Arc::new(AtomicU64::new(0));
         let storage = |e: openraft::StorageError<MemberId>| RaftError::Storage(e.to_string());
-        let syncer = Syncer::spawn(store.db()).map_err(|e| RaftError::Storage(e.to_string()))?;
+        let syncer = Syncer::spawn(store.db(), cfg.fsync_observer.clone())
+            .map_err(|e| RaftError::Storage(e.to_string()))?;
         let log = LogStore::new(store.db().clone(), syncer, committed.clone()).map_err(storage)?;
         let leases = Arc::new(Leases::new());
         let sm_token = Arc::new(());
@@ -360,11 +348,7 @@ impl RaftHandle {
         }
 
         let (stop, _) = watch::channel(false);
-        let (join_state, _) = watch::channel(if join {
-            JoinState::Pending
-        } else {
-            JoinState::Done
-        });
+        let (join_state, _) = watch::channel(if join { JoinState::Pending } else { JoinState::Done });
         let handle = RaftHandle {
             inner: Arc::new(Inner {
                 cfg,
@@ -461,10 +445,7 @@ impl RaftHandle {
     ///
     /// `LeaseGrant` with id 0 gets a random positive id here; its TTL is raised to
     /// `min_lease_ttl_secs`.
-    pub async fn propose(
-        &self,
-        cmd: Command,
-    ) -> Result<Result<CommandResult, ApplyError>, RaftError> {
+    pub async fn propose(&self, cmd: Command) -> Result<Result<CommandResult, ApplyError>, RaftError> {
         let cmd = match cmd {
             Command::LeaseGrant { id, ttl_secs } => Command::LeaseGrant {
                 id: if id == 0 {
@@ -547,11 +528,7 @@ impl RaftHandle {
     }
 
     /// Runs `req` on the leader: here, or forwarded; retried while that is safe.
-    async fn on_leader(
-        &self,
-        req: LeaderRequest,
-        deadline: Instant,
-    ) -> Result<LeaderResponse, RaftError> {
+    async fn on_leader(&self, req: LeaderRequest, deadline: Instant) -> Result<LeaderResponse, RaftError> {
         let mut retry = Retry::new(deadline);
         loop {
             let attempt = match self.leader() {
@@ -564,9 +541,7 @@ impl RaftHandle {
             };
             match attempt {
                 Ok(r) => return Ok(r),
-                Err(a) if a.retry || (req.idempotent() && is_transient(&a.err)) => {
-                    retry.wait(a.err).await?
-                }
+                Err(a) if a.retry || (req.idempotent() && is_transient(&a.err)) => retry.wait(a.err).await?,
                 Err(a) => return Err(a.err),
             }
         }
@@ -603,17 +578,13 @@ impl RaftHandle {
             }
             Ok(Ok(b)) => b,
         };
-        let res: Result<LeaderResponse, RaftError> = bincode::deserialize(&bytes)
-            .map_err(|e| Attempt::fail(RaftError::Protocol(e.to_string())))?;
+        let res: Result<LeaderResponse, RaftError> =
+            bincode::deserialize(&bytes).map_err(|e| Attempt::fail(RaftError::Protocol(e.to_string())))?;
         res.map_err(Attempt::classify)
     }
 
     /// Serves a leader request locally; `NotLeader` if this member is not the leader.
-    async fn serve_leader(
-        &self,
-        req: LeaderRequest,
-        deadline: Instant,
-    ) -> Result<LeaderResponse, RaftError> {
+    async fn serve_leader(&self, req: LeaderRequest, deadline: Instant) -> Result<LeaderResponse, RaftError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -632,21 +603,15 @@ impl RaftHandle {
                 member,
                 as_learner,
                 join,
-            } => {
-                self.leader_add_member(member, as_learner, join, deadline)
-                    .await
-            }
+            } => self.leader_add_member(member, as_learner, join, deadline).await,
             LeaderRequest::Promote(id) => {
                 let (exists, voter) = self.membership_of(id);
                 if !exists {
                     return Err(RaftError::MemberNotFound(id));
                 }
                 if !voter {
-                    self.change_membership(
-                        ChangeMembers::AddVoterIds(BTreeSet::from([id])),
-                        deadline,
-                    )
-                    .await?;
+                    self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), deadline)
+                        .await?;
                 }
                 Ok(LeaderResponse::Done)
             }
@@ -722,10 +687,7 @@ impl RaftHandle {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         let mem = m.membership_config.membership();
-        (
-            mem.get_node(&id).is_some(),
-            mem.voter_ids().any(|v| v == id),
-        )
+        (mem.get_node(&id).is_some(), mem.voter_ids().any(|v| v == id))
     }
 
     async fn change_membership(
@@ -733,9 +695,7 @@ impl RaftHandle {
         change: ChangeMembers<MemberId, Member>,
         deadline: Instant,
     ) -> Result<(), RaftError> {
-        match tokio::time::timeout_at(deadline, self.inner.raft.change_membership(change, false))
-            .await
-        {
+        match tokio::time::timeout_at(deadline, self.inner.raft.change_membership(change, false)).await {
             Err(_) => Err(RaftError::Timeout(
                 "membership change not committed before the deadline; it may still be".into(),
             )),
@@ -770,12 +730,7 @@ impl RaftHandle {
                 return Ok(LeaderResponse::Member(existing));
             }
         }
-        match tokio::time::timeout_at(
-            deadline,
-            self.inner.raft.add_learner(id, member.clone(), true),
-        )
-        .await
-        {
+        match tokio::time::timeout_at(deadline, self.inner.raft.add_learner(id, member.clone(), true)).await {
             Err(_) => {
                 return Err(RaftError::Timeout(format!(
                     "{} was added as a learner but did not catch up before the deadline",
@@ -856,9 +811,7 @@ impl RaftHandle {
                 openraft::metrics::WaitError::Timeout(..) => RaftError::Timeout(format!(
                     "not applied up to the read index {index} before the deadline"
                 )),
-                openraft::metrics::WaitError::ShuttingDown => {
-                    RaftError::Fatal("member stopped".into())
-                }
+                openraft::metrics::WaitError::ShuttingDown => RaftError::Fatal("member stopped".into()),
             })
     }
 
@@ -919,10 +872,7 @@ impl RaftHandle {
 
     // ---- inbound peer messages -------------------------------------------------------------
 
-    fn decode_checked<T: serde::de::DeserializeOwned>(
-        &self,
-        payload: &[u8],
-    ) -> Result<T, RaftError> {
+    fn decode_checked<T: serde::de::DeserializeOwned>(&self, payload: &[u8]) -> Result<T, RaftError> {
         let (cid, req): (u64, T) = decode_request(payload)?;
         if cid != self.inner.cluster_id {
             return Err(RaftError::ClusterIdMismatch {
@@ -944,13 +894,9 @@ impl RaftHandle {
             .request_timeout_ms
             .max(JOIN_ATTEMPT.as_millis() as u64);
         match rpc {
-            PeerRpc::AppendEntries => {
-                encode(&raft.append_entries(self.decode_checked(&payload)?).await)
-            }
+            PeerRpc::AppendEntries => encode(&raft.append_entries(self.decode_checked(&payload)?).await),
             PeerRpc::Vote => encode(&raft.vote(self.decode_checked(&payload)?).await),
-            PeerRpc::InstallSnapshot => {
-                encode(&raft.install_snapshot(self.decode_checked(&payload)?).await)
-            }
+            PeerRpc::InstallSnapshot => encode(&raft.install_snapshot(self.decode_checked(&payload)?).await),
             PeerRpc::Forward => {
                 let f: Forwarded = self.decode_checked(&payload)?;
                 let deadline = deadline_after_ms(f.timeout_ms.min(max_wait));
@@ -969,10 +915,7 @@ impl RaftHandle {
                     as_learner: j.as_learner,
                     join: true,
                 };
-                let res = self
-                    .on_leader(req, deadline)
-                    .await
-                    .map(|_| self.cluster_info());
+                let res = self.on_leader(req, deadline).await.map(|_| self.cluster_info());
                 encode(&res)
             }
             PeerRpc::Members => {
@@ -1000,13 +943,9 @@ impl RaftHandle {
             .await
             .map_err(|e| RaftError::Fatal(format!("raft shutdown: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.inner.sm_token) > 1
-            || Arc::strong_count(self.inner.store.db()) > 1
-        {
+        while Arc::strong_count(&self.inner.sm_token) > 1 || Arc::strong_count(self.inner.store.db()) > 1 {
             if Instant::now() >= deadline {
-                return Err(RaftError::Fatal(
-                    "openraft did not release the storage".into(),
-                ));
+                return Err(RaftError::Fatal("openraft did not release the storage".into()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -1048,21 +987,15 @@ async fn discover(
     let mut retry = Retry::new(deadline);
     for addr in cfg.join.iter().cycle() {
         let payload = encode_request(0, &())?;
-        let last = match tokio::time::timeout_at(
-            deadline,
-            transport.call(addr, PeerRpc::Members, payload),
-        )
-        .await
-        {
-            Ok(Ok(bytes)) => {
-                match bincode::deserialize::<Result<ClusterInfo, RaftError>>(&bytes)? {
+        let last =
+            match tokio::time::timeout_at(deadline, transport.call(addr, PeerRpc::Members, payload)).await {
+                Ok(Ok(bytes)) => match bincode::deserialize::<Result<ClusterInfo, RaftError>>(&bytes)? {
                     Ok(info) => return Ok(Some(info)),
                     Err(e) => e,
-                }
-            }
-            Ok(Err(e)) => RaftError::Transport(format!("{addr}: {e}")),
-            Err(_) => RaftError::Timeout(format!("{addr}: no answer")),
-        };
+                },
+                Ok(Err(e)) => RaftError::Transport(format!("{addr}: {e}")),
+                Err(_) => RaftError::Timeout(format!("{addr}: no answer")),
+            };
         if let Err(e) = retry.wait(last).await {
             if has_local {
                 tracing::warn!(error = %e, "join targets unreachable; resuming from the local data dir");
@@ -1121,9 +1054,7 @@ async fn leader_duties(weak: Weak<Inner>, mut stop: watch::Receiver<bool>) {
             .map(|id| Command::LeaseRevoke { id })
             .collect();
         let now = Instant::now().into_std();
-        if let Some(revision) =
-            compactor.due(now, inner.store.revision(), inner.store.compact_revision())
-        {
+        if let Some(revision) = compactor.due(now, inner.store.revision(), inner.store.compact_revision()) {
             cmds.push(Command::Compact { revision });
         }
         let proposals = cmds.into_iter().map(|cmd| {
@@ -1186,10 +1117,7 @@ async fn membership_task(weak: Weak<Inner>, mut stop: watch::Receiver<bool>, joi
         let Some(inner) = weak.upgrade() else { return };
         let recorded = {
             let m = metrics.borrow_and_update();
-            m.membership_config
-                .membership()
-                .get_node(&inner.id)
-                .cloned()
+            m.membership_config.membership().get_node(&inner.id).cloned()
         };
         let handle = RaftHandle { inner };
         match recorded {

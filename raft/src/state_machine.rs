@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::leases::Leases;
 use crate::types::{
-    ApplyError, ApplyResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    ApplyError, ApplyResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
 /// How far the state machine got: stored atomically with every applied batch.
@@ -76,9 +75,7 @@ fn sm_write_err(e: impl std::fmt::Display) -> StorageError {
 }
 
 /// Runs blocking store work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, StorageError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, StorageError> {
     tokio::task::spawn_blocking(f).await.map_err(sm_write_err)
 }
 
@@ -122,8 +119,7 @@ impl SnapshotFile {
         if bytes.len() < 8 + len {
             return Err(io::Error::other("truncated snapshot file"));
         }
-        let meta: SnapshotMeta =
-            bincode::deserialize(&bytes[8..8 + len]).map_err(io::Error::other)?;
+        let meta: SnapshotMeta = bincode::deserialize(&bytes[8..8 + len]).map_err(io::Error::other)?;
         let data = bytes.split_off(8 + len);
         Ok(Some((meta, data)))
     }
@@ -212,10 +208,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let marker_bytes = marker.encode()?;
             let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match &marker.last_applied {
-                Some(l) => format!(
-                    "{}-{}-{}-{seq}",
-                    l.leader_id.term, l.leader_id.node_id, l.index
-                ),
+                Some(l) => format!("{}-{}-{}-{seq}", l.leader_id.term, l.leader_id.node_id, l.index),
                 None => format!("0-0-0-{seq}"),
             };
             let meta = SnapshotMeta {
@@ -301,10 +294,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::with_capacity(results.len());
         for (cmd, res) in cmds.iter().zip(results) {
             match (cmd, &res) {
-                (
-                    Command::LeaseGrant { .. },
-                    Ok(CommandResult::LeaseGrant { id, ttl_secs, .. }),
-                ) => self.leases.on_granted(*id, *ttl_secs),
+                (Command::LeaseGrant { .. }, Ok(CommandResult::LeaseGrant { id, ttl_secs, .. })) => {
+                    self.leases.on_granted(*id, *ttl_secs)
+                }
                 (Command::LeaseRevoke { id }, _) => self.leases.on_revoked(*id),
                 _ => {}
             }

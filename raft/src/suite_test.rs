@@ -24,7 +24,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             watch_queue_len: WATCH_QUEUE_LEN_DEFAULT,
         })
         .expect("open store");
-        let syncer = Syncer::spawn(store.db()).expect("sync thread");
+        let syncer = Syncer::spawn(store.db(), None).expect("sync thread");
         let log = LogStore::new(store.db().clone(), syncer, Arc::new(AtomicU64::new(0)))?;
         let sm = StateMachine::new(
             store,

@@ -107,10 +107,8 @@ impl PeerTransport for TestTransport {
             s.handles.get(&to).cloned()
         };
         let Some(target) = target else {
-            return futures::future::ready(Err(TransportError::Unreachable(format!(
-                "{to}: nobody there"
-            ))))
-            .boxed();
+            return futures::future::ready(Err(TransportError::Unreachable(format!("{to}: nobody there"))))
+                .boxed();
         };
         async move {
             let res = target.handle_peer(rpc, payload).await;
@@ -233,8 +231,7 @@ impl TestCluster {
     /// Waits until every member in `among` agrees on one leader in `among`; its name.
     pub async fn leader_among(&self, among: &[&str]) -> String {
         eventually("an agreed leader", LEADER_WAIT, || async {
-            let leaders: Vec<Option<u64>> =
-                among.iter().map(|n| self.h(n).status().leader_id).collect();
+            let leaders: Vec<Option<u64>> = among.iter().map(|n| self.h(n).status().leader_id).collect();
             let first = leaders[0]?;
             if !leaders.iter().all(|l| *l == Some(first)) {
                 return None;

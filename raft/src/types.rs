@@ -78,10 +78,7 @@ pub fn member_id(name: &str) -> MemberId {
 /// The cluster id of an initial cluster: FNV-1a 64 over `name=peer_addr` pairs sorted by name
 /// and joined with `,`; never 0. Independent of the order the pairs were given in.
 pub fn cluster_id(initial_cluster: &[(String, String)]) -> u64 {
-    let mut pairs: Vec<String> = initial_cluster
-        .iter()
-        .map(|(n, a)| format!("{n}={a}"))
-        .collect();
+    let mut pairs: Vec<String> = initial_cluster.iter().map(|(n, a)| format!("{n}={a}")).collect();
     pairs.sort();
     match fnv1a(pairs.join(",").as_bytes()) {
         0 => 1,

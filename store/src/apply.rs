@@ -16,9 +16,8 @@ use crate::range;
 use crate::state::{cf, LeaseEntry, Reader, State};
 use crate::txn;
 use crate::{
-    Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue,
-    Lease, LeaseId, PutRequest, PutResponse, RequestOp, ResponseOp, Result, StoreError, TxnRequest,
-    TxnResponse,
+    Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue, Lease,
+    LeaseId, PutRequest, PutResponse, RequestOp, ResponseOp, Result, StoreError, TxnRequest, TxnResponse,
 };
 
 /// The outcome of one command: `Err` inside is the command's own failure (nothing changed);
@@ -169,8 +168,7 @@ impl<'a> Batch<'a> {
         }
         st.compact_rev = at;
         let mut dropped = Vec::new();
-        st.index
-            .retain(|_, history| !history.compact(at, &mut dropped));
+        st.index.retain(|_, history| !history.compact(at, &mut dropped));
         let kv_cf = cf(self.db, CF_KV);
         for rev in dropped {
             self.wb.delete_cf(kv_cf, rev.to_key());
@@ -215,8 +213,7 @@ impl<'a> Batch<'a> {
         }
         w.end(st);
         st.leases.remove(&id);
-        self.wb
-            .delete_cf(cf(self.db, CF_LEASE), codec::lease_key(id));
+        self.wb.delete_cf(cf(self.db, CF_LEASE), codec::lease_key(id));
         Ok(Ok(CommandResult::LeaseRevoke { revision: st.rev }))
     }
 
@@ -237,12 +234,7 @@ impl<'a> Batch<'a> {
         self.pending.insert(rev, stored.kv);
     }
 
-    fn exec_put(
-        &mut self,
-        st: &mut State,
-        w: &mut WriteTxn,
-        req: &PutRequest,
-    ) -> Result<PutResponse> {
+    fn exec_put(&mut self, st: &mut State, w: &mut WriteTxn, req: &PutRequest) -> Result<PutResponse> {
         let prev_meta = st.live_meta(&req.key);
         let prev_kv = match st.live_rev(&req.key) {
             Some(rev) if req.prev_kv || req.ignore_value => Some(self.reader().get(rev)?),
@@ -253,11 +245,7 @@ impl<'a> Batch<'a> {
             _ => req.value.clone(),
         };
         let old_lease = prev_meta.map_or(0, |m| m.lease);
-        let lease = if req.ignore_lease {
-            old_lease
-        } else {
-            req.lease
-        };
+        let lease = if req.ignore_lease { old_lease } else { req.lease };
         let rev = w.next_rev();
         let kv = KeyValue {
             key: req.key.clone(),
@@ -323,23 +311,15 @@ impl<'a> Batch<'a> {
         req: &TxnRequest,
         path: &mut std::vec::IntoIter<bool>,
     ) -> Result<TxnResponse> {
-        let succeeded = path
-            .next()
-            .expect("the compare path covers every txn on it");
+        let succeeded = path.next().expect("the compare path covers every txn on it");
         let mut responses = Vec::new();
         for op in txn::branch(req, succeeded) {
             let resp = match op {
-                RequestOp::Range(r) => {
-                    ResponseOp::Range(range::range(st, &self.reader(), r, w.visible())?)
-                }
+                RequestOp::Range(r) => ResponseOp::Range(range::range(st, &self.reader(), r, w.visible())?),
                 RequestOp::Put(p) => ResponseOp::Put(self.exec_put(st, w, p)?),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(
-                    st,
-                    w,
-                    &d.key,
-                    &d.range_end,
-                    d.prev_kv,
-                )?),
+                RequestOp::DeleteRange(d) => {
+                    ResponseOp::DeleteRange(self.exec_delete(st, w, &d.key, &d.range_end, d.prev_kv)?)
+                }
                 RequestOp::Txn(t) => ResponseOp::Txn(self.exec_txn(st, w, t, path)?),
             };
             responses.push(resp);

@@ -63,10 +63,7 @@ pub(crate) fn read_step(st: &State, db: &DB, job: &Job) -> Result<Step> {
     let mut upto = st.rev;
     let mut current_main = job.next_rev - 1;
     let start = Rev::new(job.next_rev, 0).to_key();
-    let versions = db.iterator_cf(
-        cf(db, CF_KV),
-        IteratorMode::From(&start, Direction::Forward),
-    );
+    let versions = db.iterator_cf(cf(db, CF_KV), IteratorMode::From(&start, Direction::Forward));
     for (scanned, item) in versions.enumerate() {
         let (key, value) = item?;
         let rev = Rev::from_key(&key)?;
@@ -75,9 +72,7 @@ pub(crate) fn read_step(st: &State, db: &DB, job: &Job) -> Result<Step> {
         }
         if rev.main != current_main {
             // A revision boundary: the only place a chunk may end.
-            if events.len() >= CATCHUP_MAX_EVENTS_PER_MESSAGE
-                || scanned >= CATCHUP_MAX_VERSIONS_SCANNED
-            {
+            if events.len() >= CATCHUP_MAX_EVENTS_PER_MESSAGE || scanned >= CATCHUP_MAX_VERSIONS_SCANNED {
                 upto = current_main;
                 break;
             }
@@ -106,10 +101,6 @@ pub(crate) fn read_step(st: &State, db: &DB, job: &Job) -> Result<Step> {
 }
 
 /// The version of the event's key just before the event (a txn writes a key at most once).
-pub(crate) fn prev_version(
-    st: &State,
-    reader: &Reader<'_>,
-    ev: &Event,
-) -> Result<Option<crate::KeyValue>> {
+pub(crate) fn prev_version(st: &State, reader: &Reader<'_>, ev: &Event) -> Result<Option<crate::KeyValue>> {
     reader.get_at(st, &ev.kv.key, ev.kv.mod_revision - 1)
 }

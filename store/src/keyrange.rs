@@ -41,15 +41,10 @@ impl<'a> KeyRange<'a> {
             KeyRange::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
             KeyRange::From(key) => Some((Bound::Included(key), Bound::Unbounded)),
             // BTreeMap::range panics on an inverted interval; an inverted range is just empty.
-            KeyRange::Between(key, end) if key < end => {
-                Some((Bound::Included(key), Bound::Excluded(end)))
-            }
+            KeyRange::Between(key, end) if key < end => Some((Bound::Included(key), Bound::Excluded(end))),
             KeyRange::Between(..) => None,
         };
-        bounds
-            .map(|b| map.range::<[u8], _>(b))
-            .into_iter()
-            .flatten()
+        bounds.map(|b| map.range::<[u8], _>(b)).into_iter().flatten()
     }
 }
 

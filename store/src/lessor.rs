@@ -19,9 +19,7 @@ struct Clock {
 
 impl Clock {
     fn fresh(ttl_secs: i64, now_ms: u64) -> Clock {
-        let ttl_ms = u64::try_from(ttl_secs)
-            .unwrap_or(0)
-            .saturating_mul(MS_PER_SEC);
+        let ttl_ms = u64::try_from(ttl_secs).unwrap_or(0).saturating_mul(MS_PER_SEC);
         Clock {
             ttl_secs,
             deadline_ms: now_ms.saturating_add(ttl_ms),

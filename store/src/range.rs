@@ -24,12 +24,7 @@ pub(crate) fn read_revision(st: &State, requested: i64, current: i64) -> Result<
 /// Serves `req` against `st`, where `current` is the revision visible to the reader (inside a
 /// txn that has written, the txn's own revision). The response carries `current`, as etcd's
 /// header does even for historical reads.
-pub(crate) fn range(
-    st: &State,
-    rd: &Reader<'_>,
-    req: &RangeRequest,
-    current: i64,
-) -> Result<RangeResponse> {
+pub(crate) fn range(st: &State, rd: &Reader<'_>, req: &RangeRequest, current: i64) -> Result<RangeResponse> {
     let at = read_revision(st, req.revision, current)?;
     let revs: Vec<_> = KeyRange::new(&req.key, &req.range_end)
         .iter(&st.index)

@@ -66,10 +66,7 @@ impl State {
         Ok(st)
     }
 
-    fn load_versions<K, V>(
-        &mut self,
-        versions: impl IntoIterator<Item = Result<(K, V)>>,
-    ) -> Result<()>
+    fn load_versions<K, V>(&mut self, versions: impl IntoIterator<Item = Result<(K, V)>>) -> Result<()>
     where
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
@@ -79,9 +76,7 @@ impl State {
             let (key, value) = item?;
             let rev = Rev::from_key(key.as_ref())?;
             if last.is_some_and(|l| l >= rev) || rev.main > self.rev {
-                return Err(StoreError::Corrupt(format!(
-                    "version at {rev:?} out of order"
-                )));
+                return Err(StoreError::Corrupt(format!("version at {rev:?} out of order")));
             }
             last = Some(rev);
             let stored = codec::decode_stored_kv(value.as_ref())?;
@@ -158,9 +153,7 @@ impl<'a> Reader<'a> {
         let bytes = self
             .db
             .get_pinned_cf(cf(self.db, CF_KV), rev.to_key())?
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("index points to missing version {rev:?}"))
-            })?;
+            .ok_or_else(|| StoreError::Corrupt(format!("index points to missing version {rev:?}")))?;
         let stored: StoredKv = codec::decode_stored_kv(&bytes)?;
         Ok(stored.kv)
     }

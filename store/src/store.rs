@@ -13,8 +13,8 @@ use crate::snapshot::{self, Image};
 use crate::state::{cf, Reader, State};
 use crate::watch::Hub;
 use crate::{
-    catchup, range, Command, CommandResult, Lease, LeaseId, RangeRequest, RangeResponse, Result,
-    StoreConfig, StoreError, WatchRequest, Watcher,
+    catchup, range, Command, CommandResult, Lease, LeaseId, RangeRequest, RangeResponse, Result, StoreConfig,
+    StoreError, WatchRequest, Watcher,
 };
 
 /// Upper bound of every key the store writes in its own column families (revision keys are
@@ -22,10 +22,7 @@ use crate::{
 const STORE_KEY_UPPER_BOUND: [u8; 16] = [0xFF; 16];
 
 /// RocksDB properties summed for [`Store::db_size_bytes`].
-const SIZE_PROPERTIES: [&str; 2] = [
-    "rocksdb.total-sst-files-size",
-    "rocksdb.size-all-mem-tables",
-];
+const SIZE_PROPERTIES: [&str; 2] = ["rocksdb.total-sst-files-size", "rocksdb.size-all-mem-tables"];
 
 /// What the store and its catch-up worker share.
 pub(crate) struct Shared {
@@ -90,11 +87,7 @@ impl Store {
     /// caller's opaque marker (e.g. the last applied Raft log id); then publishes watch events.
     /// The outer `Err` is only for storage failure (the caller should crash); a command that
     /// fails changes nothing and gives its own `Err`.
-    pub fn apply(
-        &self,
-        cmds: &[Command],
-        marker: Option<&[u8]>,
-    ) -> Result<Vec<Result<CommandResult>>> {
+    pub fn apply(&self, cmds: &[Command], marker: Option<&[u8]>) -> Result<Vec<Result<CommandResult>>> {
         let db = &self.shared.db;
         let mut st = self.shared.state.write();
         let mut batch = Batch::new(db);
@@ -123,6 +116,18 @@ impl Store {
     pub fn applied_marker(&self) -> Result<Option<Vec<u8>>> {
         let db = &self.shared.db;
         Ok(db.get_cf(cf(db, CF_META), codec::META_APPLIED_MARKER)?)
+    }
+
+    /// Forgets the applied marker, keeping the data: used when a backup seeds a new cluster,
+    /// whose log starts afresh. Synced, since it is a one-off administrative write.
+    pub fn clear_applied_marker(&self) -> Result<()> {
+        let db = &self.shared.db;
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.delete_cf(cf(db, CF_META), codec::META_APPLIED_MARKER);
+        db.write_opt(wb, &opts)?;
+        Ok(())
     }
 
     /// Reads the latest applied state (or `req.revision`).
@@ -241,11 +246,7 @@ impl Store {
                 continue;
             };
             for prop in SIZE_PROPERTIES {
-                total += db
-                    .property_int_value_cf(handle, prop)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
+                total += db.property_int_value_cf(handle, prop).ok().flatten().unwrap_or(0);
             }
         }
         total

@@ -7,9 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::keyrange::KeyRange;
 use crate::state::{Reader, State};
-use crate::{
-    Compare, CompareResult, CompareTarget, PutRequest, RequestOp, Result, StoreError, TxnRequest,
-};
+use crate::{Compare, CompareResult, CompareTarget, PutRequest, RequestOp, Result, StoreError, TxnRequest};
 
 /// Request checks that do not depend on state (etcd does them before proposing): no empty
 /// keys anywhere, and no key written twice on any path.
@@ -39,8 +37,7 @@ fn check_keys(txn: &TxnRequest) -> Result<()> {
 type Interval = (Vec<u8>, Vec<u8>);
 
 fn in_any(dels: &[Interval], key: &[u8]) -> bool {
-    dels.iter()
-        .any(|(k, end)| KeyRange::new(k, end).contains(key))
+    dels.iter().any(|(k, end)| KeyRange::new(k, end).contains(key))
 }
 
 /// etcd's `checkIntervals`: on one branch, puts must be unique and no put may fall inside a
@@ -200,11 +197,7 @@ pub(crate) fn check_path(st: &State, txn: &TxnRequest, path: &[bool]) -> Result<
 }
 
 /// Calls `f` on every non-txn op along `path`; returns how many path entries it consumed.
-fn walk_path(
-    txn: &TxnRequest,
-    path: &[bool],
-    f: &mut dyn FnMut(&RequestOp) -> Result<()>,
-) -> Result<usize> {
+fn walk_path(txn: &TxnRequest, path: &[bool], f: &mut dyn FnMut(&RequestOp) -> Result<()>) -> Result<usize> {
     let mut used = 1;
     for op in branch(txn, path[0]) {
         match op {

@@ -13,7 +13,11 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A free loopback port (bound then released; the OS does not hand it out again at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Member {
@@ -51,9 +55,21 @@ impl Member {
 
     pub fn start_with(&mut self, cluster_args: &[String]) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(berth_bin())
-            .args(["server", "--name", &self.name, "--peer-addr", &self.peer, "--client-addr", &self.client])
+            .args([
+                "server",
+                "--name",
+                &self.name,
+                "--peer-addr",
+                &self.peer,
+                "--client-addr",
+                &self.client,
+            ])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(cluster_args)
@@ -96,13 +112,22 @@ impl Cluster {
     /// leader.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let mut members: Vec<Member> = (1..=n).map(|i| Member::new(dir.path(), &format!("s{i}"))).collect();
-        let initial_cluster =
-            members.iter().map(|m| format!("{}={}", m.name, m.peer)).collect::<Vec<_>>().join(",");
+        let mut members: Vec<Member> = (1..=n)
+            .map(|i| Member::new(dir.path(), &format!("s{i}")))
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
         for m in &mut members {
             m.extra_args = extra.iter().map(|s| s.to_string()).collect();
         }
-        let mut c = Cluster { dir, members, initial_cluster };
+        let mut c = Cluster {
+            dir,
+            members,
+            initial_cluster,
+        };
         for i in 0..n {
             c.start_member(i);
         }
@@ -126,7 +151,11 @@ impl Cluster {
     }
 
     pub fn running_clients(&self) -> Vec<String> {
-        self.members.iter().filter(|m| m.is_running()).map(|m| m.client.clone()).collect()
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.client.clone())
+            .collect()
     }
 
     pub fn endpoints(&self) -> String {

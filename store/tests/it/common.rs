@@ -52,12 +52,7 @@ pub fn put(store: &Store, key: &str, value: &str) -> PutResponse {
     }
 }
 
-pub fn put_with_lease(
-    store: &Store,
-    key: &str,
-    value: &str,
-    lease: LeaseId,
-) -> Result<CommandResult> {
+pub fn put_with_lease(store: &Store, key: &str, value: &str, lease: LeaseId) -> Result<CommandResult> {
     apply1(
         store,
         Command::Put(PutRequest {

@@ -37,11 +37,7 @@ fn compaction_drops_history_but_keeps_latest_values() {
     assert!(is_compacted(at(&store, 3)));
     assert!(is_compacted(at(&store, 1)));
     let r = at(&store, 4).unwrap();
-    assert_eq!(
-        keys(&r),
-        ["a", "b"],
-        "reading at the compact revision is allowed"
-    );
+    assert_eq!(keys(&r), ["a", "b"], "reading at the compact revision is allowed");
     assert_eq!(r.kvs[0].value, b"2");
     assert_eq!(dump(&store), latest);
 
@@ -53,20 +49,13 @@ fn compaction_drops_history_but_keeps_latest_values() {
 
     assert!(matches!(
         compact(&store, 6),
-        Err(StoreError::Compacted {
-            compact_revision: 6
-        })
+        Err(StoreError::Compacted { compact_revision: 6 })
     ));
     assert!(matches!(
         compact(&store, 5),
-        Err(StoreError::Compacted {
-            compact_revision: 6
-        })
+        Err(StoreError::Compacted { compact_revision: 6 })
     ));
-    assert!(matches!(
-        compact(&store, 8),
-        Err(StoreError::FutureRevision)
-    ));
+    assert!(matches!(compact(&store, 8), Err(StoreError::FutureRevision)));
 
     // Compacting at the current revision keeps one version per live key.
     compact(&store, 7).unwrap();

@@ -17,11 +17,7 @@ fn put_req_random(rng: &mut StdRng) -> PutRequest {
     PutRequest {
         key: key(rng),
         value: rng.gen::<u32>().to_le_bytes().to_vec(),
-        lease: if rng.gen_bool(0.3) {
-            rng.gen_range(1..5)
-        } else {
-            0
-        },
+        lease: if rng.gen_bool(0.3) { rng.gen_range(1..5) } else { 0 },
         prev_kv: rng.gen(),
         ignore_value: rng.gen_bool(0.05),
         ignore_lease: false,

@@ -76,11 +76,7 @@ fn put_options_and_errors() {
     let CommandResult::Put(r) = r else { panic!() };
     assert_eq!(r.prev_kv.unwrap().value, b"v1");
     assert_eq!(r.revision, rev + 1);
-    assert_eq!(
-        get(&store, "k").unwrap().lease,
-        0,
-        "a put without lease detaches"
-    );
+    assert_eq!(get(&store, "k").unwrap().lease, 0, "a put without lease detaches");
 
     put_with_lease(&store, "k", "v3", 9).unwrap();
     let keep_value = PutRequest {
@@ -126,10 +122,7 @@ fn put_options_and_errors() {
         Err(StoreError::EmptyKey)
     ));
     let empty_delete = Command::DeleteRange(DeleteRangeRequest::default());
-    assert!(matches!(
-        apply1(&store, empty_delete),
-        Err(StoreError::EmptyKey)
-    ));
+    assert!(matches!(apply1(&store, empty_delete), Err(StoreError::EmptyKey)));
     assert_eq!(store.revision(), rev, "failed commands change nothing");
     assert_eq!(get(&store, "x"), None);
     assert!(matches!(
@@ -157,18 +150,12 @@ fn ranged_store() -> (tempfile::TempDir, std::sync::Arc<Store>) {
 fn range_key_conventions() {
     let (_dir, store) = ranged_store();
     assert_eq!(keys(&store.range(&range_req("b", b"")).unwrap()), ["b"]);
-    assert_eq!(
-        keys(&store.range(&range_req("b", b"d")).unwrap()),
-        ["b", "c"]
-    );
+    assert_eq!(keys(&store.range(&range_req("b", b"d")).unwrap()), ["b", "c"]);
     assert_eq!(
         keys(&store.range(&range_req("d", b"\0")).unwrap()),
         ["d", "e", "zz"]
     );
-    assert_eq!(
-        keys(&store.range(&range_req("\0", b"\0")).unwrap()).len(),
-        6
-    );
+    assert_eq!(keys(&store.range(&range_req("\0", b"\0")).unwrap()).len(), 6);
     assert!(
         store.range(&range_req("d", b"b")).unwrap().kvs.is_empty(),
         "inverted range is empty"
@@ -338,10 +325,7 @@ fn delete_range_writes_one_revision() {
     let del = delete(&store, "b", "e");
     assert_eq!((del.revision, del.deleted), (rev + 1, 3));
     assert_eq!(
-        del.prev_kvs
-            .iter()
-            .map(|kv| kv.value.clone())
-            .collect::<Vec<_>>(),
+        del.prev_kvs.iter().map(|kv| kv.value.clone()).collect::<Vec<_>>(),
         [b"0", b"9", b"4"]
     );
     assert_eq!(
@@ -390,10 +374,7 @@ fn a_batch_is_applied_in_order_with_its_marker() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(results[2], Err(StoreError::LeaseNotFound)));
-    assert!(matches!(
-        results[3],
-        Ok(CommandResult::Noop { revision: 3 })
-    ));
+    assert!(matches!(results[3], Ok(CommandResult::Noop { revision: 3 })));
     assert!(matches!(
         results[4],
         Ok(CommandResult::DeleteRange(DeleteRangeResponse {
@@ -403,16 +384,10 @@ fn a_batch_is_applied_in_order_with_its_marker() {
         }))
     ));
     assert_eq!(store.revision(), 4);
-    assert_eq!(
-        store.applied_marker().unwrap().as_deref(),
-        Some(&b"log-7"[..])
-    );
+    assert_eq!(store.applied_marker().unwrap().as_deref(), Some(&b"log-7"[..]));
     // A batch without a marker keeps the previous one.
     store.apply(&[Command::Noop], None).unwrap();
-    assert_eq!(
-        store.applied_marker().unwrap().as_deref(),
-        Some(&b"log-7"[..])
-    );
+    assert_eq!(store.applied_marker().unwrap().as_deref(), Some(&b"log-7"[..]));
 }
 
 #[test]
@@ -460,13 +435,7 @@ fn reopen_keeps_everything() {
     );
     assert_eq!(
         store.lease(3),
-        Some((
-            Lease {
-                id: 3,
-                ttl_secs: 60
-            },
-            vec![b"c".to_vec()]
-        ))
+        Some((Lease { id: 3, ttl_secs: 60 }, vec![b"c".to_vec()]))
     );
     // The index was rebuilt: versions continue.
     put(&store, "a", "3");

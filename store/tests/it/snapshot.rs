@@ -13,9 +13,7 @@ fn populated() -> (tempfile::TempDir, std::sync::Arc<Store>) {
     put_with_lease(&store, "leased", "x", 7).unwrap();
     delete(&store, "k03", "k05");
     compact(&store, 10).unwrap();
-    store
-        .apply(&[put_cmd("last", "1")], Some(b"raft:42"))
-        .unwrap();
+    store.apply(&[put_cmd("last", "1")], Some(b"raft:42")).unwrap();
     (dir, store)
 }
 
@@ -56,10 +54,7 @@ fn restore_into_a_fresh_store_gives_the_same_state() {
     target.restore(&image).unwrap();
     assert_eq!(target.hash(), source.hash());
     assert_eq!(everything(&target), everything(&source));
-    assert_eq!(
-        target.applied_marker().unwrap().as_deref(),
-        Some(&b"raft:42"[..])
-    );
+    assert_eq!(target.applied_marker().unwrap().as_deref(), Some(&b"raft:42"[..]));
     assert_eq!(get(&target, "to-be-replaced"), None);
     assert_eq!(
         target.snapshot().unwrap(),

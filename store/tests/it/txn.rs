@@ -78,15 +78,8 @@ fn compares_of_every_target_and_result() {
     assert!(holds(&store, cmp("missing", Less, ModRevision(1))));
     assert!(holds(&store, cmp("missing", Equal, Lease(0))));
     assert!(!holds(&store, cmp("missing", Equal, Value(vec![]))));
-    assert!(!holds(
-        &store,
-        cmp("missing", NotEqual, Value(b"x".to_vec()))
-    ));
-    assert_eq!(
-        store.revision(),
-        3,
-        "read-only txns do not bump the revision"
-    );
+    assert!(!holds(&store, cmp("missing", NotEqual, Value(b"x".to_vec()))));
+    assert_eq!(store.revision(), 3, "read-only txns do not bump the revision");
 }
 
 #[test]
@@ -104,10 +97,7 @@ fn compares_over_a_range() {
         ranged(CompareResult::Greater, CompareTarget::Version(0))
     ));
     assert!(
-        !holds(
-            &store,
-            ranged(CompareResult::Equal, CompareTarget::Version(1))
-        ),
+        !holds(&store, ranged(CompareResult::Equal, CompareTarget::Version(1))),
         "p/b has version 2"
     );
     assert!(holds(
@@ -118,10 +108,7 @@ fn compares_over_a_range() {
         range_end: b"r".to_vec(),
         ..cmp("q", CompareResult::Equal, CompareTarget::Version(0))
     };
-    assert!(
-        holds(&store, empty),
-        "an empty range compares as a missing key"
-    );
+    assert!(holds(&store, empty), "an empty range compares as a missing key");
 }
 
 #[test]
@@ -210,10 +197,7 @@ fn reads_inside_a_txn_see_its_own_writes() {
     );
     assert_eq!(ranges[1].kvs[0].version, 2);
     assert!(ranges[2].kvs.is_empty());
-    assert_eq!(
-        ranges[3].kvs[0].value, b"old",
-        "historical read inside a txn"
-    );
+    assert_eq!(ranges[3].kvs[0].value, b"old", "historical read inside a txn");
     assert_eq!(t.revision, 4);
     // The delete of y and the put of x share revision 4, with increasing sub-revisions.
     assert_eq!(store.revision(), 4);
@@ -226,11 +210,7 @@ fn nested_txns_use_compares_from_before_the_txn() {
     let inner = TxnRequest {
         // Evaluated against the state before the outer txn: flag is still "0" and "n" missing.
         compare: vec![
-            cmp(
-                "flag",
-                CompareResult::Equal,
-                CompareTarget::Value(b"0".to_vec()),
-            ),
+            cmp("flag", CompareResult::Equal, CompareTarget::Value(b"0".to_vec())),
             cmp("n", CompareResult::Equal, CompareTarget::Version(0)),
         ],
         success: vec![put_op("inner", "then"), range_op("n")],
@@ -238,11 +218,7 @@ fn nested_txns_use_compares_from_before_the_txn() {
     };
     let outer = TxnRequest {
         compare: vec![],
-        success: vec![
-            put_op("n", "1"),
-            RequestOp::Txn(inner),
-            put_op("after", "x"),
-        ],
+        success: vec![put_op("n", "1"), RequestOp::Txn(inner), put_op("after", "x")],
         failure: vec![],
     };
     let t = txn(&store, outer).unwrap();
@@ -300,17 +276,11 @@ fn duplicate_keys_are_rejected() {
         })
     };
     assert!(matches!(
-        dup(vec![
-            put_op("a", "1"),
-            nested(vec![put_op("a", "2")], vec![])
-        ]),
+        dup(vec![put_op("a", "1"), nested(vec![put_op("a", "2")], vec![])]),
         Err(StoreError::DuplicateKey)
     ));
     assert!(matches!(
-        dup(vec![
-            delete_op("a", ""),
-            nested(vec![], vec![put_op("a", "2")])
-        ]),
+        dup(vec![delete_op("a", ""), nested(vec![], vec![put_op("a", "2")])]),
         Err(StoreError::DuplicateKey)
     ));
     // Also on the branch that would not be taken.
@@ -387,9 +357,7 @@ fn a_failing_txn_changes_nothing() {
     });
     assert!(matches!(
         check(vec![put_op("c", "1"), old]),
-        Err(StoreError::Compacted {
-            compact_revision: 3
-        })
+        Err(StoreError::Compacted { compact_revision: 3 })
     ));
     let at_compaction = RequestOp::Range(RangeRequest {
         revision: 3,

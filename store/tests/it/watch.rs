@@ -278,9 +278,7 @@ async fn compaction_while_lagging_closes_the_watcher() {
     );
     assert_eq!(
         next(&mut w).await,
-        WatchMessage::Compacted {
-            compact_revision: 8
-        }
+        WatchMessage::Compacted { compact_revision: 8 }
     );
     assert_eq!(
         tokio::time::timeout(DEADLINE, w.recv()).await.unwrap(),
@@ -299,10 +297,7 @@ async fn progress_requests() {
     put(&store, "other", "1"); // 2
     let mut synced = store.watch(watch_req("k", b"", 0)).unwrap();
     store.request_progress(synced.id);
-    assert_eq!(
-        next(&mut synced).await,
-        WatchMessage::Progress { revision: 2 }
-    );
+    assert_eq!(next(&mut synced).await, WatchMessage::Progress { revision: 2 });
 
     // A lagging watcher gets the progress only after everything before it.
     let mut lagging = store.watch(watch_req("k", b"", 0)).unwrap();
@@ -312,10 +307,7 @@ async fn progress_requests() {
     store.request_progress(lagging.id);
     let events = events_until(&mut lagging, 8).await;
     assert_eq!(events.len(), 6);
-    assert_eq!(
-        next(&mut lagging).await,
-        WatchMessage::Progress { revision: 8 }
-    );
+    assert_eq!(next(&mut lagging).await, WatchMessage::Progress { revision: 8 });
 
     // Unknown ids are ignored.
     store.request_progress(999_999);
@@ -360,9 +352,7 @@ async fn restore_under_watchers() {
     );
     assert_eq!(
         next(&mut behind).await,
-        WatchMessage::Compacted {
-            compact_revision: 4
-        }
+        WatchMessage::Compacted { compact_revision: 4 }
     );
     // `ahead` continues from the new state: revision 6 of the image, then live writes.
     let events = events_until(&mut ahead, 6).await;
@@ -379,8 +369,5 @@ async fn dropping_the_store_closes_watchers() {
     let (_dir, store) = open();
     let mut w = store.watch(watch_req("k", b"", 0)).unwrap();
     drop(store);
-    assert_eq!(
-        tokio::time::timeout(DEADLINE, w.recv()).await.unwrap(),
-        None
-    );
+    assert_eq!(tokio::time::timeout(DEADLINE, w.recv()).await.unwrap(), None);
 }
