@@ -6,7 +6,6 @@ use crate::Shared;
 use berth_proto::etcdserverpb as pb;
 use berth_proto::etcdserverpb::maintenance_server::Maintenance;
 use futures::Stream;
-use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -81,17 +80,15 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    /// A consistent backup: the store image followed by its SHA-256, as etcd appends the
-    /// digest to its snapshot stream. `berth snapshot restore` checks it.
+    /// A consistent backup: the store image framed as etcd tools expect (whole 512-byte pages,
+    /// then a SHA-256). `berth snapshot restore` checks it.
     async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
         let shared = self.shared.clone();
         let image = tokio::task::spawn_blocking(move || shared.raft.store().snapshot())
             .await
             .map_err(|e| Status::internal(format!("snapshot task: {e}")))?
             .map_err(ApiError::from)?;
-        let mut blob = image;
-        let digest = Sha256::digest(&blob);
-        blob.extend_from_slice(&digest);
+        let blob = berth_store::encode_backup(&image);
         let header = self.shared.header(self.shared.raft.store().revision());
         let total = blob.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = blob

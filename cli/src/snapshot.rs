@@ -1,16 +1,13 @@
 //! `berth snapshot save|restore`: consistent backups of the store, as etcd's.
 //!
-//! The backup format is the store image followed by its SHA-256 (the same bytes the
-//! Maintenance.Snapshot stream sends, so `etcdctl snapshot save` makes a file this restores).
+//! The backup format is `berth_store::encode_backup` (the same bytes the Maintenance.Snapshot
+//! stream sends, so `etcdctl snapshot save` makes a file this restores).
 
 use crate::ServerArgs;
 use anyhow::{bail, Context};
 use berth_proto::etcdserverpb::{maintenance_client::MaintenanceClient, SnapshotRequest};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
-
-const DIGEST_BYTES: usize = 32;
 
 #[derive(clap::Subcommand)]
 pub enum SnapshotCmd {
@@ -49,24 +46,12 @@ async fn save(s: &ServerArgs, file: &PathBuf) -> anyhow::Result<()> {
     while let Some(msg) = stream.message().await? {
         blob.extend_from_slice(&msg.blob);
     }
-    check_digest(&blob)?;
+    berth_store::decode_backup(&blob)?;
     let tmp = file.with_extension("part");
     std::fs::write(&tmp, &blob).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, file)?;
     println!("Snapshot saved at {} ({} bytes)", file.display(), blob.len());
     Ok(())
-}
-
-/// Splits a backup into the image and checks its trailing digest.
-fn check_digest(blob: &[u8]) -> anyhow::Result<&[u8]> {
-    if blob.len() < DIGEST_BYTES {
-        bail!("snapshot is truncated ({} bytes)", blob.len());
-    }
-    let (image, digest) = blob.split_at(blob.len() - DIGEST_BYTES);
-    if Sha256::digest(image).as_slice() != digest {
-        bail!("snapshot digest mismatch: the file is corrupt or truncated");
-    }
-    Ok(image)
 }
 
 fn restore(file: &PathBuf, data_dir: &PathBuf) -> anyhow::Result<()> {
@@ -77,24 +62,8 @@ fn restore(file: &PathBuf, data_dir: &PathBuf) -> anyhow::Result<()> {
         );
     }
     let blob = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let image = check_digest(&blob)?;
+    let image = berth_store::decode_backup(&blob)?;
     berth_raft::seed_data_dir(data_dir, image)?;
     println!("restored {} into {}", file.display(), data_dir.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_is_checked() {
-        let mut blob = b"image bytes".to_vec();
-        let d = Sha256::digest(&blob);
-        blob.extend_from_slice(&d);
-        assert_eq!(check_digest(&blob).unwrap(), b"image bytes");
-        blob[0] ^= 1;
-        assert!(check_digest(&blob).unwrap_err().to_string().contains("mismatch"));
-        assert!(check_digest(b"short").is_err());
-    }
 }

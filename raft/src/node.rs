@@ -262,14 +262,22 @@ impl RaftHandle {
             }
             c
         };
+        let seeded = cfg.data_dir.join(crate::seed::SEEDED_FILE);
         if local_cid.is_none() {
-            if db_path.exists() {
+            // A data dir seeded from a backup has a database but no cluster yet: it founds
+            // the cluster its first --initial-cluster names (never joins one).
+            let founding_from_seed = seeded.exists() && !cfg.is_join();
+            if db_path.exists() && !founding_from_seed {
                 return Err(RaftError::Config(format!(
                     "{} holds a database but no cluster_id file; refusing to guess its cluster",
                     cfg.data_dir.display()
                 )));
             }
             write_cluster_id(&cfg.data_dir, cid)?;
+            if founding_from_seed {
+                fs::remove_file(&seeded)
+                    .map_err(|e| RaftError::Storage(format!("{}: {e}", seeded.display())))?;
+            }
         }
 
         let store = Store::open(StoreConfig {

@@ -27,6 +27,7 @@
 //! - `snapshot`: images (checksummed, versioned) and the state hash; `lessor`: lease clocks.
 
 mod apply;
+mod backup;
 mod catchup;
 mod codec;
 mod index;
@@ -40,6 +41,7 @@ mod txn;
 mod types;
 mod watch;
 
+pub use backup::{decode_backup, encode_backup};
 pub use catchup::{CATCHUP_MAX_EVENTS_PER_MESSAGE, CATCHUP_MAX_VERSIONS_SCANNED};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 
