@@ -225,17 +225,15 @@ pub fn txn_to_pb(t: st::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResp
         .into_iter()
         .map(|r| pb::ResponseOp {
             response: Some(match r {
-                st::ResponseOp::Range(r) => Response::ResponseRange(range_to_pb(r, header.clone())),
-                st::ResponseOp::Put(p) => Response::ResponsePut(put_to_pb(p, header.clone())),
-                st::ResponseOp::DeleteRange(d) => {
-                    Response::ResponseDeleteRange(delete_to_pb(d, header.clone()))
-                }
+                st::ResponseOp::Range(r) => Response::ResponseRange(range_to_pb(r, *header)),
+                st::ResponseOp::Put(p) => Response::ResponsePut(put_to_pb(p, *header)),
+                st::ResponseOp::DeleteRange(d) => Response::ResponseDeleteRange(delete_to_pb(d, *header)),
                 st::ResponseOp::Txn(t) => Response::ResponseTxn(txn_to_pb(t, header)),
             }),
         })
         .collect();
     pb::TxnResponse {
-        header: Some(header.clone()),
+        header: Some(*header),
         succeeded: t.succeeded,
         responses,
     }

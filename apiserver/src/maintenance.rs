@@ -96,7 +96,7 @@ impl Maintenance for MaintenanceService {
             .scan(0usize, |sent, chunk| {
                 *sent += chunk.len();
                 Some(Ok(pb::SnapshotResponse {
-                    header: Some(header.clone()),
+                    header: Some(header),
                     remaining_bytes: (total - *sent) as u64,
                     blob: chunk.to_vec(),
                 }))

@@ -6,7 +6,7 @@
 use crate::ServerArgs;
 use anyhow::{bail, Context};
 use berth_proto::etcdserverpb::{maintenance_client::MaintenanceClient, SnapshotRequest};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(clap::Subcommand)]
@@ -34,7 +34,7 @@ pub async fn run(cmd: SnapshotCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn save(s: &ServerArgs, file: &PathBuf) -> anyhow::Result<()> {
+async fn save(s: &ServerArgs, file: &Path) -> anyhow::Result<()> {
     let addr = s.servers.first().context("--server: no address given")?;
     // Snapshots can be large: the request timeout does not apply to the stream.
     let ch = berth_client::dial::lazy_channel(addr, Duration::from_secs(3600))?;
@@ -54,7 +54,7 @@ async fn save(s: &ServerArgs, file: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn restore(file: &PathBuf, data_dir: &PathBuf) -> anyhow::Result<()> {
+fn restore(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
     if data_dir.exists() {
         bail!(
             "--data-dir {} already exists; restore seeds a new member",

@@ -30,7 +30,8 @@ pub fn encode_backup(image: &[u8]) -> Vec<u8> {
 /// Checks a backup's digest and framing and returns the store image inside.
 pub fn decode_backup(backup: &[u8]) -> Result<&[u8]> {
     let bad = |m: &str| StoreError::InvalidSnapshot(format!("backup: {m}"));
-    if backup.len() < HEADER_BYTES + DIGEST_BYTES || (backup.len() - DIGEST_BYTES) % PAGE_BYTES != 0 {
+    if backup.len() < HEADER_BYTES + DIGEST_BYTES || !(backup.len() - DIGEST_BYTES).is_multiple_of(PAGE_BYTES)
+    {
         return Err(bad("truncated or not a Berth backup"));
     }
     let (body, digest) = backup.split_at(backup.len() - DIGEST_BYTES);
