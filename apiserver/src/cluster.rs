@@ -69,16 +69,16 @@ impl Cluster for ClusterService {
             [one] => addr_of_url(one)?,
             _ => return Err(ApiError::MemberBadUrls.into()),
         };
-        // etcd's MemberAdd carries no name; the member is named after its peer address until
-        // it starts (`berth server --join` names itself and is matched by that address).
+        // etcd's MemberAdd carries no name: the member is known by its peer address (its id
+        // derives from it) until a `berth server --join` with that --peer-addr starts.
         let added = self
             .shared
             .raft
-            .add_member(peer.clone(), peer, String::new(), req.is_learner)
+            .add_unstarted_member(peer, req.is_learner)
             .await
             .map_err(ApiError::from)?;
         let (header, members) = self.members();
-        let id = berth_raft::member_id(&added.name);
+        let id = berth_raft::member_id(&added.peer_addr);
         let member = members.iter().find(|m| m.id == id).cloned();
         Ok(Response::new(pb::MemberAddResponse {
             header: Some(header),

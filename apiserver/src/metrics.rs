@@ -19,12 +19,13 @@ pub struct Metrics {
     raft_applied_index: IntGauge,
     raft_leader: IntGauge,
     leader_changes: IntCounter,
-    last_leader: parking_lot::Mutex<Option<u64>>,
     store_revision: IntGauge,
     db_size_bytes: IntGauge,
     proposals: IntCounter,
     proposals_failed: IntCounter,
     fsync_seconds: Histogram,
+    /// Renders one at a time, so that mirrored counters are advanced once.
+    render_lock: parking_lot::Mutex<()>,
 }
 
 /// Observes the time until it is dropped.
@@ -105,9 +106,9 @@ impl Metrics {
                 "Proposals made through this member",
             ),
             proposals_failed: counter(r, "berth_raft_proposals_failed_total", "Proposals that failed"),
-            last_leader: parking_lot::Mutex::new(None),
             requests,
             fsync_seconds,
+            render_lock: parking_lot::Mutex::new(()),
             registry,
         }
     }
@@ -135,21 +136,16 @@ impl Metrics {
 
     /// Refreshes the gauges that mirror Raft and store state, then renders everything.
     pub fn render(&self, raft: &RaftHandle) -> String {
+        let _one_at_a_time = self.render_lock.lock();
         let st = raft.status();
         self.raft_term.set(st.term as i64);
         self.raft_commit_index.set(st.commit_index as i64);
         self.raft_applied_index.set(st.applied_index as i64);
         self.raft_leader
             .set((st.leader_id == Some(raft.member_id())) as i64);
-        {
-            let mut last = self.last_leader.lock();
-            if st.leader_id.is_some() && *last != st.leader_id {
-                if last.is_some() {
-                    self.leader_changes.inc();
-                }
-                *last = st.leader_id;
-            }
-        }
+        // A counter mirrors the raft crate's count: add what is new since the last render.
+        let seen = self.leader_changes.get();
+        self.leader_changes.inc_by(st.leader_changes.saturating_sub(seen));
         self.store_revision.set(raft.store().revision());
         self.db_size_bytes.set(raft.store().db_size_bytes() as i64);
         let mut out = Vec::new();

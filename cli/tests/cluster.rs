@@ -131,6 +131,36 @@ async fn join_as_learner_then_promote_and_remove() {
     write_range(&c.client(), 20, 25).await;
 }
 
+/// etcd's way to grow a cluster: `etcdctl member add` (which sends no name), then a server
+/// started with that peer address joins and takes the member's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_member_add_then_server_takes_the_place() {
+    let mut c = Cluster::start(3, &[]).await;
+    let eps = c.endpoints();
+    let peer = format!("127.0.0.1:{}", free_port());
+    let out = etcdctl_ok(
+        &eps,
+        &["member", "add", "s5", &format!("--peer-urls=http://{peer}")],
+    );
+    assert!(out.contains("added to cluster"), "{out}");
+    let list = etcdctl_ok(&eps, &["member", "list"]);
+    assert!(list.contains("unstarted") && list.contains(&peer), "{list}");
+    // The same address again is refused.
+    let again = etcdctl(
+        &eps,
+        &["member", "add", "s6", &format!("--peer-urls=http://{peer}")],
+    );
+    assert!(!again.status.success());
+    let i = c.add_joining_at("s5", &peer);
+    let client = c.members[i].client.clone();
+    eventually("s5 started with its name and client address", || async {
+        let list = etcdctl_ok(&eps, &["member", "list"]);
+        (list.contains("s5") && list.contains(&client) && !list.contains("unstarted")).then_some(())
+    })
+    .await;
+    write_range(&c.client(), 0, 5).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_is_continuous_across_a_leader_change() {
     let mut c = Cluster::start(3, &[]).await;

@@ -9,7 +9,7 @@ use crate::types::member_id;
 /// How one member starts. Build it with [`RaftConfig::new`] and adjust fields.
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
-    /// The member's name; its id is [`crate::member_id`] of it.
+    /// The member's name, unique in the cluster; its id is [`crate::member_id`] of `peer_addr`.
     pub name: String,
     /// Holds `cluster_id`, the RocksDB database (`db/`) and the latest snapshot (`snapshot/`).
     pub data_dir: PathBuf,
@@ -123,10 +123,13 @@ impl RaftConfig {
             if name.is_empty() || addr.is_empty() {
                 return bad(format!("initial cluster entry {name:?}={addr:?} is incomplete"));
             }
-            if let Some(other) = ids.insert(member_id(name), name) {
+            if let Some(other) = ids.insert(member_id(addr), name) {
                 return bad(format!(
-                    "initial cluster names {other:?} and {name:?} collide (same name or id)"
+                    "initial cluster members {other:?} and {name:?} have the same peer address {addr}"
                 ));
+            }
+            if cluster.iter().filter(|(n, _)| n == name).count() > 1 {
+                return bad(format!("initial cluster names {name:?} twice"));
             }
         }
         match cluster.iter().find(|(n, _)| n == &self.name) {

@@ -103,6 +103,12 @@ pub(crate) enum LeaderRequest {
         as_learner: bool,
         join: bool,
     },
+    /// etcd's MemberAdd: records a member that has not started yet (learner, or voter), without
+    /// waiting for it; it catches up once a server starts with that peer address.
+    AddUnstarted {
+        member: Member,
+        as_learner: bool,
+    },
     Promote(MemberId),
     Remove(MemberId),
     /// Records a member's current addresses (it must be in the membership already).
@@ -115,7 +121,9 @@ impl LeaderRequest {
     /// Whether running it twice is harmless (so a lost answer may be retried).
     pub(crate) fn idempotent(&self) -> bool {
         match self {
-            LeaderRequest::Propose(_) | LeaderRequest::Remove(_) => false,
+            LeaderRequest::Propose(_) | LeaderRequest::Remove(_) | LeaderRequest::AddUnstarted { .. } => {
+                false
+            }
             LeaderRequest::AddMember { join, .. } => *join,
             LeaderRequest::Promote(_)
             | LeaderRequest::UpdateMember(_)

@@ -64,6 +64,8 @@ pub struct RaftStatus {
     /// Sorted by id. Voters that are not the leader are `Follower`s.
     pub members: Vec<MemberStatus>,
     pub is_learner: bool,
+    /// Times this member saw the leader change from one known member to another.
+    pub leader_changes: u64,
 }
 
 /// Progress of joining an existing cluster.
@@ -130,6 +132,8 @@ pub(crate) struct Inner {
     transport: Arc<dyn PeerTransport>,
     pub(crate) leases: Arc<Leases>,
     committed: Arc<AtomicU64>,
+    /// Times this member saw the leader change to another known member.
+    leader_changes: AtomicU64,
     /// Held by the state machine; its count tells when openraft released it.
     sm_token: Arc<()>,
     stop: watch::Sender<bool>,
@@ -228,7 +232,7 @@ impl RaftHandle {
     /// [`RaftHandle::joined`].
     pub async fn start(cfg: RaftConfig, transport: Arc<dyn PeerTransport>) -> Result<RaftHandle, RaftError> {
         cfg.validate()?;
-        let id = member_id(&cfg.name);
+        let id = member_id(&cfg.peer_addr);
         let me = Member {
             name: cfg.name.clone(),
             peer_addr: cfg.peer_addr.clone(),
@@ -337,7 +341,7 @@ impl RaftHandle {
                         peer_addr,
                         client_addr: String::new(),
                     };
-                    (member_id(&m.name), m)
+                    (member_id(&m.peer_addr), m)
                 })
                 .collect();
             match raft.initialize(members).await {
@@ -368,6 +372,7 @@ impl RaftHandle {
                 transport,
                 leases,
                 committed,
+                leader_changes: AtomicU64::new(0),
                 sm_token,
                 stop,
                 join_state,
@@ -499,6 +504,25 @@ impl RaftHandle {
         }
     }
 
+    /// etcd's MemberAdd: adds a member known only by its peer address, without waiting for it
+    /// to start; a `berth server --join` with that `--peer-addr` then takes its place.
+    pub async fn add_unstarted_member(
+        &self,
+        peer_addr: String,
+        as_learner: bool,
+    ) -> Result<Member, RaftError> {
+        let member = Member {
+            name: String::new(),
+            peer_addr,
+            client_addr: String::new(),
+        };
+        let req = LeaderRequest::AddUnstarted { member, as_learner };
+        match self.on_leader(req, self.deadline()).await? {
+            LeaderResponse::Member(m) => Ok(m),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Makes a learner a voter (a voter stays one).
     pub async fn promote_member(&self, id: MemberId) -> Result<(), RaftError> {
         self.on_leader(LeaderRequest::Promote(id), self.deadline())
@@ -612,6 +636,9 @@ impl RaftHandle {
                 as_learner,
                 join,
             } => self.leader_add_member(member, as_learner, join, deadline).await,
+            LeaderRequest::AddUnstarted { member, as_learner } => {
+                self.leader_add_unstarted(member, as_learner, deadline).await
+            }
             LeaderRequest::Promote(id) => {
                 let (exists, voter) = self.membership_of(id);
                 if !exists {
@@ -637,7 +664,7 @@ impl RaftHandle {
                 Ok(LeaderResponse::Done)
             }
             LeaderRequest::UpdateMember(member) => {
-                let id = member_id(&member.name);
+                let id = member_id(&member.peer_addr);
                 let recorded = {
                     let m = raft.metrics();
                     let m = m.borrow();
@@ -712,6 +739,37 @@ impl RaftHandle {
         }
     }
 
+    async fn leader_add_unstarted(
+        &self,
+        member: Member,
+        as_learner: bool,
+        deadline: Instant,
+    ) -> Result<LeaderResponse, RaftError> {
+        let id = member_id(&member.peer_addr);
+        if self.membership_of(id).0 {
+            return Err(RaftError::MemberExists {
+                id,
+                name: member.name,
+            });
+        }
+        match tokio::time::timeout_at(deadline, self.inner.raft.add_learner(id, member.clone(), false)).await
+        {
+            Err(_) => {
+                return Err(RaftError::Timeout(
+                    "adding the member was not committed in time".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err(map_client_write_error(e)),
+            Ok(Ok(_)) => {}
+        }
+        if !as_learner {
+            self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), deadline)
+                .await?;
+        }
+        tracing::info!(member = %member, voter = !as_learner, "unstarted member added");
+        Ok(LeaderResponse::Member(member))
+    }
+
     async fn leader_add_member(
         &self,
         member: Member,
@@ -719,7 +777,7 @@ impl RaftHandle {
         join: bool,
         deadline: Instant,
     ) -> Result<LeaderResponse, RaftError> {
-        let id = member_id(&member.name);
+        let id = member_id(&member.peer_addr);
         let existing = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
@@ -860,6 +918,7 @@ impl RaftHandle {
             last_log_index: m.last_log_index.unwrap_or(0),
             members,
             is_learner: mem.get_node(&self.inner.id).is_some() && !voters.contains(&self.inner.id),
+            leader_changes: self.inner.leader_changes.load(Ordering::Relaxed),
         }
     }
 
@@ -1032,6 +1091,7 @@ async fn leader_duties(weak: Weak<Inner>, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut compactor = Compactor::new(policy);
     let mut leading = false;
+    let mut last_leader = None;
     loop {
         let ticked = tokio::select! {
             _ = stop.changed() => return,
@@ -1041,6 +1101,12 @@ async fn leader_duties(weak: Weak<Inner>, mut stop: watch::Receiver<bool>) {
         let Some(inner) = weak.upgrade() else { return };
         let is_leader = {
             let m = metrics.borrow_and_update();
+            if m.current_leader.is_some() && m.current_leader != last_leader {
+                if last_leader.is_some() {
+                    inner.leader_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                last_leader = m.current_leader;
+            }
             m.state == ServerState::Leader && m.current_leader == Some(inner.id)
         };
         if is_leader && !leading {

@@ -66,10 +66,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The member id of a name: FNV-1a 64 over its UTF-8 bytes, never 0 (0 becomes 1). Every
-/// member of an `--initial-cluster` computes the same ids from the same names.
-pub fn member_id(name: &str) -> MemberId {
-    match fnv1a(name.as_bytes()) {
+/// The member id of a peer address: FNV-1a 64 over its UTF-8 bytes, never 0 (0 becomes 1).
+/// A member's identity is its peer address, as etcd derives ids from peer URLs: every member
+/// of an `--initial-cluster` computes the same ids, and a member added by address alone
+/// (etcd's MemberAdd carries no name) is the one that later starts with that `--peer-addr`.
+pub fn member_id(peer_addr: &str) -> MemberId {
+    match fnv1a(peer_addr.as_bytes()) {
         0 => 1,
         h => h,
     }

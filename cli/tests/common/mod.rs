@@ -142,7 +142,14 @@ impl Cluster {
 
     /// Starts a new member that joins through the running ones.
     pub fn add_joining(&mut self, name: &str) -> usize {
+        let peer = format!("127.0.0.1:{}", free_port());
+        self.add_joining_at(name, &peer)
+    }
+
+    /// Starts a new member with peer address `peer` that joins through the running ones.
+    pub fn add_joining_at(&mut self, name: &str, peer: &str) -> usize {
         let mut m = Member::new(self.dir.path(), name);
+        m.peer = peer.to_string();
         m.extra_args = self.members[0].extra_args.clone();
         let join = self.running_clients().join(",");
         m.start_with(&["--join".to_string(), join]);
