@@ -42,6 +42,74 @@ pub mod raftpb {
     tonic::include_proto!("berth.raft.v1");
 }
 
+/// Berth's resource API, one module per proto package (`berth.<group>.v1`).
+/// The short aliases below ([`metav1`], [`corev1`], ...) are the usual way in.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod berth {
+    /// `berth.meta.v1`: ObjectMeta, ListMeta, LabelSelector, IntOrString, Status.
+    pub mod meta {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("berth.meta.v1");
+        }
+    }
+    /// `berth.core.v1`: kinds of apiVersion `v1`.
+    pub mod core {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("berth.core.v1");
+        }
+    }
+    /// `berth.apps.v1`: kinds of apiVersion `apps/v1`.
+    pub mod apps {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("berth.apps.v1");
+        }
+    }
+    /// `berth.coordination.v1`: kinds of apiVersion `coordination.k8s.io/v1`.
+    pub mod coordination {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("berth.coordination.v1");
+        }
+    }
+    /// `berth.networking.v1`: kinds of apiVersion `networking.k8s.io/v1`.
+    pub mod networking {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("berth.networking.v1");
+        }
+    }
+    /// `berth.istio.networking.v1`: kinds of apiVersion `networking.istio.io/v1`.
+    pub mod istio {
+        /// Istio networking.
+        pub mod networking {
+            /// Version 1.
+            pub mod v1 {
+                tonic::include_proto!("berth.istio.networking.v1");
+            }
+        }
+    }
+    /// `berth.api.v1`: the `Resources` service and its messages.
+    pub mod api {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("berth.api.v1");
+        }
+    }
+}
+
+pub use berth::api::v1 as apiv1;
+pub use berth::apps::v1 as appsv1;
+pub use berth::coordination::v1 as coordinationv1;
+pub use berth::core::v1 as corev1;
+pub use berth::istio::networking::v1 as istiov1;
+pub use berth::meta::v1 as metav1;
+pub use berth::networking::v1 as networkingv1;
+
+pub mod serde_util;
+
 /// Returns the `range_end` that selects every key starting with `prefix`, as
 /// etcd clients compute it for `--prefix`.
 ///
