@@ -108,7 +108,11 @@ pub use berth::istio::networking::v1 as istiov1;
 pub use berth::meta::v1 as metav1;
 pub use berth::networking::v1 as networkingv1;
 
+pub mod defaults;
+pub mod manifest;
+pub mod quantity;
 pub mod serde_util;
+pub mod validate;
 
 /// Returns the `range_end` that selects every key starting with `prefix`, as
 /// etcd clients compute it for `--prefix`.
