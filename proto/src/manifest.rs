@@ -274,7 +274,6 @@ macro_rules! with_inner {
         }
     };
 }
-pub(crate) use with_inner;
 
 impl Kind {
     /// The kind's entry in [`RESOURCE_TYPES`].
