@@ -535,27 +535,17 @@ impl std::error::Error for ManifestError {}
 /// first non-blank character is `{` is read as a stream of JSON objects;
 /// anything else as YAML (block or flow style, `---`-separated documents).
 pub fn parse_documents(text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
-    let mut raw = Vec::new();
-    if text.trim_start().starts_with('{') {
-        for (i, v) in serde_json::Deserializer::from_str(text)
-            .into_iter::<Value>()
-            .enumerate()
-        {
-            let v = v.map_err(|e| ManifestError {
-                document: Some(i + 1),
-                ..ManifestError::new("", format!("invalid JSON: {e}"))
-            })?;
-            raw.push((i + 1, v));
+    // JSON first when it looks like JSON; flow-style YAML also starts with
+    // '{', so fall back to YAML, and report the JSON error only if YAML
+    // cannot read the text either.
+    let raw = if text.trim_start().starts_with('{') {
+        match json_documents(text) {
+            Ok(raw) => raw,
+            Err(json_err) => yaml_documents(text).map_err(|_| json_err)?,
         }
     } else {
-        for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-            let v = Value::deserialize(doc).map_err(|e| ManifestError {
-                document: Some(i + 1),
-                ..ManifestError::new("", format!("invalid YAML: {e}"))
-            })?;
-            raw.push((i + 1, v));
-        }
-    }
+        yaml_documents(text)?
+    };
     let mut out = Vec::new();
     for (i, mut v) in raw {
         strip_nulls(&mut v);
@@ -581,6 +571,33 @@ pub fn parse_documents(text: &str) -> Result<Vec<(usize, Value)>, ManifestError>
         }
     }
     Ok(out)
+}
+
+fn json_documents(text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .enumerate()
+        .map(|(i, v)| {
+            v.map(|v| (i + 1, v)).map_err(|e| ManifestError {
+                document: Some(i + 1),
+                ..ManifestError::new("", format!("invalid JSON: {e}"))
+            })
+        })
+        .collect()
+}
+
+fn yaml_documents(text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .enumerate()
+        .map(|(i, doc)| {
+            Value::deserialize(doc)
+                .map(|v| (i + 1, v))
+                .map_err(|e| ManifestError {
+                    document: Some(i + 1),
+                    ..ManifestError::new("", format!("invalid YAML: {e}"))
+                })
+        })
+        .collect()
 }
 
 /// Parses a manifest text (see [`parse_documents`]) into typed objects;
