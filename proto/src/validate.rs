@@ -1595,7 +1595,8 @@ fn workload(
         labels(e, &tp.f("metadata").f("labels"), &m.labels);
     }
     if let (Some(s), Some(l)) = (selector, labels_of) {
-        if !selector_matches(s, l) && !(s.match_labels.is_empty() && s.match_expressions.is_empty()) {
+        let empty = s.match_labels.is_empty() && s.match_expressions.is_empty();
+        if !empty && !selector_matches(s, l) {
             e.invalid(
                 &tp.f("metadata").f("labels"),
                 l.iter()
@@ -2510,7 +2511,8 @@ mod tests {
 
     #[test]
     fn format_checks() {
-        let cases: &[(fn(&str) -> Result<(), String>, &str, bool)] = &[
+        type Check = fn(&str) -> Result<(), String>;
+        let cases: &[(Check, &str, bool)] = &[
             (dns1123_label, "web", true),
             (dns1123_label, "web-1", true),
             (dns1123_label, "1web", true),
