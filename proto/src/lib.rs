@@ -1,18 +1,33 @@
 //! Wire format of Berth: the only crate that knows how bytes on the network are laid out.
 //!
-//! It holds the generated Rust types and tonic 0.14 client/server code for two
+//! It holds the generated Rust types and tonic 0.14 client/server code for three
 //! protocols: the etcd-v3-compatible client API (packages `etcdserverpb`,
 //! `mvccpb`, `authpb`, served so that unmodified etcd clients such as etcdctl
-//! 3.4/3.5 work against Berth's store) and Berth's internal raft peer transport
-//! (package `berth.raft.v1`, exposed here as [`raftpb`]). Besides the generated
-//! code it offers a few small pure helpers about the wire-level semantics, such
-//! as [`prefix_range_end`].
+//! 3.4/3.5 work against Berth's store), Berth's internal raft peer transport
+//! (package `berth.raft.v1`, exposed here as [`raftpb`]), and Berth's resource
+//! API: Kubernetes-style kinds, one proto package per API group
+//! (`berth.meta.v1` [`metav1`], `berth.core.v1` [`corev1`], `berth.apps.v1`
+//! [`appsv1`], `berth.coordination.v1` [`coordinationv1`],
+//! `berth.networking.v1` [`networkingv1`], `berth.istio.networking.v1`
+//! [`istiov1`]) and the `Resources` service with its `Object` oneof
+//! (`berth.api.v1`, [`apiv1`]). The `.proto` files under `berth/` are plain
+//! proto3 that other languages' generators (Python grpcio-tools) use as they are.
+//!
+//! The kinds also read and write Kubernetes JSON/YAML: serde derives are added
+//! at build time from the protos' JSON names (see `build.rs`). On top of the
+//! types sit small pure helpers: [`manifest`] (multi-document YAML/JSON to
+//! typed objects and back, errors with field paths, the kinds and resource
+//! names table, registry keys, protobuf encoding of stored values),
+//! [`validate`] (Kubernetes' validation rules with field paths),
+//! [`defaults`] (Kubernetes' defaulting), [`quantity`] (`500m`, `1Gi`), and
+//! [`prefix_range_end`].
 //!
 //! Invariants: the etcd packages, service and method names, message names, field
 //! numbers and enum values match etcd exactly; a field number is never
 //! renumbered or reused (the tests below fail if the basic ones move). The raft
 //! transport only carries an opaque envelope whose payload belongs to the raft
-//! crate.
+//! crate. Resource field names are Kubernetes' own in JSON/YAML; unknown fields
+//! are rejected.
 //!
 //! What it does not know: storage, MVCC, raft logic, networking (no listeners,
 //! no connections, no retries). Those live in the crates that use these types.
