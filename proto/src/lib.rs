@@ -19,7 +19,8 @@
 //! typed objects and back, errors with field paths, the kinds and resource
 //! names table, registry keys, protobuf encoding of stored values),
 //! [`validate`] (Kubernetes' validation rules with field paths),
-//! [`defaults`] (Kubernetes' defaulting), [`quantity`] (`500m`, `1Gi`), and
+//! [`defaults`] (Kubernetes' defaulting), [`quantity`] (`500m`, `1Gi`), [`selector`]
+//! (label and field selector strings), and
 //! [`prefix_range_end`].
 //!
 //! Invariants: the etcd packages, service and method names, message names, field
@@ -126,6 +127,7 @@ pub use berth::networking::v1 as networkingv1;
 pub mod defaults;
 pub mod manifest;
 pub mod quantity;
+pub mod selector;
 pub mod serde_util;
 pub mod validate;
 
