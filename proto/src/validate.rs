@@ -49,6 +49,44 @@ impl fmt::Display for ValidationErrors {
 
 impl std::error::Error for ValidationErrors {}
 
+impl ValidationErrors {
+    /// The Kubernetes `Status` for a rejected write (code 422, reason
+    /// `Invalid`, one cause per field), with Kubernetes' message:
+    /// `Deployment.apps "web" is invalid: spec.replicas: Invalid value: ...`.
+    pub fn to_status(&self, rt: &crate::manifest::ResourceType, name: &str) -> metav1::Status {
+        let qualified = if rt.group.is_empty() {
+            rt.kind.to_string()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        metav1::Status {
+            api_version: "v1".into(),
+            kind: "Status".into(),
+            metadata: None,
+            status: "Failure".into(),
+            message: format!("{qualified} \"{name}\" is invalid: {self}"),
+            reason: "Invalid".into(),
+            details: Some(metav1::StatusDetails {
+                name: name.to_string(),
+                group: rt.group.to_string(),
+                kind: rt.kind.to_string(),
+                uid: String::new(),
+                causes: self
+                    .0
+                    .iter()
+                    .map(|e| metav1::StatusCause {
+                        reason: e.message.split(':').next().unwrap_or_default().to_string(),
+                        message: e.message.clone(),
+                        field: e.path.clone(),
+                    })
+                    .collect(),
+                retry_after_seconds: 0,
+            }),
+            code: 422,
+        }
+    }
+}
+
 /// A field path under construction.
 #[derive(Clone, Debug)]
 struct P(String);

@@ -413,6 +413,28 @@ fn invalid_objects_name_the_field() {
 }
 
 #[test]
+fn validation_errors_as_status() {
+    let obj = manifest::parse_one(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: -1, selector: {matchLabels: {app: web}}, template: {metadata: {labels: {app: web}}, spec: {containers: [{name: a, image: x}]}}}\n",
+    )
+    .unwrap();
+    let status = validate::validate(&obj)
+        .unwrap_err()
+        .to_status(obj.resource_type(), "web");
+    assert_eq!(status.code, 422);
+    assert_eq!(status.reason, "Invalid");
+    assert_eq!(
+        status.message,
+        "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"
+    );
+    let cause = &status.details.unwrap().causes[0];
+    assert_eq!(
+        (cause.field.as_str(), cause.reason.as_str()),
+        ("spec.replicas", "Invalid value")
+    );
+}
+
+#[test]
 fn quantities_accept_numbers() {
     let text = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: q}\nspec: {hard: {pods: 10, cpu: 1.5, memory: 1Gi}}\n";
     let Object::ResourceQuota(q) = manifest::parse_one(text).unwrap() else {
