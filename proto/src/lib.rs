@@ -274,6 +274,40 @@ mod tests {
     }
 
     #[test]
+    fn resource_api_field_numbers() {
+        use crate::apiv1::object::Kind;
+        // Object's oneof: Deployment = 9, VirtualService = 15.
+        let obj = apiv1::Object {
+            kind: Some(Kind::Deployment(appsv1::Deployment::default())),
+        };
+        assert_eq!(obj.encode_to_vec(), vec![0x4a, 0]);
+        let obj = apiv1::Object {
+            kind: Some(Kind::VirtualService(istiov1::VirtualService::default())),
+        };
+        assert_eq!(obj.encode_to_vec(), vec![0x7a, 0]);
+        // Every kind: apiVersion 1, kind 2, metadata 3; ObjectMeta.name 1.
+        let pod = corev1::Pod {
+            api_version: "v".into(),
+            kind: "P".into(),
+            metadata: Some(metav1::ObjectMeta {
+                name: "a".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pod.encode_to_vec(),
+            vec![0x0a, 1, b'v', 0x12, 1, b'P', 0x1a, 3, 0x0a, 1, b'a']
+        );
+        // `optional`: an explicit 0 is encoded, so it survives the store.
+        let spec = appsv1::DeploymentSpec {
+            replicas: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(spec.encode_to_vec(), vec![0x08, 0]);
+    }
+
+    #[test]
     fn raft_message_envelope() {
         let msg = raftpb::RaftMessage {
             payload: vec![1, 2, 3],
