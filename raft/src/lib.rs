@@ -34,6 +34,7 @@ mod leases;
 mod log_store;
 mod network;
 mod node;
+mod read_index;
 mod seed;
 mod state_machine;
 pub mod testing;
