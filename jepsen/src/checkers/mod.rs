@@ -1,0 +1,1 @@
+//! Checkers other than linearizability, each a pure function of a history.
