@@ -31,4 +31,4 @@ pub mod models;
 
 pub use error::Error;
 pub use history::{History, Op, OpType, Operation, Outcome, Process};
-pub use lin::{check_history, check_operations, CheckOptions, Decode, LinOp, Model, Verdict};
+pub use lin::{check_history, check_operations, CheckOptions, Decode, LinOp, Model, ModelOp, Verdict};

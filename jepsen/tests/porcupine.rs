@@ -56,19 +56,20 @@ fn cases(dir: &Path) -> Vec<Case> {
         .collect()
 }
 
-fn options() -> CheckOptions {
+fn options(threads: usize) -> CheckOptions {
     CheckOptions {
+        threads,
         time_limit: Some(Duration::from_secs(20)),
         ..CheckOptions::default()
     }
 }
 
-fn check_case(dir: &Path, case: &Case) -> Verdict {
+fn check_case(dir: &Path, case: &Case, options: &CheckOptions) -> Verdict {
     let text = std::fs::read_to_string(dir.join(&case.file)).unwrap_or_else(|e| panic!("{}: {e}", case.file));
     let parse = |r: Result<History, _>| r.unwrap_or_else(|e| panic!("{}: {e}", case.file));
     match case.model.as_str() {
-        "etcd_register" => check_history(&Register, &parse(parse_jepsen_log(&text)), &options()),
-        "kv_append" => check_history(&KvRegister, &parse(parse_edn_lines(&text)), &options()),
+        "etcd_register" => check_history(&Register, &parse(parse_jepsen_log(&text)), options),
+        "kv_append" => check_history(&KvRegister, &parse(parse_edn_lines(&text)), options),
         other => panic!("{}: unknown model {other}", case.file),
     }
     .unwrap_or_else(|e| panic!("{}: {e}", case.file))
@@ -76,6 +77,15 @@ fn check_case(dir: &Path, case: &Case) -> Verdict {
 
 #[test]
 fn every_porcupine_history_gets_its_known_verdict() {
+    check_all(1);
+}
+
+#[test]
+fn the_parallel_search_agrees_on_every_history() {
+    check_all(4);
+}
+
+fn check_all(threads: usize) {
     let dir = data_dir();
     let cases = cases(&dir);
     assert_eq!(
@@ -87,7 +97,7 @@ fn every_porcupine_history_gets_its_known_verdict() {
     let mut wrong = Vec::new();
     for case in &cases {
         let started = Instant::now();
-        let verdict = check_case(&dir, case);
+        let verdict = check_case(&dir, case, &options(threads));
         let elapsed = started.elapsed();
         let good = match verdict {
             Verdict::Ok => case.expected_ok,
@@ -104,7 +114,10 @@ fn every_porcupine_history_gets_its_known_verdict() {
     }
     timings.sort();
     let total: Duration = timings.iter().map(|(t, _)| *t).sum();
-    println!("checked {} histories in {total:?}; slowest:", timings.len());
+    println!(
+        "checked {} histories with {threads} thread(s) in {total:?}; slowest:",
+        timings.len()
+    );
     for (elapsed, file) in timings.iter().rev().take(5) {
         println!("  {elapsed:>12.3?}  {file}");
     }

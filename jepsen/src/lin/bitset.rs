@@ -1,10 +1,10 @@
 //! The set of linearized operations, with an incrementally maintained hash, and a fast hasher
-//! for the search cache.
+//! for model states.
 
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A fixed-size bitset whose hash is kept up to date on every change (XOR of one mixed word per
-/// set bit), so hashing it for the cache costs O(1) instead of O(n/64).
+/// set bit), so the cache hashes it in O(1) instead of O(n/64).
 #[derive(Clone, Debug)]
 pub(crate) struct Bitset {
     words: Vec<u64>,
@@ -35,9 +35,29 @@ impl Bitset {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn contains(&self, bit: usize) -> bool {
         self.words[bit / 64] & (1u64 << (bit % 64)) != 0
+    }
+
+    /// The hash this set would have with `bit` (not in it) added.
+    pub(crate) fn hash_with(&self, bit: usize) -> u64 {
+        debug_assert!(!self.contains(bit));
+        self.hash ^ mix(bit as u64)
+    }
+
+    /// Whether `other` is this set with `bit` (not in it) added.
+    pub(crate) fn equals_with(&self, bit: usize, other: &Bitset) -> bool {
+        if other.hash != self.hash_with(bit) {
+            return false;
+        }
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        for (i, (&mine, &theirs)) in self.words.iter().zip(&other.words).enumerate() {
+            let expected = if i == word { mine | mask } else { mine };
+            if expected != theirs {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -48,12 +68,6 @@ impl PartialEq for Bitset {
 }
 
 impl Eq for Bitset {}
-
-impl Hash for Bitset {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
 
 /// SplitMix64's finalizer: spreads one bit index over the whole word.
 fn mix(mut x: u64) -> u64 {
@@ -128,8 +142,7 @@ mod tests {
         b.set(3);
         assert_eq!(a, b);
         assert!(a.contains(129) && !a.contains(128));
-        let h = FastBuildHasher::default();
-        assert_eq!(h.hash_one(&a), h.hash_one(&b));
+        assert_eq!(a.hash, b.hash);
         a.set(3); // idempotent
         assert_eq!(a, b);
         a.clear(3);
@@ -139,6 +152,18 @@ mod tests {
         assert_eq!(a, b);
         a.clear(129);
         assert_eq!(a, Bitset::new(130));
+    }
+
+    #[test]
+    fn equals_with_one_more_bit() {
+        let mut a = Bitset::new(200);
+        a.set(7);
+        let mut b = a.clone();
+        b.set(150);
+        assert!(a.equals_with(150, &b));
+        assert!(!a.equals_with(149, &b));
+        assert!(!b.equals_with(3, &a));
+        assert_eq!(a.hash_with(150), b.hash);
     }
 
     #[test]

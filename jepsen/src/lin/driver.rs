@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::search::{PartitionSearch, Progress};
-use super::{CheckOptions, Counterexample, LinOp, Model, OpSummary, Verdict};
+use super::{CheckOptions, Counterexample, LinOp, Model, ModelOp, OpSummary, Verdict};
 
-type Partition<'a, M> = (String, Vec<&'a LinOp<<M as Model>::Input, <M as Model>::Output>>);
+type Partition<'a, M> = (String, Vec<&'a ModelOp<M>>);
 
 /// What the threads share: the stop flag, the step count, and the results.
 struct Shared<'o> {

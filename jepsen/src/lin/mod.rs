@@ -10,6 +10,7 @@
 //! budget turns a search that would run too long into [`Verdict::Unknown`].
 
 mod bitset;
+mod cache;
 mod driver;
 mod search;
 
@@ -46,8 +47,14 @@ pub trait Decode: Model {
     /// The input and output of one paired operation, or `None` to leave it out (for example a
     /// failed write, which definitely did not happen). An indeterminate operation (`info`) must
     /// decode to an output the model accepts whatever the state.
-    fn decode(&self, op: &Operation) -> Result<Option<(Self::Input, Self::Output)>, Error>;
+    fn decode(&self, op: &Operation) -> Result<Decoded<Self::Input, Self::Output>, Error>;
 }
+
+/// What [`Decode::decode`] makes of one operation.
+pub type Decoded<I, O> = Option<(I, O)>;
+
+/// An operation of model `M`.
+pub type ModelOp<M> = LinOp<<M as Model>::Input, <M as Model>::Output>;
 
 /// One operation as the search sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,11 +169,7 @@ impl fmt::Display for Counterexample {
 }
 
 /// Checks operations against a model.
-pub fn check_operations<M: Model>(
-    model: &M,
-    ops: &[LinOp<M::Input, M::Output>],
-    options: &CheckOptions,
-) -> Verdict {
+pub fn check_operations<M: Model>(model: &M, ops: &[ModelOp<M>], options: &CheckOptions) -> Verdict {
     driver::check(model, partition(model, ops), options)
 }
 
@@ -181,10 +184,7 @@ pub fn check_history<M: Decode>(
 }
 
 /// Pairs a history and decodes each operation with the model (ids are invoke indices).
-pub fn decode_history<M: Decode>(
-    model: &M,
-    history: &History,
-) -> Result<Vec<LinOp<M::Input, M::Output>>, Error> {
+pub fn decode_history<M: Decode>(model: &M, history: &History) -> Result<Vec<ModelOp<M>>, Error> {
     let mut ops = Vec::new();
     for op in history.pair()? {
         if let Some((input, output)) = model.decode(&op)? {
@@ -200,10 +200,7 @@ pub fn decode_history<M: Decode>(
     Ok(ops)
 }
 
-fn partition<'a, M: Model>(
-    model: &M,
-    ops: &'a [LinOp<M::Input, M::Output>],
-) -> Vec<(String, Vec<&'a LinOp<M::Input, M::Output>>)> {
+fn partition<'a, M: Model>(model: &M, ops: &'a [ModelOp<M>]) -> Vec<(String, Vec<&'a ModelOp<M>>)> {
     let mut partitions: std::collections::BTreeMap<String, Vec<_>> = Default::default();
     for op in ops {
         partitions.entry(model.partition(&op.input)).or_default().push(op);

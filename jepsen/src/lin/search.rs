@@ -9,10 +9,9 @@
 //! linearization (backtrack) and try the next call after it. An empty list is a linearization;
 //! backtracking past the first step refutes the partition.
 
-use std::collections::HashSet;
-
-use super::bitset::{Bitset, FastBuildHasher};
-use super::{LinOp, Model};
+use super::bitset::Bitset;
+use super::cache::Cache;
+use super::{LinOp, Model, ModelOp};
 
 const NIL: usize = usize::MAX;
 const HEAD: usize = 0;
@@ -44,12 +43,12 @@ pub(crate) struct Longest<S> {
 
 pub(crate) struct PartitionSearch<'a, M: Model> {
     model: &'a M,
-    ops: Vec<&'a LinOp<M::Input, M::Output>>,
+    ops: Vec<&'a ModelOp<M>>,
     nodes: Vec<Node>,
     cursor: usize,
     state: M::State,
     linearized: Bitset,
-    cache: HashSet<(Bitset, M::State), FastBuildHasher>,
+    cache: Cache<M::State>,
     /// The linearized calls, in order, each with the state before it.
     calls: Vec<(usize, M::State)>,
     longest: Option<Longest<M::State>>,
@@ -57,7 +56,7 @@ pub(crate) struct PartitionSearch<'a, M: Model> {
 }
 
 impl<'a, M: Model> PartitionSearch<'a, M> {
-    pub(crate) fn new(model: &'a M, ops: Vec<&'a LinOp<M::Input, M::Output>>) -> Self {
+    pub(crate) fn new(model: &'a M, ops: Vec<&'a ModelOp<M>>) -> Self {
         let nodes = build_list(&ops);
         PartitionSearch {
             model,
@@ -66,14 +65,14 @@ impl<'a, M: Model> PartitionSearch<'a, M> {
             cursor: nodes[HEAD].next,
             nodes,
             state: model.init(),
-            cache: HashSet::default(),
+            cache: Cache::new(),
             calls: Vec::new(),
             longest: None,
             steps: 0,
         }
     }
 
-    pub(crate) fn ops(&self) -> &[&'a LinOp<M::Input, M::Output>] {
+    pub(crate) fn ops(&self) -> &[&'a ModelOp<M>] {
         &self.ops
     }
 
@@ -109,9 +108,7 @@ impl<'a, M: Model> PartitionSearch<'a, M> {
         let op_index = self.nodes[call].op;
         let op = self.ops[op_index];
         if let Some(next_state) = self.model.step(&self.state, &op.input, &op.output) {
-            let mut linearized = self.linearized.clone();
-            linearized.set(op_index);
-            if self.cache.insert((linearized, next_state.clone())) {
+            if self.cache.insert_with(&self.linearized, op_index, &next_state) {
                 let before = std::mem::replace(&mut self.state, next_state);
                 self.calls.push((call, before));
                 self.linearized.set(op_index);
