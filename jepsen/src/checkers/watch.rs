@@ -15,6 +15,7 @@
 //! otherwise with some write that was attempted and did not fail. One write per revision: a
 //! transaction writing several keys of the prefix at one revision is outside this checker.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -231,11 +232,17 @@ fn acknowledged_by_revision<'w>(
         .iter()
         .filter(|w| w.outcome == Outcome::Ok && w.known_revision)
     {
-        if let Some(other) = by_revision.insert(w.event.revision, w) {
-            anomalies.push(WatchAnomaly::RevisionReused {
-                revision: w.event.revision,
-                writes: [other.index, w.index],
-            });
+        match by_revision.entry(w.event.revision) {
+            Entry::Vacant(slot) => {
+                slot.insert(w);
+            }
+            Entry::Occupied(first) => {
+                let writes = [first.get().index, w.index];
+                anomalies.push(WatchAnomaly::RevisionReused {
+                    revision: w.event.revision,
+                    writes,
+                });
+            }
         }
     }
     by_revision
