@@ -77,7 +77,9 @@ pub struct CheckOptions {
     pub threads: usize,
     /// Steps a partition runs before the next one gets its turn.
     pub slice_steps: u64,
-    /// Total search steps over all partitions before answering `Unknown`.
+    /// Total search steps over all partitions before answering `Unknown`. This also bounds
+    /// memory: each step adds at most one cache entry (about 100 bytes for a few hundred
+    /// operations per partition).
     pub max_steps: Option<u64>,
     /// Wall-clock time before answering `Unknown`.
     pub time_limit: Option<Duration>,
@@ -88,7 +90,7 @@ impl Default for CheckOptions {
         CheckOptions {
             threads: 1,
             slice_steps: 1_000,
-            max_steps: Some(50_000_000),
+            max_steps: Some(20_000_000),
             time_limit: Some(Duration::from_secs(120)),
         }
     }

@@ -177,3 +177,57 @@ fn components(graph: &Graph, allow: &dyn Fn(Dep) -> bool) -> Vec<usize> {
     }
     comp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 0 -ww-> 1 -wr-> 2 -rw-> 0, 3 <-ww-> 4, 2 -rw-> 5 -rw-> 2, and 4 -wr-> 0 (no cycle).
+    fn graph() -> Graph {
+        let mut g = Graph::new(6);
+        for (from, to, dep) in [
+            (0, 1, Dep::Ww),
+            (1, 2, Dep::Wr),
+            (2, 0, Dep::Rw),
+            (3, 4, Dep::Ww),
+            (4, 3, Dep::Ww),
+            (2, 5, Dep::Rw),
+            (5, 2, Dep::Rw),
+            (4, 0, Dep::Wr),
+        ] {
+            g.add(from, to, dep, "k", 0);
+        }
+        g
+    }
+
+    #[test]
+    fn components_follow_only_allowed_edges() {
+        let g = graph();
+        let all = components(&g, &|_| true);
+        assert!(all[0] == all[1] && all[1] == all[2] && all[2] == all[5]);
+        assert!(all[3] == all[4] && all[3] != all[0]);
+        let no_rw = components(&g, &|d| d != Dep::Rw);
+        assert!(no_rw[0] != no_rw[1] && no_rw[1] != no_rw[2] && no_rw[3] == no_rw[4]);
+    }
+
+    #[test]
+    fn finds_one_cycle_of_each_kind_per_component() {
+        let g = graph();
+        type Steps = Vec<(usize, usize, Dep)>;
+        let found: Vec<(CycleKind, Steps)> = find(&g)
+            .into_iter()
+            .map(|(kind, cycle)| (kind, cycle.iter().map(|(from, e)| (*from, e.to, e.dep)).collect()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (CycleKind::G0, vec![(3, 4, Dep::Ww), (4, 3, Dep::Ww)]),
+                (
+                    CycleKind::GSingle,
+                    vec![(2, 0, Dep::Rw), (0, 1, Dep::Ww), (1, 2, Dep::Wr)]
+                ),
+                (CycleKind::G2, vec![(5, 2, Dep::Rw), (2, 5, Dep::Rw)]),
+            ]
+        );
+    }
+}

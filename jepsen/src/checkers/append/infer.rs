@@ -29,14 +29,14 @@ pub(crate) struct Graph {
 }
 
 impl Graph {
-    fn new(nodes: usize) -> Self {
+    pub(crate) fn new(nodes: usize) -> Self {
         Graph {
             edges: (0..nodes).map(|_| Vec::new()).collect(),
             seen: HashSet::new(),
         }
     }
 
-    fn add(&mut self, from: usize, to: usize, dep: Dep, key: &str, value: i64) {
+    pub(crate) fn add(&mut self, from: usize, to: usize, dep: Dep, key: &str, value: i64) {
         if from != to && self.seen.insert((from, to, dep)) {
             self.edges[from].push(Edge {
                 to,
