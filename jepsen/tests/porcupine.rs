@@ -123,3 +123,30 @@ fn check_all(threads: usize) {
     }
     assert!(wrong.is_empty(), "wrong verdicts:\n{}", wrong.join("\n"));
 }
+
+/// Some partitions of c50-bad are very expensive to refute and one is cheap: interleaving the
+/// partitions finds the cheap refutation within a small budget, where searching them one after
+/// the other would not.
+#[test]
+fn interleaving_refutes_c50_bad_within_a_small_budget() {
+    let dir = data_dir();
+    let text = std::fs::read_to_string(dir.join("test_data/kv/c50-bad.txt")).expect("read c50-bad");
+    let history = parse_edn_lines(&text).expect("parse c50-bad");
+    let budget = CheckOptions {
+        max_steps: Some(1_000_000),
+        time_limit: None,
+        ..CheckOptions::default()
+    };
+    let verdict = check_history(&KvRegister, &history, &budget).expect("check c50-bad");
+    let Verdict::Illegal(counterexample) = verdict else {
+        panic!("expected a refutation within the budget, got {verdict:?}");
+    };
+    println!("{counterexample}");
+    let one_at_a_time = CheckOptions {
+        slice_steps: 1_000_000,
+        ..budget
+    };
+    assert!(check_history(&KvRegister, &history, &one_at_a_time)
+        .unwrap()
+        .is_unknown());
+}
