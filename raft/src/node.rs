@@ -27,7 +27,7 @@ use crate::network::{
     Network, PeerRpc, PeerTransport, ReadIndexRequest, ReadIndexResponse,
 };
 use crate::state_machine::StateMachine;
-use crate::types::{cluster_id, member_id, ApplyError, Member, MemberId, Raft};
+use crate::types::{cluster_id, member_id, ApplyError, Member, MemberId, Proposal, Raft};
 
 /// How long one join attempt may take at the leader (adding the learner and waiting until it
 /// caught up included).
@@ -132,6 +132,8 @@ pub(crate) struct Inner {
     transport: Arc<dyn PeerTransport>,
     pub(crate) leases: Arc<Leases>,
     committed: Arc<AtomicU64>,
+    /// Gathers concurrent proposals into shared log entries.
+    proposals: Arc<crate::batch::ProposalBatcher>,
     /// Coalesces concurrent linearizable reads into shared read-index rounds.
     reads: Arc<crate::read_index::ReadBatcher>,
     /// Times this member saw the leader change to another known member.
@@ -376,6 +378,7 @@ impl RaftHandle {
                 committed,
                 leader_changes: AtomicU64::new(0),
                 reads: Arc::default(),
+                proposals: Arc::default(),
                 sm_token,
                 stop,
                 join_state,
@@ -626,12 +629,12 @@ impl RaftHandle {
         let raft = &self.inner.raft;
         match req {
             LeaderRequest::Propose(cmd) => {
-                match tokio::time::timeout_at(deadline, raft.client_write(cmd)).await {
+                let proposed = self.inner.proposals.propose(raft, cmd, map_client_write_error);
+                match tokio::time::timeout_at(deadline, proposed).await {
                     Err(_) => Err(RaftError::Timeout(
                         "the write was not applied before the deadline; it may still be".into(),
                     )),
-                    Ok(Ok(resp)) => Ok(LeaderResponse::Applied(resp.data)),
-                    Ok(Err(e)) => Err(map_client_write_error(e)),
+                    Ok(res) => Ok(LeaderResponse::Applied(res?)),
                 }
             }
             LeaderRequest::AddMember {
@@ -1171,7 +1174,7 @@ async fn leader_duties(weak: Weak<Inner>, mut stop: watch::Receiver<bool>) {
             let raft = inner.raft.clone();
             async move {
                 let what = format!("{cmd:?}");
-                match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+                match tokio::time::timeout(timeout, raft.client_write(Proposal(vec![cmd]))).await {
                     Ok(Ok(r)) => tracing::debug!(what, result = ?r.data, "leader duty applied"),
                     Ok(Err(e)) => tracing::debug!(what, error = %e, "leader duty not proposed"),
                     Err(_) => tracing::warn!(what, "leader duty timed out"),
