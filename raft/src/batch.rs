@@ -1,22 +1,28 @@
-//! Batching of proposals on the leader.
+//! Batching of proposals.
 //!
 //! openraft 0.9 appends one log entry per client write and, in practice, waits for each
 //! append's flush before it runs the next append, so one entry costs one WAL sync. Commands
-//! proposed concurrently are therefore gathered into one entry ([`Proposal`]): while a batch is
-//! being committed, new commands queue up and go together in the next one. Throughput then
-//! grows with concurrency instead of being capped at one command per sync.
+//! proposed concurrently through a member are therefore gathered into one entry
+//! ([`crate::Proposal`]): while a batch is on its way, new commands queue up and go together in
+//! the next one. On a follower a batch is also one forwarding call to the leader instead of
+//! one per command. Throughput then grows with concurrency instead of being capped at one
+//! command per sync.
 
 use crate::error::RaftError;
-use crate::types::{ApplyResult, Proposal, Raft};
+use crate::types::ApplyResult;
 use berth_store::Command;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::sync::{oneshot, Semaphore};
 
 /// Most commands in one log entry.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
-/// Batches being committed at once; more queue up and grow the next batch.
+/// Batches on their way at once per member; more queue up and grow the next batch.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+
+/// The results of one batch, one per command in order, or why none was applied.
+pub(crate) type BatchResult = Result<Vec<ApplyResult>, RaftError>;
 
 type Reply = oneshot::Sender<Result<ApplyResult, RaftError>>;
 
@@ -41,15 +47,12 @@ impl Default for ProposalBatcher {
 }
 
 impl ProposalBatcher {
-    /// Proposes `cmd` in the next batch and waits for its own result.
-    pub(crate) async fn propose(
-        self: &Arc<Self>,
-        raft: &Raft,
-        cmd: Command,
-        map_err: fn(
-            openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, crate::Member>>,
-        ) -> RaftError,
-    ) -> Result<ApplyResult, RaftError> {
+    /// Proposes `cmd` in the next batch and waits for its own result. `send` commits one
+    /// batch; it is called by whichever task drives the batches.
+    pub(crate) async fn propose<F>(self: &Arc<Self>, cmd: Command, send: F) -> Result<ApplyResult, RaftError>
+    where
+        F: Fn(Vec<Command>) -> BoxFuture<'static, BatchResult> + Send + Sync + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let start_driver = {
             let mut q = self.queue.lock();
@@ -57,20 +60,17 @@ impl ProposalBatcher {
             !std::mem::replace(&mut q.driving, true)
         };
         if start_driver {
-            tokio::spawn(self.clone().drive(raft.clone(), map_err));
+            tokio::spawn(self.clone().drive(send));
         }
         rx.await
             .unwrap_or_else(|_| Err(RaftError::Fatal("proposal batcher stopped".into())))
     }
 
     /// Sends batches while commands are waiting, at most [`BATCHES_IN_FLIGHT_MAX`] at once.
-    async fn drive(
-        self: Arc<Self>,
-        raft: Raft,
-        map_err: fn(
-            openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, crate::Member>>,
-        ) -> RaftError,
-    ) {
+    async fn drive<F>(self: Arc<Self>, send: F)
+    where
+        F: Fn(Vec<Command>) -> BoxFuture<'static, BatchResult>,
+    {
         loop {
             let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
                 return;
@@ -84,18 +84,17 @@ impl ProposalBatcher {
                 let n = q.waiting.len().min(BATCH_COMMANDS_MAX);
                 q.waiting.drain(..n).collect::<Vec<_>>()
             };
-            let raft = raft.clone();
+            let (cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+            let sent = send(cmds);
             tokio::spawn(async move {
-                let (cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
-                match raft.client_write(Proposal(cmds)).await {
-                    Ok(resp) => {
-                        debug_assert_eq!(resp.data.len(), replies.len());
-                        for (reply, res) in replies.into_iter().zip(resp.data) {
+                match sent.await {
+                    Ok(results) => {
+                        assert_eq!(results.len(), replies.len(), "one result per proposed command");
+                        for (reply, res) in replies.into_iter().zip(results) {
                             let _ = reply.send(Ok(res));
                         }
                     }
                     Err(e) => {
-                        let e = map_err(e);
                         for reply in replies {
                             let _ = reply.send(Err(e.clone()));
                         }

@@ -476,12 +476,24 @@ impl RaftHandle {
             },
             other => other,
         };
-        match self
-            .on_leader(LeaderRequest::Propose(cmd), self.deadline())
-            .await?
-        {
-            LeaderResponse::Applied(r) => Ok(r),
-            other => Err(unexpected(&other)),
+        let deadline = self.deadline();
+        let handle = self.clone();
+        // The driver may outlive this call and send many batches: each gets its own deadline.
+        let send =
+            move |cmds: Vec<Command>| -> futures::future::BoxFuture<'static, crate::batch::BatchResult> {
+                let h = handle.clone();
+                Box::pin(async move {
+                    match h.on_leader(LeaderRequest::ProposeBatch(cmds), h.deadline()).await? {
+                        LeaderResponse::AppliedBatch(r) => Ok(r),
+                        other => Err(unexpected(&other)),
+                    }
+                })
+            };
+        match tokio::time::timeout_at(deadline, self.inner.proposals.propose(cmd, send)).await {
+            Err(_) => Err(RaftError::Timeout(
+                "the write was not applied before the deadline; it may still be".into(),
+            )),
+            Ok(r) => r,
         }
     }
 
@@ -628,13 +640,15 @@ impl RaftHandle {
         }
         let raft = &self.inner.raft;
         match req {
-            LeaderRequest::Propose(cmd) => {
-                let proposed = self.inner.proposals.propose(raft, cmd, map_client_write_error);
-                match tokio::time::timeout_at(deadline, proposed).await {
+            LeaderRequest::ProposeBatch(cmds) => {
+                let n = cmds.len();
+                match tokio::time::timeout_at(deadline, raft.client_write(Proposal(cmds))).await {
                     Err(_) => Err(RaftError::Timeout(
                         "the write was not applied before the deadline; it may still be".into(),
                     )),
-                    Ok(res) => Ok(LeaderResponse::Applied(res?)),
+                    Ok(Ok(resp)) if resp.data.len() == n => Ok(LeaderResponse::AppliedBatch(resp.data)),
+                    Ok(Ok(resp)) => panic!("a proposal of {n} commands got {} results", resp.data.len()),
+                    Ok(Err(e)) => Err(map_client_write_error(e)),
                 }
             }
             LeaderRequest::AddMember {
