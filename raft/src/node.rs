@@ -483,7 +483,10 @@ impl RaftHandle {
             move |cmds: Vec<Command>| -> futures::future::BoxFuture<'static, crate::batch::BatchResult> {
                 let h = handle.clone();
                 Box::pin(async move {
-                    match h.on_leader(LeaderRequest::ProposeBatch(cmds), h.deadline()).await? {
+                    match h
+                        .on_leader(LeaderRequest::ProposeBatch(cmds), h.deadline())
+                        .await?
+                    {
                         LeaderResponse::AppliedBatch(r) => Ok(r),
                         other => Err(unexpected(&other)),
                     }
