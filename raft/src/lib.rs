@@ -28,17 +28,20 @@
 //! in join mode, register the handle before awaiting [`RaftHandle::joined`]; call
 //! [`RaftHandle::shutdown`] before dropping the last handle.
 
+mod batch;
 mod config;
 mod error;
 mod leases;
 mod log_store;
 mod network;
 mod node;
+mod read_index;
 mod seed;
 mod state_machine;
 pub mod testing;
 mod types;
 
+pub use batch::{BATCHES_IN_FLIGHT_MAX, BATCH_COMMANDS_MAX};
 pub use config::RaftConfig;
 pub use error::{RaftError, TransportError};
 pub use leases::AutoCompaction;
@@ -47,7 +50,7 @@ pub use network::{PeerRpc, PeerTransport};
 pub use node::{MemberRole, MemberStatus, RaftHandle, RaftStatus};
 pub use seed::seed_data_dir;
 pub use state_machine::{SnapshotBuilder, StateMachine};
-pub use types::{cluster_id, member_id, ApplyError, ApplyResult, Member, MemberId, TypeConfig};
+pub use types::{cluster_id, member_id, ApplyError, ApplyResult, Member, MemberId, Proposal, TypeConfig};
 
 #[cfg(test)]
 mod cluster_tests;

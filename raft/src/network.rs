@@ -95,7 +95,8 @@ pub trait PeerTransport: Send + Sync + 'static {
 /// A request only the leader serves.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum LeaderRequest {
-    Propose(Command),
+    /// Commands gathered by a member's proposal batcher, committed as one log entry.
+    ProposeBatch(Vec<Command>),
     /// `join`: idempotent for the same member (a retried join continues: the learner is
     /// caught up and, unless `as_learner`, promoted).
     AddMember {
@@ -121,9 +122,9 @@ impl LeaderRequest {
     /// Whether running it twice is harmless (so a lost answer may be retried).
     pub(crate) fn idempotent(&self) -> bool {
         match self {
-            LeaderRequest::Propose(_) | LeaderRequest::Remove(_) | LeaderRequest::AddUnstarted { .. } => {
-                false
-            }
+            LeaderRequest::ProposeBatch(_)
+            | LeaderRequest::Remove(_)
+            | LeaderRequest::AddUnstarted { .. } => false,
             LeaderRequest::AddMember { join, .. } => *join,
             LeaderRequest::Promote(_)
             | LeaderRequest::UpdateMember(_)
@@ -135,7 +136,7 @@ impl LeaderRequest {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum LeaderResponse {
-    Applied(ApplyResult),
+    AppliedBatch(Vec<ApplyResult>),
     Member(Member),
     Done,
     KeepAlive(i64),

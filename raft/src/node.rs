@@ -27,7 +27,7 @@ use crate::network::{
     Network, PeerRpc, PeerTransport, ReadIndexRequest, ReadIndexResponse,
 };
 use crate::state_machine::StateMachine;
-use crate::types::{cluster_id, member_id, ApplyError, Member, MemberId, Raft};
+use crate::types::{cluster_id, member_id, ApplyError, Member, MemberId, Proposal, Raft};
 
 /// How long one join attempt may take at the leader (adding the learner and waiting until it
 /// caught up included).
@@ -132,6 +132,10 @@ pub(crate) struct Inner {
     transport: Arc<dyn PeerTransport>,
     pub(crate) leases: Arc<Leases>,
     committed: Arc<AtomicU64>,
+    /// Gathers concurrent proposals into shared log entries.
+    proposals: Arc<crate::batch::ProposalBatcher>,
+    /// Coalesces concurrent linearizable reads into shared read-index rounds.
+    reads: Arc<crate::read_index::ReadBatcher>,
     /// Times this member saw the leader change to another known member.
     leader_changes: AtomicU64,
     /// Held by the state machine; its count tells when openraft released it.
@@ -373,6 +377,8 @@ impl RaftHandle {
                 leases,
                 committed,
                 leader_changes: AtomicU64::new(0),
+                reads: Arc::default(),
+                proposals: Arc::default(),
                 sm_token,
                 stop,
                 join_state,
@@ -470,12 +476,27 @@ impl RaftHandle {
             },
             other => other,
         };
-        match self
-            .on_leader(LeaderRequest::Propose(cmd), self.deadline())
-            .await?
-        {
-            LeaderResponse::Applied(r) => Ok(r),
-            other => Err(unexpected(&other)),
+        let deadline = self.deadline();
+        let handle = self.clone();
+        // The driver may outlive this call and send many batches: each gets its own deadline.
+        let send =
+            move |cmds: Vec<Command>| -> futures::future::BoxFuture<'static, crate::batch::BatchResult> {
+                let h = handle.clone();
+                Box::pin(async move {
+                    match h
+                        .on_leader(LeaderRequest::ProposeBatch(cmds), h.deadline())
+                        .await?
+                    {
+                        LeaderResponse::AppliedBatch(r) => Ok(r),
+                        other => Err(unexpected(&other)),
+                    }
+                })
+            };
+        match tokio::time::timeout_at(deadline, self.inner.proposals.propose(cmd, send)).await {
+            Err(_) => Err(RaftError::Timeout(
+                "the write was not applied before the deadline; it may still be".into(),
+            )),
+            Ok(r) => r,
         }
     }
 
@@ -622,12 +643,14 @@ impl RaftHandle {
         }
         let raft = &self.inner.raft;
         match req {
-            LeaderRequest::Propose(cmd) => {
-                match tokio::time::timeout_at(deadline, raft.client_write(cmd)).await {
+            LeaderRequest::ProposeBatch(cmds) => {
+                let n = cmds.len();
+                match tokio::time::timeout_at(deadline, raft.client_write(Proposal(cmds))).await {
                     Err(_) => Err(RaftError::Timeout(
                         "the write was not applied before the deadline; it may still be".into(),
                     )),
-                    Ok(Ok(resp)) => Ok(LeaderResponse::Applied(resp.data)),
+                    Ok(Ok(resp)) if resp.data.len() == n => Ok(LeaderResponse::AppliedBatch(resp.data)),
+                    Ok(Ok(resp)) => panic!("a proposal of {n} commands got {} results", resp.data.len()),
                     Ok(Err(e)) => Err(map_client_write_error(e)),
                 }
             }
@@ -819,15 +842,10 @@ impl RaftHandle {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        match tokio::time::timeout_at(deadline, self.inner.raft.get_read_log_id()).await {
-            Err(_) => Err(RaftError::Timeout(
-                "leadership not confirmed before the deadline".into(),
-            )),
-            Ok(Ok((read_log_id, _))) => Ok(ReadIndexResponse {
-                read_index: read_log_id.map(|l| l.index),
-            }),
-            Ok(Err(e)) => Err(map_check_leader_error(e)),
-        }
+        // Followers' reads join the leader's own shared rounds.
+        Ok(ReadIndexResponse {
+            read_index: self.shared_read_index(deadline).await?,
+        })
     }
 
     /// Returns once a read of the local store sees every write acknowledged before the call:
@@ -837,10 +855,9 @@ impl RaftHandle {
         let deadline = self.deadline();
         let mut retry = Retry::new(deadline);
         loop {
-            let res = match self.leader() {
-                Some((id, _)) if id == self.inner.id => self.confirm_leader(deadline).await,
-                Some((_, Some(node))) => self.follower_read(&node.peer_addr, deadline).await,
-                _ => Err(RaftError::NoLeader),
+            let res = match self.shared_read_index(deadline).await {
+                Ok(index) => self.wait_applied(index, deadline).await,
+                Err(e) => Err(e),
             };
             match res {
                 Ok(()) => return Ok(()),
@@ -851,7 +868,41 @@ impl RaftHandle {
         }
     }
 
-    async fn follower_read(&self, addr: &str, deadline: Instant) -> Result<(), RaftError> {
+    /// A read index from a round that started after this call, shared with every other read
+    /// waiting for one (see [`crate::read_index`]).
+    async fn shared_read_index(&self, deadline: Instant) -> Result<Option<u64>, RaftError> {
+        let handle = self.clone();
+        let fetch = move || -> futures::future::BoxFuture<'static, crate::read_index::ReadIndex> {
+            let h = handle.clone();
+            Box::pin(async move { h.fetch_read_index().await })
+        };
+        tokio::time::timeout_at(deadline, self.inner.reads.read_index(fetch))
+            .await
+            .map_err(|_| RaftError::Timeout("no read index before the deadline".into()))?
+    }
+
+    /// One read-index round: the leader confirms its leadership with a heartbeat quorum; a
+    /// follower asks the leader.
+    async fn fetch_read_index(&self) -> Result<Option<u64>, RaftError> {
+        let deadline = self.deadline();
+        match self.leader() {
+            Some((id, _)) if id == self.inner.id => self.leader_read_index(deadline).await,
+            Some((_, Some(node))) => self.remote_read_index(&node.peer_addr, deadline).await,
+            _ => Err(RaftError::NoLeader),
+        }
+    }
+
+    async fn leader_read_index(&self, deadline: Instant) -> Result<Option<u64>, RaftError> {
+        match tokio::time::timeout_at(deadline, self.inner.raft.get_read_log_id()).await {
+            Err(_) => Err(RaftError::Timeout(
+                "leadership not confirmed before the deadline".into(),
+            )),
+            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map(|l| l.index)),
+            Ok(Err(e)) => Err(map_check_leader_error(e)),
+        }
+    }
+
+    async fn remote_read_index(&self, addr: &str, deadline: Instant) -> Result<Option<u64>, RaftError> {
         let payload = encode_request(
             self.inner.cluster_id,
             &ReadIndexRequest {
@@ -864,7 +915,12 @@ impl RaftHandle {
             .map_err(|_| RaftError::Timeout(format!("no read index from the leader at {addr}")))?
             .map_err(|e| RaftError::Transport(e.to_string()))?;
         let res: Result<ReadIndexResponse, RaftError> = bincode::deserialize(&bytes)?;
-        let Some(index) = res?.read_index else {
+        Ok(res?.read_index)
+    }
+
+    /// Waits until the local state machine has applied up to `index`.
+    async fn wait_applied(&self, index: Option<u64>, deadline: Instant) -> Result<(), RaftError> {
+        let Some(index) = index else {
             return Ok(());
         };
         self.inner
@@ -1135,7 +1191,7 @@ async fn leader_duties(weak: Weak<Inner>, mut stop: watch::Receiver<bool>) {
             let raft = inner.raft.clone();
             async move {
                 let what = format!("{cmd:?}");
-                match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+                match tokio::time::timeout(timeout, raft.client_write(Proposal(vec![cmd]))).await {
                     Ok(Ok(r)) => tracing::debug!(what, result = ?r.data, "leader duty applied"),
                     Ok(Err(e)) => tracing::debug!(what, error = %e, "leader duty not proposed"),
                     Err(_) => tracing::warn!(what, "leader duty timed out"),

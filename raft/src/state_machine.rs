@@ -21,6 +21,7 @@ use openraft::{EntryPayload, OptionalSend, RaftLogId, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use crate::leases::Leases;
+use crate::types::Proposal;
 use crate::types::{
     ApplyError, ApplyResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -246,26 +247,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((marker.last_applied, marker.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<ApplyResult>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut marker = self.marker.clone();
         let mut cmds = Vec::new();
+        // Commands of entry i are cmds[ends[i-1]..ends[i]]; entries without commands (blank,
+        // membership) get an empty result list.
+        let mut ends = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
-            cmds.push(match entry.payload {
-                EntryPayload::Normal(cmd) => cmd,
-                EntryPayload::Blank => Command::Noop,
-                EntryPayload::Membership(m) => {
-                    marker.membership = StoredMembership::new(Some(log_id), m);
-                    Command::Noop
-                }
-            });
+            match entry.payload {
+                EntryPayload::Normal(Proposal(batch)) => cmds.extend(batch),
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(m) => marker.membership = StoredMembership::new(Some(log_id), m),
+            }
+            ends.push(cmds.len());
             marker.last_applied = Some(log_id);
         }
-        if cmds.is_empty() {
+        if ends.is_empty() {
             return Ok(Vec::new());
         }
         let marker_bytes = marker.encode()?;
@@ -291,7 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.marker = marker;
 
-        let mut out = Vec::with_capacity(results.len());
+        let mut flat = Vec::with_capacity(results.len());
         for (cmd, res) in cmds.iter().zip(results) {
             match (cmd, &res) {
                 (Command::LeaseGrant { .. }, Ok(CommandResult::LeaseGrant { id, ttl_secs, .. })) => {
@@ -300,9 +302,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 (Command::LeaseRevoke { id }, _) => self.leases.on_revoked(*id),
                 _ => {}
             }
-            out.push(res.map_err(ApplyError::from));
+            flat.push(res.map_err(ApplyError::from));
         }
-        Ok(out)
+        let mut flat = flat.into_iter();
+        let mut start = 0;
+        Ok(ends
+            .into_iter()
+            .map(|end| {
+                let per_entry = flat.by_ref().take(end - start).collect();
+                start = end;
+                per_entry
+            })
+            .collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {

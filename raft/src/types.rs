@@ -33,11 +33,22 @@ impl fmt::Display for Member {
 /// The result of applying one log entry: the store's answer, in a serializable form.
 pub type ApplyResult = Result<CommandResult, ApplyError>;
 
+/// The payload of one Raft log entry: commands proposed together (see [`crate::batch`]),
+/// applied in order in one store batch, each with its own result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal(pub Vec<Command>);
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proposal of {} command(s)", self.0.len())
+    }
+}
+
 openraft::declare_raft_types!(
     /// Berth's openraft type configuration.
     pub TypeConfig:
-        D = Command,
-        R = ApplyResult,
+        D = Proposal,
+        R = Vec<ApplyResult>,
         NodeId = MemberId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
