@@ -87,6 +87,9 @@ fn raft_status(e: &RaftError) -> Status {
     match e {
         RaftError::NotLeader { .. } => etcd(Code::FailedPrecondition, "not leader"),
         RaftError::NoLeader => etcd(Code::Unavailable, "no leader"),
+        RaftError::MembershipChangeInProgress(m) => Status::unavailable(format!(
+            "berth: another membership change is in progress ({m}); retry"
+        )),
         RaftError::Unavailable(_) => etcd(Code::Unavailable, "unhealthy cluster"),
         RaftError::Timeout(_) => etcd(Code::Unavailable, "request timed out"),
         RaftError::MemberNotFound(_) => etcd(Code::NotFound, "member not found"),

@@ -15,6 +15,10 @@ pub enum RaftError {
         leader_id: Option<MemberId>,
         leader: Option<Member>,
     },
+    /// Another membership change is not committed yet; this one was not proposed, so it may
+    /// be retried.
+    #[error("membership change in progress: {0}")]
+    MembershipChangeInProgress(String),
     /// No leader is known right now (election in progress, or no quorum).
     #[error("no leader")]
     NoLeader,
@@ -58,7 +62,10 @@ impl RaftError {
     /// Whether a write that failed with this error was certainly not proposed, so retrying it
     /// (possibly through another leader) cannot apply it twice.
     pub(crate) fn safe_to_retry(&self) -> bool {
-        matches!(self, RaftError::NotLeader { .. } | RaftError::NoLeader)
+        matches!(
+            self,
+            RaftError::NotLeader { .. } | RaftError::NoLeader | RaftError::MembershipChangeInProgress(_)
+        )
     }
 }
 

@@ -193,7 +193,7 @@ fn map_client_write_error(e: OpenRaftError<MemberId, ClientWriteError<MemberId, 
             leader: f.leader_node,
         },
         OpenRaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            C::InProgress(p) => RaftError::Unavailable(format!("membership change in progress: {p}")),
+            C::InProgress(p) => RaftError::MembershipChangeInProgress(p.to_string()),
             C::LearnerNotFound(l) => RaftError::MemberNotFound(l.node_id),
             C::EmptyMembership(e) => RaftError::Config(e.to_string()),
         },
