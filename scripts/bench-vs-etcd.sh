@@ -12,7 +12,7 @@ out="${1:-$root/bench/results/kv-$(date +%Y%m%d-%H%M%S)}"
 rounds="${2:-3}"
 secs="${3:-10}"
 mkdir -p "$out"
-"$root/scripts/deps.sh"
+"$root/scripts/deps.sh" etcd-server
 python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/berth-target}"
 cargo build --release --manifest-path "$root/Cargo.toml" -p berth-cli

@@ -55,18 +55,10 @@ impl From<ApiError> for Status {
     }
 }
 
+/// Store errors and their serializable mirror (what a command applied on another member
+/// reports) share one set of rows.
 fn store_status(e: &StoreError) -> Status {
-    match e {
-        StoreError::Compacted { .. } => etcd(Code::OutOfRange, "mvcc: required revision has been compacted"),
-        StoreError::FutureRevision => etcd(Code::OutOfRange, "mvcc: required revision is a future revision"),
-        StoreError::LeaseNotFound => etcd(Code::NotFound, "requested lease not found"),
-        StoreError::LeaseExists => etcd(Code::FailedPrecondition, "lease already exists"),
-        StoreError::KeyNotFound => etcd(Code::InvalidArgument, "key not found"),
-        StoreError::EmptyKey => etcd(Code::InvalidArgument, "key is not provided"),
-        StoreError::DuplicateKey => etcd(Code::InvalidArgument, "duplicate key given in txn request"),
-        StoreError::InvalidSnapshot(m) => Status::invalid_argument(format!("invalid snapshot: {m}")),
-        StoreError::Rocks(_) | StoreError::Corrupt(_) => etcd(Code::DataLoss, "corrupt cluster"),
-    }
+    apply_status(&ApplyError::from(e))
 }
 
 fn apply_status(e: &ApplyError) -> Status {
