@@ -24,7 +24,8 @@
 //!
 //! Delete: objects with finalizers, and scheduled Pods with a grace period, get
 //! `deletionTimestamp` (and `deletionGracePeriodSeconds`) instead of going; the rest are removed
-//! at once (unscheduled pods too, as in Kubernetes).
+//! at once (unscheduled pods too, as in Kubernetes). An update that removes the last finalizer
+//! of an object marked with no grace period left deletes it.
 //!
 //! Watch: a store watch on the kind's key prefix, with previous values (so DELETED carries the
 //! deleted object, and selectors see objects leave and enter). Each stream has a bounded queue
@@ -504,6 +505,10 @@ impl ResourcesService {
         if dry_run {
             return Ok(next);
         }
+        if deletion_complete(&next) {
+            self.remove(&next, kv).await?;
+            return Ok(next);
+        }
         self.cas_put(next, kv.mod_revision).await
     }
 
@@ -571,6 +576,16 @@ impl ResourcesService {
             Err(conflict(stored.resource_type(), stored.name()))
         }
     }
+}
+
+/// An object marked for deletion whose last finalizer is gone and that has no grace period
+/// left to wait: the write that got it there deletes it instead (as in Kubernetes).
+fn deletion_complete(obj: &Object) -> bool {
+    obj.metadata().is_some_and(|m| {
+        !m.deletion_timestamp.is_empty()
+            && m.finalizers.is_empty()
+            && m.deletion_grace_period_seconds.unwrap_or(0) == 0
+    })
 }
 
 fn delete_response(obj: Object, pending: bool) -> apiv1::DeleteResponse {

@@ -353,6 +353,14 @@ async fn update_cas_status_and_delete() {
     assert!(d.pending);
     let kept = get(&mut rc, "pods", "default", "web").await.unwrap();
     assert!(!meta(&kept).deletion_timestamp.is_empty());
+    // Removing the last finalizer completes the deletion.
+    let mut unfinalized = kept;
+    unfinalized.metadata_mut().finalizers.clear();
+    update(&mut rc, unfinalized).await.unwrap();
+    assert_eq!(
+        get(&mut rc, "pods", "default", "web").await.unwrap_err().code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,6 +439,60 @@ async fn watch_sees_added_modified_deleted_in_order() {
     assert_eq!(EventType::try_from(ev.r#type).unwrap(), EventType::Modified);
     let ev = again.next().await.unwrap().unwrap();
     assert_eq!(EventType::try_from(ev.r#type).unwrap(), EventType::Deleted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_bookmarks_and_compacted_start() {
+    let (c, mut rc) = cluster(1).await;
+    let created = create(&mut rc, manifest::parse_one(POD).unwrap(), "")
+        .await
+        .unwrap();
+    let first_rv = meta(&created).resource_version.clone();
+    let mut changed = created;
+    changed.metadata_mut().labels.insert("v".into(), "2".into());
+    let updated = update(&mut rc, changed).await.unwrap();
+
+    // Bookmarks carry only a resourceVersion.
+    let mut stream = rc
+        .watch(apiv1::WatchRequest {
+            resource: "pods".into(),
+            namespace: String::new(),
+            options: Some(apiv1::ListOptions {
+                resource_version: meta(&updated).resource_version.clone(),
+                allow_watch_bookmarks: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ev = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("a bookmark in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(EventType::try_from(ev.r#type).unwrap(), EventType::Bookmark);
+    assert!(ev.object.is_none());
+    assert!(ev.resource_version.parse::<i64>().unwrap() >= meta(&updated).resource_version.parse().unwrap());
+
+    // A watch from before a compaction is refused with OUT_OF_RANGE.
+    etcdctl_ok(&c.endpoints(), &["compact", &meta(&updated).resource_version]);
+    let old = rc
+        .watch(apiv1::WatchRequest {
+            resource: "pods".into(),
+            namespace: String::new(),
+            options: Some(apiv1::ListOptions {
+                resource_version: first_rv,
+                ..Default::default()
+            }),
+        })
+        .await;
+    let err = match old {
+        Err(e) => e,
+        Ok(s) => s.into_inner().next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().starts_with("too old resource version"), "{err:?}");
 }
 
 fn manifests_dir() -> PathBuf {
