@@ -59,8 +59,9 @@ pub const WATCH_EVENT_QUEUE_LEN: usize = 1024;
 pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a watch that allows bookmarks asks the store for progress.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
-/// Creates retried when the namespace changed between its check and the write.
-const CREATE_ATTEMPTS: usize = 5;
+/// Attempts of a write whose compare failed for a reason the server can retry (the namespace
+/// changed between its check and a create; another writer won an unconditional update).
+const WRITE_ATTEMPTS: usize = 5;
 /// Characters of a generateName suffix (Kubernetes' alphabet: no vowels, no look-alikes).
 const NAME_SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 const NAME_SUFFIX_LEN: usize = 5;
@@ -402,6 +403,13 @@ fn check_resource_version(obj: &Object, kv: &KeyValue) -> Result<()> {
 
 // ------------------------------------------------------------------ operations
 
+/// What an update replaces: spec and metadata (Update) or status (UpdateStatus).
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    Spec,
+    Status,
+}
+
 impl ResourcesService {
     /// Create (also used by Apply and at startup for the `default` namespace).
     pub(crate) async fn create_object(
@@ -417,7 +425,7 @@ impl ResourcesService {
             return Ok(obj);
         }
         let key = obj.key();
-        for _ in 0..CREATE_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
             let mut cmp = vec![compare(&key, CompareTarget::CreateRevision(0))];
             cmp.extend(self.namespace_guard(&obj).await?);
             let txn = TxnRequest {
@@ -472,22 +480,28 @@ impl ResourcesService {
         Ok(self.read_object(rt, &rt.key(&ns, &req.name), &req.name).await?.0)
     }
 
-    async fn update_object(&self, mut obj: Object, dry_run: bool) -> Result<Object> {
+    /// Update or UpdateStatus. Without a resourceVersion the update is unconditional: a race
+    /// lost to another writer is retried on the fresh object (as Kubernetes' GuaranteedUpdate).
+    async fn update_object(&self, mut obj: Object, part: Part, dry_run: bool) -> Result<Object> {
         resolve_namespace(&mut obj, "")?;
-        let rt = obj.resource_type();
-        let (stored, kv) = self.read_object(rt, &obj.key(), obj.name()).await?;
-        check_resource_version(&obj, &kv)?;
-        let mut next = merge_update(&stored, &obj)?;
-        admit(&mut next)?;
-        self.write_if_changed(next, stored, &kv, dry_run).await
+        let unconditional = obj.metadata().is_none_or(|m| m.resource_version.is_empty());
+        let mut attempt = 1;
+        loop {
+            match self.update_once(&obj, part, dry_run).await {
+                Err(ApiError::Conflict { .. }) if unconditional && attempt < WRITE_ATTEMPTS => attempt += 1,
+                r => return r,
+            }
+        }
     }
 
-    async fn update_status(&self, mut obj: Object, dry_run: bool) -> Result<Object> {
-        resolve_namespace(&mut obj, "")?;
+    async fn update_once(&self, obj: &Object, part: Part, dry_run: bool) -> Result<Object> {
         let rt = obj.resource_type();
         let (stored, kv) = self.read_object(rt, &obj.key(), obj.name()).await?;
-        check_resource_version(&obj, &kv)?;
-        let mut next = with_status_of(&stored, &obj)?;
+        check_resource_version(obj, &kv)?;
+        let mut next = match part {
+            Part::Spec => merge_update(&stored, obj)?,
+            Part::Status => with_status_of(&stored, obj)?,
+        };
         admit(&mut next)?;
         self.write_if_changed(next, stored, &kv, dry_run).await
     }
@@ -512,13 +526,19 @@ impl ResourcesService {
         self.cas_put(next, kv.mod_revision).await
     }
 
+    /// Create when absent, else an Update whose precondition is the stored resourceVersion
+    /// (or the request's, when it names one); a create or update race lost is retried.
     async fn apply_object(&self, mut obj: Object, dry_run: bool) -> Result<Object> {
         resolve_namespace(&mut obj, "")?;
-        match self.read_key(&obj.key()).await? {
-            None => self.create_object(obj, "", dry_run).await,
-            Some(kv) => {
-                obj.metadata_mut().resource_version = kv.mod_revision.to_string();
-                self.update_object(obj, dry_run).await
+        let mut attempt = 1;
+        loop {
+            let r = match self.read_key(&obj.key()).await? {
+                None => self.create_object(obj.clone(), "", dry_run).await,
+                Some(_) => self.update_object(obj.clone(), Part::Spec, dry_run).await,
+            };
+            match r {
+                Err(ApiError::AlreadyExists { .. }) if attempt < WRITE_ATTEMPTS => attempt += 1,
+                r => return r,
             }
         }
     }
@@ -991,7 +1011,9 @@ impl Resources for ResourcesService {
     async fn update(&self, req: Request<apiv1::UpdateRequest>) -> Result<Response<apiv1::Object>, Status> {
         let _t = self.shared.metrics.time("Resources.Update");
         let req = req.into_inner();
-        let obj = self.update_object(object_of(req.object)?, req.dry_run).await?;
+        let obj = self
+            .update_object(object_of(req.object)?, Part::Spec, req.dry_run)
+            .await?;
         Ok(Response::new(obj.into()))
     }
 
@@ -1001,7 +1023,9 @@ impl Resources for ResourcesService {
     ) -> Result<Response<apiv1::Object>, Status> {
         let _t = self.shared.metrics.time("Resources.UpdateStatus");
         let req = req.into_inner();
-        let obj = self.update_status(object_of(req.object)?, req.dry_run).await?;
+        let obj = self
+            .update_object(object_of(req.object)?, Part::Status, req.dry_run)
+            .await?;
         Ok(Response::new(obj.into()))
     }
 
@@ -1063,6 +1087,67 @@ mod tests {
         assert_eq!(rev, 42);
         assert_eq!(start, b"/registry/pods/default/web\0".to_vec());
         assert!(parse_continue(&tok, "registry/services/").is_err());
+    }
+
+    fn pod_kv(app: &str, version: i64, mod_revision: i64) -> KeyValue {
+        let mut pod = Object::Pod(Default::default());
+        pod.metadata_mut().name = "p".into();
+        pod.metadata_mut().labels.insert("app".into(), app.into());
+        KeyValue {
+            key: b"/registry/pods/default/p".to_vec(),
+            create_revision: mod_revision - version + 1,
+            mod_revision,
+            version,
+            value: stored_bytes(&pod),
+            lease: 0,
+        }
+    }
+
+    /// Selectors see objects enter (ADDED) and leave (DELETED) the watched set.
+    #[test]
+    fn watch_events_follow_the_selector() {
+        let rt = resource_type("pods").unwrap();
+        let opts = apiv1::ListOptions {
+            label_selector: "app=web".into(),
+            ..Default::default()
+        };
+        let filter = Filter::new(rt, &opts).unwrap();
+        let put = |kv: KeyValue, prev: Option<KeyValue>| berth_store::Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev,
+        };
+        let ty = |ev: Option<apiv1::WatchEvent>| {
+            ev.map(|e| (EventType::try_from(e.r#type).unwrap(), e.resource_version))
+        };
+        let t = |ev| ty(translate(rt, &filter, &ev).unwrap());
+        assert_eq!(
+            t(put(pod_kv("web", 1, 5), None)),
+            Some((EventType::Added, "5".into()))
+        );
+        let modified = put(pod_kv("web", 2, 6), Some(pod_kv("web", 1, 5)));
+        assert_eq!(t(modified), Some((EventType::Modified, "6".into())));
+        let left = put(pod_kv("db", 3, 7), Some(pod_kv("web", 2, 6)));
+        assert_eq!(t(left), Some((EventType::Deleted, "7".into())));
+        let entered = put(pod_kv("web", 4, 8), Some(pod_kv("db", 3, 7)));
+        assert_eq!(t(entered), Some((EventType::Added, "8".into())));
+        assert_eq!(t(put(pod_kv("db", 1, 9), None)), None);
+        let deleted = berth_store::Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: b"/registry/pods/default/p".to_vec(),
+                mod_revision: 10,
+                ..Default::default()
+            },
+            prev_kv: Some(pod_kv("web", 4, 8)),
+        };
+        let ev = translate(rt, &filter, &deleted).unwrap().unwrap();
+        assert_eq!(EventType::try_from(ev.r#type).unwrap(), EventType::Deleted);
+        let obj = Object::try_from(ev.object.unwrap()).unwrap();
+        assert_eq!(
+            (obj.name(), obj.metadata().unwrap().resource_version.as_str()),
+            ("p", "10")
+        );
     }
 
     #[test]

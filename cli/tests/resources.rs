@@ -495,6 +495,44 @@ async fn watch_bookmarks_and_compacted_start() {
     assert!(err.message().starts_with("too old resource version"), "{err:?}");
 }
 
+/// Two writers with the same resourceVersion on different members: exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_with_one_resource_version_one_wins() {
+    let (c, mut rc) = cluster(3).await;
+    let created = create(&mut rc, manifest::parse_one(POD).unwrap(), "")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let mut rc = client(&c, i);
+        let mut o = created.clone();
+        o.metadata_mut().labels.insert("writer".into(), i.to_string());
+        tasks.push(tokio::spawn(async move { update(&mut rc, o).await }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(o) => won.push(o),
+            Err(e) => assert_eq!(e.code(), Code::Aborted, "{e:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one writer wins");
+    assert_eq!(get(&mut rc, "pods", "", "web").await.unwrap(), won[0]);
+
+    // Unconditional updates (no resourceVersion) all land, retried on conflicts.
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let mut rc = client(&c, i);
+        let mut o = won[0].clone();
+        o.metadata_mut().resource_version.clear();
+        o.metadata_mut().annotations.insert(format!("w{i}"), "x".into());
+        tasks.push(tokio::spawn(async move { update(&mut rc, o).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
 fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/manifests")
 }
