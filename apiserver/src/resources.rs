@@ -894,11 +894,16 @@ impl ResourcesService {
     }
 }
 
-/// Queues one event; Ok(false) once the client has gone; SlowClient when the queue stayed full.
+/// Queues one event; Ok(false) once the client has gone; SlowClient when the queue stayed full
+/// for [`SLOW_CLIENT_TIMEOUT`].
 async fn send(tx: &EventSender, ev: apiv1::WatchEvent) -> Result<bool> {
-    match tokio::time::timeout(SLOW_CLIENT_TIMEOUT, tx.send(Ok(ev))).await {
+    send_within(tx, ev, SLOW_CLIENT_TIMEOUT).await
+}
+
+async fn send_within(tx: &EventSender, ev: apiv1::WatchEvent, patience: Duration) -> Result<bool> {
+    match tokio::time::timeout(patience, tx.send(Ok(ev))).await {
         Ok(sent) => Ok(sent.is_ok()),
-        Err(_) => Err(ApiError::SlowClient(WATCH_EVENT_QUEUE_LEN)),
+        Err(_) => Err(ApiError::SlowClient(tx.max_capacity())),
     }
 }
 
@@ -1148,6 +1153,23 @@ mod tests {
             (obj.name(), obj.metadata().unwrap().resource_version.as_str()),
             ("p", "10")
         );
+    }
+
+    /// A full queue that is not read cuts the client off instead of growing; a gone client
+    /// just ends the watch.
+    #[tokio::test]
+    async fn slow_watch_clients_are_cut_off() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let ev = || event(EventType::Bookmark, None, 1);
+        let patience = Duration::from_millis(20);
+        assert!(send_within(&tx, ev(), patience).await.unwrap());
+        assert!(send_within(&tx, ev(), patience).await.unwrap());
+        let err = send_within(&tx, ev(), patience).await.unwrap_err();
+        assert!(matches!(err, ApiError::SlowClient(2)), "{err}");
+        assert_eq!(Status::from(err).code(), tonic::Code::ResourceExhausted);
+        rx.close();
+        while rx.recv().await.is_some() {}
+        assert!(!send_within(&tx, ev(), patience).await.unwrap());
     }
 
     #[test]

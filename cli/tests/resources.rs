@@ -495,6 +495,66 @@ async fn watch_bookmarks_and_compacted_start() {
     assert!(err.message().starts_with("too old resource version"), "{err:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_preconditions_grace_dry_run_and_scopes() {
+    let (_c, mut rc) = cluster(1).await;
+    // Dry run: validated and returned, not stored.
+    let dry = rc
+        .create(apiv1::CreateRequest {
+            object: Some(manifest::parse_one(POD).unwrap().into()),
+            namespace: String::new(),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(Object::try_from(dry).unwrap().name(), "web");
+    assert_eq!(
+        get(&mut rc, "pods", "", "web").await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // Cluster-scoped kinds take no namespace.
+    let err = create(&mut rc, namespace("x"), "default").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("metadata.namespace"), "{err:?}");
+
+    // A pod bound to a node waits its grace period; grace 0 removes it.
+    let mut bound = manifest::parse_one(POD).unwrap();
+    if let Object::Pod(p) = &mut bound {
+        p.spec.as_mut().unwrap().node_name = "n1".into();
+    }
+    let created = create(&mut rc, bound, "").await.unwrap();
+    let del = |uid: &str, grace: Option<i64>| apiv1::DeleteRequest {
+        resource: "pods".into(),
+        namespace: "default".into(),
+        name: "web".into(),
+        options: Some(apiv1::DeleteOptions {
+            grace_period_seconds: grace,
+            preconditions: Some(apiv1::Preconditions {
+                uid: Some(uid.into()),
+                resource_version: None,
+            }),
+            propagation_policy: "Background".into(),
+            dry_run: false,
+        }),
+    };
+    let err = rc.delete(del("not-the-uid", None)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let uid = meta(&created).uid.clone();
+    let pending = rc.delete(del(&uid, None)).await.unwrap().into_inner();
+    assert!(pending.pending);
+    let marked = get(&mut rc, "pods", "", "web").await.unwrap();
+    assert!(!meta(&marked).deletion_timestamp.is_empty());
+    assert_eq!(meta(&marked).deletion_grace_period_seconds, Some(30));
+    let gone = rc.delete(del(&uid, Some(0))).await.unwrap().into_inner();
+    assert!(!gone.pending);
+    assert_eq!(
+        get(&mut rc, "pods", "", "web").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
 /// Two writers with the same resourceVersion on different members: exactly one wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_updates_with_one_resource_version_one_wins() {
