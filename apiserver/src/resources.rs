@@ -18,9 +18,10 @@
 //! changes. UpdateStatus takes the stored object and replaces only its `status`. Apply creates
 //! the object when absent; otherwise it is an Update to the request's object with the stored
 //! resourceVersion as precondition (so the same merge rule: status, uid and timestamps stay as
-//! stored). Field managers and `force` are accepted but not tracked yet: the applied object
-//! replaces the stored spec and metadata as a whole. An update that changes nothing writes
-//! nothing.
+//! stored), except that finalizers and ownerReferences the applied object leaves empty are kept
+//! as stored. Field managers and `force` are accepted but not tracked yet: otherwise the applied
+//! object replaces the stored spec and metadata as a whole. An update that changes nothing
+//! writes nothing.
 //!
 //! Delete: objects with finalizers, and scheduled Pods with a grace period, get
 //! `deletionTimestamp` (and `deletionGracePeriodSeconds`) instead of going; the rest are removed
@@ -391,6 +392,20 @@ fn merge_update(stored: &Object, new: &Object) -> Result<Object> {
     Ok(next)
 }
 
+/// Apply: finalizers and ownerReferences the applied object does not state stay as stored
+/// (controllers set them; a manifest rarely does).
+fn keep_controller_metadata(mut obj: Object, stored: &Object) -> Object {
+    let Some(old) = stored.metadata() else { return obj };
+    let meta = obj.metadata_mut();
+    if meta.finalizers.is_empty() {
+        meta.finalizers = old.finalizers.clone();
+    }
+    if meta.owner_references.is_empty() {
+        meta.owner_references = old.owner_references.clone();
+    }
+    obj
+}
+
 /// An update's resourceVersion precondition: empty means unconditional.
 fn check_resource_version(obj: &Object, kv: &KeyValue) -> Result<()> {
     let rv = obj.metadata().map_or("", |m| m.resource_version.as_str());
@@ -534,7 +549,10 @@ impl ResourcesService {
         loop {
             let r = match self.read_key(&obj.key()).await? {
                 None => self.create_object(obj.clone(), "", dry_run).await,
-                Some(_) => self.update_object(obj.clone(), Part::Spec, dry_run).await,
+                Some(kv) => {
+                    let applied = keep_controller_metadata(obj.clone(), &decode(obj.resource_type(), &kv)?);
+                    self.update_object(applied, Part::Spec, dry_run).await
+                }
             };
             match r {
                 Err(ApiError::AlreadyExists { .. }) if attempt < WRITE_ATTEMPTS => attempt += 1,
@@ -845,10 +863,14 @@ impl ResourcesService {
         let opts = req.options.unwrap_or_default();
         let filter = Filter::new(rt, &opts)?;
         let prefix = rt.key_prefix(&req.namespace);
-        let (initial, from) = match opts.resource_version.as_str() {
+        let (mut initial, from) = match opts.resource_version.as_str() {
             "" | "0" => self.initial_events(rt, &filter, &prefix).await?,
             rv => (Vec::new(), parse_revision("resourceVersion", rv)?),
         };
+        if opts.allow_watch_bookmarks && !initial.is_empty() {
+            // Tells the client the revision the initial ADDED events were read at.
+            initial.push(event(EventType::Bookmark, None, from));
+        }
         let watcher = self
             .shared
             .raft

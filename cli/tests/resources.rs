@@ -345,10 +345,12 @@ async fn update_cas_status_and_delete() {
         Code::NotFound
     );
 
-    // Finalizers keep the object, marked for deletion.
+    // Finalizers keep the object, marked for deletion; an Apply that states none keeps them.
     let mut fin = manifest::parse_one(POD).unwrap();
     fin.metadata_mut().finalizers.push("example.com/keep".into());
     create(&mut rc, fin, "").await.unwrap();
+    let reapplied = apply(&mut rc, manifest::parse_one(POD).unwrap()).await.unwrap();
+    assert_eq!(meta(&reapplied).finalizers, ["example.com/keep"]);
     let d = delete(&mut rc, "pods", "default", "web").await.unwrap();
     assert!(d.pending);
     let kept = get(&mut rc, "pods", "default", "web").await.unwrap();
@@ -451,6 +453,27 @@ async fn watch_bookmarks_and_compacted_start() {
     let mut changed = created;
     changed.metadata_mut().labels.insert("v".into(), "2".into());
     let updated = update(&mut rc, changed).await.unwrap();
+
+    // Without a resourceVersion: ADDED for what exists, then a BOOKMARK at the list revision.
+    let mut from_now = rc
+        .watch(apiv1::WatchRequest {
+            resource: "pods".into(),
+            namespace: String::new(),
+            options: Some(apiv1::ListOptions {
+                allow_watch_bookmarks: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let added = from_now.next().await.unwrap().unwrap();
+    assert_eq!(EventType::try_from(added.r#type).unwrap(), EventType::Added);
+    let mark = from_now.next().await.unwrap().unwrap();
+    assert_eq!(EventType::try_from(mark.r#type).unwrap(), EventType::Bookmark);
+    assert!(
+        mark.resource_version.parse::<i64>().unwrap() >= meta(&updated).resource_version.parse().unwrap()
+    );
 
     // Bookmarks carry only a resourceVersion.
     let mut stream = rc
