@@ -754,15 +754,7 @@ impl ResourcesService {
         let opts = req.options.unwrap_or_default();
         let filter = Filter::new(rt, &opts)?;
         let prefix = rt.key_prefix(&req.namespace);
-        let (rev, start) = if opts.continue_token.is_empty() {
-            let rev = match opts.resource_version.as_str() {
-                "" | "0" => 0,
-                rv => parse_revision("resourceVersion", rv)?,
-            };
-            (rev, prefix.clone().into_bytes())
-        } else {
-            parse_continue(&opts.continue_token, prefix.trim_start_matches('/'))?
-        };
+        let (rev, start) = list_start(&opts, &prefix)?;
         if rev == 0 {
             self.linearizable().await?;
         }
@@ -779,26 +771,48 @@ impl ResourcesService {
             })
             .map_err(expired(rev))?;
         let list_rev = if rev == 0 { resp.revision } else { rev };
-        let next = match resp.kvs.last() {
-            Some(kv) if resp.more => continue_token(list_rev, kv.key.strip_prefix(b"/").unwrap_or(&kv.key)),
-            _ => String::new(),
-        };
-        let mut items = Vec::new();
-        for kv in &resp.kvs {
-            let obj = decode(rt, kv)?;
-            if filter.matches(&obj) {
-                items.push(obj.into());
-            }
-        }
-        Ok(apiv1::ListResponse {
-            items,
-            metadata: Some(metav1::ListMeta {
-                resource_version: list_rev.to_string(),
-                continue_token: next,
-                remaining_item_count: None,
-            }),
-        })
+        page(rt, &filter, &resp, list_rev)
     }
+}
+
+/// (revision to read at, 0 = now; first key) of a List: its continue token's, or its own.
+fn list_start(opts: &apiv1::ListOptions, prefix: &str) -> Result<(i64, Vec<u8>)> {
+    if !opts.continue_token.is_empty() {
+        return parse_continue(&opts.continue_token, prefix.trim_start_matches('/'));
+    }
+    let rev = match opts.resource_version.as_str() {
+        "" | "0" => 0,
+        rv => parse_revision("resourceVersion", rv)?,
+    };
+    Ok((rev, prefix.as_bytes().to_vec()))
+}
+
+/// One page: the matching objects, and a continue token when the range had more keys.
+fn page(
+    rt: &ResourceType,
+    filter: &Filter,
+    resp: &RangeResponse,
+    list_rev: i64,
+) -> Result<apiv1::ListResponse> {
+    let next = match resp.kvs.last() {
+        Some(kv) if resp.more => continue_token(list_rev, kv.key.strip_prefix(b"/").unwrap_or(&kv.key)),
+        _ => String::new(),
+    };
+    let mut items = Vec::new();
+    for kv in &resp.kvs {
+        let obj = decode(rt, kv)?;
+        if filter.matches(&obj) {
+            items.push(obj.into());
+        }
+    }
+    Ok(apiv1::ListResponse {
+        items,
+        metadata: Some(metav1::ListMeta {
+            resource_version: list_rev.to_string(),
+            continue_token: next,
+            remaining_item_count: None,
+        }),
+    })
 }
 
 // ------------------------------------------------------------------ watch
