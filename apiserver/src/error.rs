@@ -24,6 +24,33 @@ pub enum ApiError {
     MemberBadUrls,
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// Resources: `pods "x" not found`.
+    #[error("{resource} \"{name}\" not found")]
+    NotFound { resource: String, name: String },
+    /// Resources: `pods "x" already exists`.
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists { resource: String, name: String },
+    /// Resources: a resourceVersion compare-and-swap lost (Kubernetes' 409 Conflict).
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again")]
+    Conflict { resource: String, name: String },
+    /// Resources: validation failed; the message names every field path.
+    #[error("{0}")]
+    Invalid(String),
+    /// Resources: a delete precondition (uid, resourceVersion) does not hold.
+    #[error("Precondition failed: {0}")]
+    Precondition(String),
+    /// Resources: the write is refused by an admission rule (terminating namespace).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Resources: a watch or list from a compacted revision (Kubernetes' 410 Expired).
+    #[error("too old resource version: {requested} ({compacted})")]
+    Expired { requested: i64, compacted: i64 },
+    /// Resources: the client did not read its watch stream fast enough.
+    #[error("watch client too slow: {0} events queued and none read; restart the watch")]
+    SlowClient(usize),
+    /// Resources: a stored value that does not decode as its kind.
+    #[error("stored object {key} does not decode: {reason}")]
+    Corrupt { key: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -48,6 +75,14 @@ impl From<ApiError> for Status {
             ApiError::MemberNotFound => etcd(Code::NotFound, "member not found"),
             ApiError::MemberBadUrls => etcd(Code::InvalidArgument, "given member URLs are invalid"),
             ApiError::Unsupported(what) => Status::unimplemented(format!("berth: {what} is not supported")),
+            ApiError::NotFound { .. } => Status::not_found(e.to_string()),
+            ApiError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+            ApiError::Conflict { .. } => Status::aborted(e.to_string()),
+            ApiError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            ApiError::Precondition(_) | ApiError::Forbidden(_) => Status::failed_precondition(e.to_string()),
+            ApiError::Expired { .. } => Status::out_of_range(e.to_string()),
+            ApiError::SlowClient(_) => Status::resource_exhausted(e.to_string()),
+            ApiError::Corrupt { .. } => Status::data_loss(e.to_string()),
             ApiError::Store(e) => store_status(&e),
             ApiError::Apply(e) => apply_status(&e),
             ApiError::Raft(e) => raft_status(&e),
@@ -134,6 +169,50 @@ mod tests {
                 ApiError::EmptyKey,
                 Code::InvalidArgument,
                 "etcdserver: key is not provided",
+            ),
+        ];
+        for (err, code, msg) in cases {
+            let s = Status::from(err);
+            assert_eq!((s.code(), s.message()), (code, msg));
+        }
+    }
+
+    /// Kubernetes clients show these messages as they are; pin their shape.
+    #[test]
+    fn resource_errors_use_kubernetes_messages() {
+        let cases: Vec<(ApiError, Code, &str)> = vec![
+            (
+                ApiError::NotFound {
+                    resource: "pods".into(),
+                    name: "x".into(),
+                },
+                Code::NotFound,
+                "pods \"x\" not found",
+            ),
+            (
+                ApiError::AlreadyExists {
+                    resource: "pods".into(),
+                    name: "x".into(),
+                },
+                Code::AlreadyExists,
+                "pods \"x\" already exists",
+            ),
+            (
+                ApiError::Conflict {
+                    resource: "pods".into(),
+                    name: "x".into(),
+                },
+                Code::Aborted,
+                "Operation cannot be fulfilled on pods \"x\": the object has been modified; \
+                 please apply your changes to the latest version and try again",
+            ),
+            (
+                ApiError::Expired {
+                    requested: 3,
+                    compacted: 7,
+                },
+                Code::OutOfRange,
+                "too old resource version: 3 (7)",
             ),
         ];
         for (err, code, msg) in cases {

@@ -23,6 +23,7 @@ pub mod listen;
 pub mod maintenance;
 pub mod metrics;
 pub mod peer;
+pub mod resources;
 pub mod transport;
 pub mod watch;
 
@@ -124,6 +125,7 @@ impl Server {
             metrics,
         });
         tasks.push(tokio::spawn(serve_client(client_listener, shared.clone())));
+        tasks.push(tokio::spawn(resources::ensure_default_namespace(shared.clone())));
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(l, shared)));
         }
@@ -157,6 +159,7 @@ async fn serve_peer(listener: TcpListener, peer: peer::PeerService) {
 }
 
 async fn serve_client(listener: TcpListener, shared: Arc<Shared>) {
+    use berth_proto::apiv1::resources_server::ResourcesServer;
     use berth_proto::etcdserverpb::{
         cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
         maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -183,6 +186,9 @@ async fn serve_client(listener: TcpListener, shared: Arc<Shared>) {
             shared: shared.clone()
         })))
         .add_service(limits!(MaintenanceServer::new(maintenance::MaintenanceService {
+            shared: shared.clone()
+        })))
+        .add_service(limits!(ResourcesServer::new(resources::ResourcesService {
             shared: shared.clone()
         })))
         .serve_with_incoming(listen::incoming(listener))
