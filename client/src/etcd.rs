@@ -14,14 +14,54 @@ use tonic::{Code, Status};
 /// Largest response the client accepts (a full range of a big keyspace).
 pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
+/// What a call can fail with. Definite answers of the server are mapped from their gRPC code
+/// to a variant callers can match; other codes stay as [`ClientError::Status`].
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("no server address given")]
     NoEndpoints,
     #[error(transparent)]
     Dial(#[from] dial::DialError),
+    /// NOT_FOUND.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// ALREADY_EXISTS.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// ABORTED: a stale resourceVersion (lost compare-and-swap); re-read and retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// INVALID_ARGUMENT: the object or request is invalid.
+    #[error("invalid: {message}")]
+    Invalid { message: String },
+    /// OUT_OF_RANGE (or a watch ERROR "Expired"): the revision was compacted; relist.
+    #[error("expired: {0}")]
+    Expired(String),
+    /// Every server was unreachable.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A watch ended with an ERROR event other than "Expired".
+    #[error("watch failed: {0}")]
+    Watch(String),
+    /// The server's answer was not the expected kind of object.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
     #[error("{}: {}", .0.code(), .0.message())]
-    Status(#[from] Status),
+    Status(Status),
+}
+
+impl From<Status> for ClientError {
+    fn from(s: Status) -> Self {
+        let m = s.message().to_string();
+        match s.code() {
+            Code::NotFound => ClientError::NotFound(m),
+            Code::AlreadyExists => ClientError::AlreadyExists(m),
+            Code::Aborted => ClientError::Conflict(m),
+            Code::InvalidArgument => ClientError::Invalid { message: m },
+            Code::OutOfRange => ClientError::Expired(m),
+            _ => ClientError::Status(s),
+        }
+    }
 }
 
 /// An etcd-v3 client over one or more servers. Calls go to the last server that answered and
@@ -33,7 +73,7 @@ pub struct EtcdClient {
 }
 
 /// Whether a failed call may be tried on another server: only when this one never answered.
-fn is_unreachable(s: &Status) -> bool {
+pub(crate) fn is_unreachable(s: &Status) -> bool {
     matches!(
         s.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
@@ -143,5 +183,38 @@ impl EtcdClient {
                 .into_inner())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definite_answers_map_to_variants() {
+        let e = |s: Status| ClientError::from(s);
+        assert!(matches!(e(Status::not_found("x")), ClientError::NotFound(m) if m == "x"));
+        assert!(matches!(
+            e(Status::already_exists("x")),
+            ClientError::AlreadyExists(_)
+        ));
+        assert!(matches!(e(Status::aborted("x")), ClientError::Conflict(_)));
+        assert!(
+            matches!(e(Status::invalid_argument("bad")), ClientError::Invalid { message } if message == "bad")
+        );
+        assert!(matches!(e(Status::out_of_range("old")), ClientError::Expired(_)));
+        assert!(matches!(
+            e(Status::permission_denied("no")),
+            ClientError::Status(_)
+        ));
+    }
+
+    #[test]
+    fn only_unanswered_calls_fail_over() {
+        assert!(is_unreachable(&Status::unavailable("transport error")));
+        assert!(is_unreachable(&Status::unknown("connection reset")));
+        assert!(!is_unreachable(&Status::unavailable("etcdserver: no leader")));
+        assert!(!is_unreachable(&Status::aborted("conflict")));
+        assert!(!is_unreachable(&Status::not_found("x")));
     }
 }

@@ -2,7 +2,12 @@
 //!
 //! Role: dial servers (the one place outbound connections are built, see [`dial`]), fail over
 //! across a list of server addresses, and wrap the etcd-v3 services in a small typed client.
-//! Later: the typed resource client, informers and leader election.
+//! [`ResourceClient`] is typed CRUD over the `Resources` service (a [`Resource`] trait maps each
+//! Rust type to its `Object` variant and plural), with gRPC codes mapped to [`ClientError`]
+//! variants callers match (NotFound, AlreadyExists, Conflict, Invalid, Expired, Unavailable);
+//! its watches reconnect to any server and resume from the last resourceVersion seen, and end
+//! with `Expired` when that revision was compacted (the caller relists).
+//! Later: informers and leader election.
 //!
 //! Invariants: callers never build tonic channels themselves; a call that fails on one server
 //! because it is unreachable is retried on the next one, never on a definite answer.
@@ -11,5 +16,7 @@
 
 pub mod dial;
 pub mod etcd;
+pub mod resources;
 
 pub use etcd::{ClientError, EtcdClient};
+pub use resources::{ListParams, Resource, ResourceClient, ResourceWatch, WatchEvent};

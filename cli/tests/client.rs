@@ -1,0 +1,189 @@
+//! The client crate's `ResourceClient` against real `berth server` processes: CRUD with typed
+//! errors, and a watch that resumes on another server after the one it used is SIGKILLed.
+
+mod common;
+use berth_client::{ClientError, ListParams, Resource, ResourceClient, WatchEvent};
+use berth_proto::corev1::ConfigMap;
+use berth_proto::manifest;
+use common::*;
+use std::time::Duration;
+
+fn config_map(name: &str, value: &str) -> ConfigMap {
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{app: test}}}}\ndata: {{k: \"{value}\"}}\n"
+    );
+    ConfigMap::from_object(manifest::parse_one(&yaml).unwrap()).unwrap()
+}
+
+fn value(cm: &ConfigMap) -> &str {
+    cm.data.get("k").map_or("", |s| s.as_str())
+}
+
+async fn started(n: usize) -> (Cluster, ResourceClient) {
+    let c = Cluster::start(n, &[]).await;
+    let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(5)).unwrap();
+    eventually("namespace default", || {
+        let rc = rc.clone();
+        async move { rc.get::<berth_proto::corev1::Namespace>("", "default").await.ok() }
+    })
+    .await;
+    (c, rc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crud_with_typed_errors() {
+    let (_c, rc) = started(1).await;
+    let created = rc.create("default", &config_map("a", "1")).await.unwrap();
+    let rv1 = created.metadata.as_ref().unwrap().resource_version.clone();
+    assert!(!rv1.is_empty());
+    assert!(matches!(
+        rc.create("default", &config_map("a", "1")).await,
+        Err(ClientError::AlreadyExists(_))
+    ));
+    let got: ConfigMap = rc.get("default", "a").await.unwrap();
+    assert_eq!(value(&got), "1");
+
+    let mut next = got.clone();
+    next.data.insert("k".into(), "2".into());
+    let updated = rc.update(&next).await.unwrap();
+    assert_eq!(value(&updated), "2");
+    // The same stale resourceVersion again: a lost compare-and-swap.
+    let err = rc.update(&next).await.unwrap_err();
+    assert!(matches!(err, ClientError::Conflict(_)), "{err:?}");
+
+    let mut bad = config_map("Not_A_Name", "x");
+    bad.metadata.as_mut().unwrap().namespace = "default".into();
+    assert!(matches!(
+        rc.create("default", &bad).await,
+        Err(ClientError::Invalid { .. })
+    ));
+
+    rc.create("default", &config_map("b", "1")).await.unwrap();
+    let all = rc
+        .list::<ConfigMap>("default", &ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+    assert!(!all.resource_version.is_empty());
+    let page = rc
+        .list::<ConfigMap>(
+            "default",
+            &ListParams {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(!page.continue_token.is_empty());
+    let every = rc
+        .list_all::<ConfigMap>(
+            "default",
+            &ListParams {
+                limit: 1,
+                label_selector: "app=test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(every.items.len(), 2);
+
+    let applied = rc
+        .apply(
+            &{
+                let mut cm = config_map("c", "3");
+                cm.metadata.as_mut().unwrap().namespace = "default".into();
+                cm
+            },
+            "test",
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(value(&applied), "3");
+
+    let (_, pending) = rc
+        .delete::<ConfigMap>("default", "a", Default::default())
+        .await
+        .unwrap();
+    assert!(!pending);
+    assert!(matches!(
+        rc.get::<ConfigMap>("default", "a").await,
+        Err(ClientError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_resumes_after_its_server_is_killed() {
+    let (mut c, rc) = started(3).await;
+    c.wait_leader().await;
+    let list = rc
+        .list::<ConfigMap>("default", &ListParams::default())
+        .await
+        .unwrap();
+    let mut w = rc.watch::<ConfigMap>(
+        "default",
+        &ListParams {
+            resource_version: list.resource_version,
+            ..Default::default()
+        },
+    );
+    rc.create("default", &config_map("before", "0")).await.unwrap();
+    let first = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match w.next().await.unwrap() {
+                WatchEvent::Added(cm) => return cm,
+                WatchEvent::Bookmark(_) => continue,
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+    })
+    .await
+    .expect("first event");
+    assert_eq!(first.metadata.unwrap().name, "before");
+
+    // The watch and the client both use member 0 (the first that answered). Kill it, then
+    // write through the others.
+    c.members[0].kill();
+    let others = ResourceClient::new(&c.running_clients(), Duration::from_secs(5)).unwrap();
+    let names: Vec<String> = (0..5).map(|i| format!("after-{i}")).collect();
+    for n in &names {
+        eventually("create after the kill", || {
+            let others = others.clone();
+            let n = n.clone();
+            async move {
+                match others.create("default", &config_map(&n, "1")).await {
+                    Ok(_) | Err(ClientError::AlreadyExists(_)) => Some(()),
+                    Err(_) => None,
+                }
+            }
+        })
+        .await;
+    }
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while seen.len() < names.len() {
+            match w.next().await.unwrap() {
+                WatchEvent::Added(cm) => seen.push(cm.metadata.unwrap().name),
+                WatchEvent::Bookmark(_) => {}
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+    })
+    .await
+    .expect("events after the kill");
+    assert_eq!(seen, names, "each event once, in order");
+    // Nothing repeated after them.
+    let extra = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match w.next().await.unwrap() {
+                WatchEvent::Bookmark(_) => {}
+                e => return e,
+            }
+        }
+    })
+    .await;
+    assert!(extra.is_err(), "unexpected extra event {extra:?}");
+}
