@@ -187,3 +187,79 @@ async fn watch_resumes_after_its_server_is_killed() {
     .await;
     assert!(extra.is_err(), "unexpected extra event {extra:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn informer_cache_converges_to_the_list() {
+    use berth_client::informer::{label_index, Informer, InformerEvent};
+    let (_c, rc) = started(1).await;
+    rc.create("default", &config_map("pre", "0")).await.unwrap();
+    let (inf, mut events) = Informer::<ConfigMap>::start(rc.clone(), "", ListParams::default());
+    inf.add_index("app", label_index("app"));
+    eventually("informer synced", || {
+        let ok = inf.has_synced();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    assert!(inf.get("default/pre").is_some());
+
+    for i in 0..5 {
+        rc.create("default", &config_map(&format!("cm-{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        let mut cm: ConfigMap = rc.get("default", &format!("cm-{i}")).await.unwrap();
+        cm.data.insert("k".into(), "1".into());
+        rc.update(&cm).await.unwrap();
+    }
+    rc.delete::<ConfigMap>("default", "cm-4", Default::default())
+        .await
+        .unwrap();
+    rc.delete::<ConfigMap>("default", "pre", Default::default())
+        .await
+        .unwrap();
+
+    let key_rv = |v: Vec<ConfigMap>| -> Vec<(String, String)> {
+        let mut out: Vec<_> = v
+            .iter()
+            .map(|o| {
+                let m = o.metadata.as_ref().unwrap();
+                (format!("{}/{}", m.namespace, m.name), m.resource_version.clone())
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let want = key_rv(
+        rc.list::<ConfigMap>("", &ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    );
+    assert_eq!(want.len(), 4);
+    eventually("cache equals the list", || {
+        let got = key_rv(inf.list());
+        let ok = got == want;
+        async move { ok.then_some(()) }
+    })
+    .await;
+    assert_eq!(inf.by_namespace("default").len(), 4);
+    assert!(inf.by_namespace("other").is_empty());
+    assert_eq!(inf.by_index("app", "test").len(), 4);
+    assert!(inf.by_index("app", "nope").is_empty());
+
+    // The handlers' channel saw: pre added, 5 adds, 3 updates, 2 deletes.
+    let (mut adds, mut updates, mut deletes) = (0, 0, 0);
+    tokio::time::timeout(DEADLINE, async {
+        while adds + updates + deletes < 11 {
+            match events.recv().await.unwrap() {
+                InformerEvent::Added(_) => adds += 1,
+                InformerEvent::Updated { .. } => updates += 1,
+                InformerEvent::Deleted(_) => deletes += 1,
+            }
+        }
+    })
+    .await
+    .expect("all informer events");
+    assert_eq!((adds, updates, deletes), (6, 3, 2));
+}

@@ -7,7 +7,9 @@
 //! variants callers match (NotFound, AlreadyExists, Conflict, Invalid, Expired, Unavailable);
 //! its watches reconnect to any server and resume from the last resourceVersion seen, and end
 //! with `Expired` when that revision was compacted (the caller relists).
-//! Later: informers and leader election.
+//! [`Informer`] lists then watches one resource type into a cache (`namespace/name` -> object),
+//! relists on `Expired`, hands cache changes to a bounded channel, and answers by namespace or
+//! by registered index functions. Later: leader election.
 //!
 //! Invariants: callers never build tonic channels themselves; a call that fails on one server
 //! because it is unreachable is retried on the next one, never on a definite answer.
@@ -16,7 +18,9 @@
 
 pub mod dial;
 pub mod etcd;
+pub mod informer;
 pub mod resources;
 
 pub use etcd::{ClientError, EtcdClient};
+pub use informer::{Informer, InformerEvent};
 pub use resources::{ListParams, Resource, ResourceClient, ResourceWatch, WatchEvent};
