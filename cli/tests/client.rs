@@ -263,3 +263,43 @@ async fn informer_cache_converges_to_the_list() {
     .expect("all informer events");
     assert_eq!((adds, updates, deletes), (6, 3, 2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_electors_one_leader_then_takeover() {
+    use berth_client::leader::{LeaderElectionConfig, LeaderElector, SystemClock};
+    use std::sync::Arc;
+    let (_c, rc) = started(1).await;
+    let config = |id: &str| LeaderElectionConfig {
+        namespace: "default".into(),
+        lease_name: "sched".into(),
+        identity: id.into(),
+        lease_duration: Duration::from_secs(2),
+        renew_interval: Duration::from_millis(200),
+        renew_deadline: Duration::from_secs(1),
+    };
+    let a = LeaderElector::start(rc.clone(), config("a"), Arc::new(SystemClock));
+    let b = LeaderElector::start(rc.clone(), config("b"), Arc::new(SystemClock));
+    eventually("one leader", || {
+        let n = usize::from(a.is_leader()) + usize::from(b.is_leader());
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    // Stays exactly one over several renewals.
+    for _ in 0..10 {
+        assert_eq!(usize::from(a.is_leader()) + usize::from(b.is_leader()), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (leader, other, other_id) = if a.is_leader() { (a, b, "b") } else { (b, a, "a") };
+    leader.stop();
+    drop(leader);
+    eventually("the other takes over", || {
+        let ok = other.is_leader();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let lease: berth_proto::coordinationv1::Lease = rc.get("default", "sched").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(other_id));
+    assert_eq!(spec.lease_transitions, Some(1));
+    assert_eq!(spec.lease_duration_seconds, Some(2));
+}

@@ -9,7 +9,9 @@
 //! with `Expired` when that revision was compacted (the caller relists).
 //! [`Informer`] lists then watches one resource type into a cache (`namespace/name` -> object),
 //! relists on `Expired`, hands cache changes to a bounded channel, and answers by namespace or
-//! by registered index functions. Later: leader election.
+//! by registered index functions. [`leader::LeaderElector`] elects one leader per coordination
+//! Lease (create or take over when expired, renew by resourceVersion compare-and-swap, step down
+//! past the renew deadline), with time from an injectable [`leader::Clock`].
 //!
 //! Invariants: callers never build tonic channels themselves; a call that fails on one server
 //! because it is unreachable is retried on the next one, never on a definite answer.
@@ -19,6 +21,7 @@
 pub mod dial;
 pub mod etcd;
 pub mod informer;
+pub mod leader;
 pub mod resources;
 
 pub use etcd::{ClientError, EtcdClient};
