@@ -303,3 +303,35 @@ async fn two_electors_one_leader_then_takeover() {
     assert_eq!(spec.lease_transitions, Some(1));
     assert_eq!(spec.lease_duration_seconds, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_from_a_compacted_revision_is_expired() {
+    let (c, rc) = started(1).await;
+    let first = rc.create("default", &config_map("x", "0")).await.unwrap();
+    let old = first.metadata.unwrap().resource_version;
+    let mut cm: ConfigMap = rc.get("default", "x").await.unwrap();
+    for i in 1..4 {
+        cm.data.insert("k".into(), i.to_string());
+        cm = rc.update(&cm).await.unwrap();
+    }
+    let now = cm.metadata.as_ref().unwrap().resource_version.clone();
+    etcdctl_ok(&c.endpoints(), &["compact", &now]);
+    let mut w = rc.watch::<ConfigMap>(
+        "default",
+        &ListParams {
+            resource_version: old,
+            ..Default::default()
+        },
+    );
+    let r = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match w.next().await {
+                Ok(WatchEvent::Bookmark(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("an answer");
+    assert!(matches!(r, Err(ClientError::Expired(_))), "{r:?}");
+}
