@@ -12,3 +12,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Python grpcio for the compatibility test of the Resources API (a client no one here wrote).
+if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+  echo "installing: grpcio grpcio-tools (pip)"
+  python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools
+fi
