@@ -1,12 +1,12 @@
 //! A small etcd-v3 client with failover across server addresses.
 
 use crate::dial;
+use crate::servers::Servers;
 use berth_proto::etcdserverpb as pb;
 use berth_proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
 };
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -67,9 +67,7 @@ impl From<Status> for ClientError {
 /// An etcd-v3 client over one or more servers. Calls go to the last server that answered and
 /// move to the next one when a server is unreachable.
 pub struct EtcdClient {
-    addrs: Vec<String>,
-    channels: Vec<Channel>,
-    current: AtomicUsize,
+    servers: Servers,
 }
 
 /// Whether a failed call may be tried on another server: only when this one never answered.
@@ -82,44 +80,21 @@ pub(crate) fn is_unreachable(s: &Status) -> bool {
 
 impl EtcdClient {
     pub fn new(addrs: &[String], request_timeout: Duration) -> Result<Self, ClientError> {
-        if addrs.is_empty() {
-            return Err(ClientError::NoEndpoints);
-        }
-        let channels = addrs
-            .iter()
-            .map(|a| dial::lazy_channel(a, request_timeout))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(EtcdClient {
-            addrs: addrs.to_vec(),
-            channels,
-            current: AtomicUsize::new(0),
+            servers: Servers::new(addrs, request_timeout)?,
         })
     }
 
     pub fn addrs(&self) -> &[String] {
-        &self.addrs
+        self.servers.addrs()
     }
 
-    /// Runs `call` against the servers in turn, starting with the last one that answered.
-    async fn failover<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    async fn failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..self.channels.len() {
-            let idx = (start + i) % self.channels.len();
-            match call(self.channels[idx].clone()).await {
-                Ok(v) => {
-                    self.current.store(idx, Ordering::Relaxed);
-                    return Ok(v);
-                }
-                Err(s) if is_unreachable(&s) => last = Some(s),
-                Err(s) => return Err(s.into()),
-            }
-        }
-        Err(last.expect("at least one endpoint").into())
+        self.servers.failover(call).await
     }
 
     pub fn kv_on(ch: Channel) -> KvClient<Channel> {
@@ -167,7 +142,7 @@ impl EtcdClient {
 
     /// Status of one particular server (no failover: the answer is about that server).
     pub async fn status_of(&self, idx: usize) -> Result<pb::StatusResponse, ClientError> {
-        let ch = self.channels[idx].clone();
+        let ch = self.servers.channel(idx);
         Ok(MaintenanceClient::new(ch)
             .status(pb::StatusRequest {})
             .await?

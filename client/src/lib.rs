@@ -23,6 +23,7 @@ pub mod etcd;
 pub mod informer;
 pub mod leader;
 pub mod resources;
+mod servers;
 
 pub use etcd::{ClientError, EtcdClient};
 pub use informer::{Informer, InformerEvent};

@@ -2,13 +2,12 @@
 //! server addresses (a call moves to another server only when one is unreachable, never after
 //! a definite answer).
 
-use crate::dial;
 use crate::etcd::{is_unreachable, ClientError, RESPONSE_BYTES_MAX};
+use crate::servers::Servers;
 use berth_proto::apiv1::{self, resources_client::ResourcesClient, watch_event::EventType};
 use berth_proto::manifest::Object;
 use berth_proto::{appsv1, coordinationv1, corev1, istiov1, metav1, networkingv1};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -126,23 +125,14 @@ pub struct ResourceClient {
 }
 
 struct Inner {
-    channels: Vec<Channel>,
-    current: AtomicUsize,
+    servers: Servers,
 }
 
 impl ResourceClient {
     pub fn new(addrs: &[String], request_timeout: Duration) -> Result<Self, ClientError> {
-        if addrs.is_empty() {
-            return Err(ClientError::NoEndpoints);
-        }
-        let channels = addrs
-            .iter()
-            .map(|a| dial::lazy_channel(a, request_timeout))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(ResourceClient {
             inner: Arc::new(Inner {
-                channels,
-                current: AtomicUsize::new(0),
+                servers: Servers::new(addrs, request_timeout)?,
             }),
         })
     }
@@ -151,29 +141,23 @@ impl ResourceClient {
         ResourcesClient::new(ch).max_decoding_message_size(RESPONSE_BYTES_MAX)
     }
 
-    /// Runs `call` against the servers in turn, starting with the last one that answered.
+    /// Runs `call` on the servers with the crate's failover rule.
     async fn failover<R, F, Fut>(&self, mut call: F) -> Result<R, ClientError>
     where
         F: FnMut(ResourcesClient<Channel>) -> Fut,
         Fut: Future<Output = Result<R, Status>>,
     {
-        let n = self.inner.channels.len();
-        let start = self.inner.current.load(Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..n {
-            let idx = (start + i) % n;
-            match call(Self::rpc(self.inner.channels[idx].clone())).await {
-                Ok(v) => {
-                    self.inner.current.store(idx, Ordering::Relaxed);
-                    return Ok(v);
-                }
-                Err(s) if is_unreachable(&s) => last = Some(s),
-                Err(s) => return Err(s.into()),
-            }
-        }
-        Err(ClientError::Unavailable(
-            last.map_or_else(String::new, |s| s.message().to_string()),
-        ))
+        self.inner.servers.failover(|ch| call(Self::rpc(ch))).await
+    }
+
+    /// One unary call with failover; `req` is cloned per attempt.
+    async fn unary<Q, R, F, Fut>(&self, req: Q, call: F) -> Result<R, ClientError>
+    where
+        Q: Clone,
+        F: Fn(ResourcesClient<Channel>, Q) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        self.failover(|c| call(c, req.clone())).await
     }
 
     fn typed<T: Resource>(o: apiv1::Object) -> Result<T, ClientError> {
@@ -188,10 +172,7 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .failover(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.create(req).await?.into_inner()) }
-            })
+            .unary(req, |mut c, r| async move { Ok(c.create(r).await?.into_inner()) })
             .await?;
         Self::typed(o)
     }
@@ -203,10 +184,7 @@ impl ResourceClient {
             name: name.into(),
         };
         let o = self
-            .failover(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.get(req).await?.into_inner()) }
-            })
+            .unary(req, |mut c, r| async move { Ok(c.get(r).await?.into_inner()) })
             .await?;
         Self::typed(o)
     }
@@ -223,10 +201,7 @@ impl ResourceClient {
             options: Some(params.to_wire(false)),
         };
         let resp = self
-            .failover(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.list(req).await?.into_inner()) }
-            })
+            .unary(req, |mut c, r| async move { Ok(c.list(r).await?.into_inner()) })
             .await?;
         let meta = resp.metadata.unwrap_or_default();
         Ok(ObjectList {
@@ -268,10 +243,7 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .failover(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.update(req).await?.into_inner()) }
-            })
+            .unary(req, |mut c, r| async move { Ok(c.update(r).await?.into_inner()) })
             .await?;
         Self::typed(o)
     }
@@ -283,9 +255,8 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .failover(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.update_status(req).await?.into_inner()) }
+            .unary(req, |mut c, r| async move {
+                Ok(c.update_status(r).await?.into_inner())
             })
             .await?;
         Self::typed(o)
@@ -305,10 +276,7 @@ impl ResourceClient {
             options: Some(options),
         };
         let resp = self
-            .failover(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.delete(req).await?.into_inner()) }
-            })
+            .unary(req, |mut c, r| async move { Ok(c.delete(r).await?.into_inner()) })
             .await?;
         let obj = resp.object.map(Self::typed).transpose()?;
         Ok((obj, resp.pending))
@@ -328,10 +296,7 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .failover(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.apply(req).await?.into_inner()) }
-            })
+            .unary(req, |mut c, r| async move { Ok(c.apply(r).await?.into_inner()) })
             .await?;
         Self::typed(o)
     }
@@ -369,18 +334,18 @@ impl<T: Resource> ResourceWatch<T> {
     }
 
     async fn open(&mut self) -> Result<(), ClientError> {
-        let n = self.client.inner.channels.len();
+        let n = self.client.inner.servers.len();
         loop {
-            let idx = (self.client.inner.current.load(Ordering::Relaxed) + self.failures) % n;
+            let idx = (self.client.inner.servers.current() + self.failures) % n;
             let req = apiv1::WatchRequest {
                 resource: T::RESOURCE.into(),
                 namespace: self.ns.clone(),
                 options: Some(self.params.to_wire(true)),
             };
-            let ch = self.client.inner.channels[idx].clone();
+            let ch = self.client.inner.servers.channel(idx);
             match ResourceClient::rpc(ch).watch(req).await {
                 Ok(s) => {
-                    self.client.inner.current.store(idx, Ordering::Relaxed);
+                    self.client.inner.servers.answered(idx);
                     self.stream = Some(s.into_inner());
                     return Ok(());
                 }
@@ -393,7 +358,7 @@ impl<T: Resource> ResourceWatch<T> {
     async fn backoff(&mut self, s: &Status) {
         tracing::debug!(error = %s, "watch: server unreachable, trying the next one");
         self.failures += 1;
-        if self.failures.is_multiple_of(self.client.inner.channels.len()) {
+        if self.failures.is_multiple_of(self.client.inner.servers.len()) {
             tokio::time::sleep(WATCH_RETRY_BACKOFF).await;
         }
     }
