@@ -5,7 +5,6 @@
 
 use crate::ServerArgs;
 use anyhow::{bail, Context};
-use berth_proto::etcdserverpb::{maintenance_client::MaintenanceClient, SnapshotRequest};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +26,9 @@ pub enum SnapshotCmd {
     },
 }
 
+/// How long streaming a backup may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub async fn run(cmd: SnapshotCmd) -> anyhow::Result<()> {
     match cmd {
         SnapshotCmd::Save { file, server } => save(&server, &file).await,
@@ -35,17 +37,9 @@ pub async fn run(cmd: SnapshotCmd) -> anyhow::Result<()> {
 }
 
 async fn save(s: &ServerArgs, file: &Path) -> anyhow::Result<()> {
-    let addr = s.servers.first().context("--server: no address given")?;
-    // Snapshots can be large: the request timeout does not apply to the stream.
-    let ch = berth_client::dial::lazy_channel(addr, Duration::from_secs(3600))?;
-    let mut stream = MaintenanceClient::new(ch)
-        .snapshot(SnapshotRequest {})
-        .await?
-        .into_inner();
-    let mut blob = Vec::new();
-    while let Some(msg) = stream.message().await? {
-        blob.extend_from_slice(&msg.blob);
-    }
+    // Snapshots can be large: the per-request timeout is raised for the stream.
+    let client = berth_client::EtcdClient::new(&s.servers, SNAPSHOT_TIMEOUT)?;
+    let blob = client.snapshot().await?;
     berth_store::decode_backup(&blob)?;
     let tmp = file.with_extension("part");
     std::fs::write(&tmp, &blob).with_context(|| format!("writing {}", tmp.display()))?;

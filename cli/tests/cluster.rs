@@ -280,6 +280,21 @@ async fn snapshot_save_and_restore_seed_a_new_cluster() {
     write_range(&c.client(), 0, 10).await;
     let file = c.dir.path().join("backup.db");
     etcdctl_ok(&c.endpoints(), &["snapshot", "save", file.to_str().unwrap()]);
+    // `berth snapshot save` writes the same format; restore from its file.
+    let ours = c.dir.path().join("backup-berth.db");
+    let out = std::process::Command::new(berth_bin())
+        .args([
+            "snapshot",
+            "save",
+            ours.to_str().unwrap(),
+            "--server",
+            &c.endpoints(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata(&file).unwrap().len() > 0);
+    let file = ours;
     let data_dir = c.dir.path().join("restored");
     let out = std::process::Command::new(berth_bin())
         .args([

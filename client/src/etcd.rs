@@ -140,6 +140,24 @@ impl EtcdClient {
         .await
     }
 
+    /// A consistent backup streamed from the first server that answers (the bytes of
+    /// `Maintenance.Snapshot`, in the backup format `berth snapshot restore` reads).
+    pub async fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
+        self.failover(|ch| async move {
+            let mut stream = MaintenanceClient::new(ch)
+                .max_decoding_message_size(RESPONSE_BYTES_MAX)
+                .snapshot(pb::SnapshotRequest {})
+                .await?
+                .into_inner();
+            let mut blob = Vec::new();
+            while let Some(msg) = stream.message().await? {
+                blob.extend_from_slice(&msg.blob);
+            }
+            Ok(blob)
+        })
+        .await
+    }
+
     /// Status of one particular server (no failover: the answer is about that server).
     pub async fn status_of(&self, idx: usize) -> Result<pb::StatusResponse, ClientError> {
         let ch = self.servers.channel(idx);
