@@ -12,12 +12,29 @@ use std::time::{Duration, Instant};
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A free loopback port (bound then released; the OS does not hand it out again at once).
+/// Ports for test servers come from below Linux's ephemeral range (32768..61000), so no
+/// outgoing connection can take one between this check and the server's bind, and each is
+/// handed out once per test process: asking the kernel for port 0 twice may give the same
+/// port twice, which once made two members of one cluster share an address.
+const TEST_PORT_FIRST: u16 = 20_000;
+const TEST_PORT_SPAN: u16 = 12_000;
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another, but start each at a different place anyway.
+    let start = std::process::id();
+    for _ in 0..TEST_PORT_SPAN {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % u32::from(TEST_PORT_SPAN);
+        let port = TEST_PORT_FIRST + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free test port in {TEST_PORT_FIRST}..{}",
+        TEST_PORT_FIRST + TEST_PORT_SPAN
+    );
 }
 
 pub struct Member {
