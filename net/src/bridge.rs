@@ -197,11 +197,12 @@ impl BridgeNetwork {
     /// stays allocated (a retry reuses it); `detach` or `gc` frees it.
     pub async fn attach(&self, pod_uid: &str, netns_path: &Path) -> Result<IpAddr, NetError> {
         check_pod_uid(pod_uid)?;
+        // The namespace first: a wrong path must not cost an address.
+        let pod = Netlink::connect(Some(netns_path)).await?;
         let _wiring = self.wiring.lock().await;
         let uid = pod_uid.to_string();
         let ip = self.with_ipam(move |ipam| ipam.allocate(&uid)).await?;
         let bridge_index = self.ensure_bridge().await?;
-        let pod = Netlink::connect(Some(netns_path)).await?;
         let host_name = host_veth_name(&self.config.veth_prefix, pod_uid);
         let host_link = self
             .ensure_veth_pair(&pod, pod_uid, &host_name, netns_path)
@@ -567,7 +568,8 @@ mod tests {
     fn config_validation_names_the_field() {
         let ok = BridgeConfig::new("10.244.1.0/24".parse().unwrap(), "/tmp/x");
         assert!(ok.validate().is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut BridgeConfig)>)> = vec![
+        type Change = Box<dyn Fn(&mut BridgeConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "bridge_name",
                 Box::new(|c| c.bridge_name = "a-very-long-bridge-name".into()),
