@@ -223,8 +223,7 @@ impl BridgeNetwork {
             self.check_owner(&link, pod_uid)?;
             self.host.delete_link(&host_name).await?;
         }
-        if netns_path.exists() {
-            let pod = Netlink::connect(Some(netns_path)).await?;
+        if let Some(pod) = connect_if_still_a_netns(netns_path).await? {
             pod.delete_link(POD_IFNAME).await?;
         }
         let uid = pod_uid.to_string();
@@ -240,7 +239,13 @@ impl BridgeNetwork {
     pub async fn gc(&self, live_pod_uids: &HashSet<String>) -> Result<Vec<String>, NetError> {
         let _wiring = self.wiring.lock().await;
         let mut cleaned = std::collections::BTreeSet::new();
-        for link in self.host.links().await? {
+        let ours = self
+            .host
+            .links()
+            .await?
+            .into_iter()
+            .filter(|l| l.name.starts_with(&self.config.veth_prefix));
+        for link in ours {
             let Some(uid) = link
                 .alias
                 .as_deref()
@@ -533,6 +538,22 @@ impl BridgeNetwork {
     }
 }
 
+/// A connection into the pod's namespace, or None when it is gone: the file removed, or left
+/// behind unmounted (then it is an ordinary file and setns answers EINVAL).
+async fn connect_if_still_a_netns(netns_path: &Path) -> Result<Option<Netlink>, NetError> {
+    if !netns_path.exists() {
+        return Ok(None);
+    }
+    match Netlink::connect(Some(netns_path)).await {
+        Ok(pod) => Ok(Some(pod)),
+        Err(NetError::Setns {
+            source: nix::errno::Errno::EINVAL,
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn check_pod_uid(pod_uid: &str) -> Result<(), NetError> {
     if pod_uid.is_empty() || pod_uid.chars().any(|c| c.is_control()) {
         return Err(NetError::invalid(
@@ -546,6 +567,18 @@ fn check_pod_uid(pod_uid: &str) -> Result<(), NetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The agent shares one network between tasks and spawns its operations.
+    #[allow(dead_code)]
+    fn shareable_and_spawnable(net: &BridgeNetwork, path: &Path, live: &HashSet<String>) {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        send_sync(net);
+        send(net.attach("uid", path));
+        send(net.detach("uid", path));
+        send(net.gc(live));
+        send(net.set_routes(&[]));
+    }
 
     #[test]
     fn veth_names_fit_and_are_stable() {

@@ -235,6 +235,10 @@ async fn attach_detach_restart_and_gc() {
     net.detach("uid-b", Path::new("/run/netns/bnet-gone"))
         .await
         .unwrap();
+    // The agent may have unmounted the namespace and left its (now ordinary) file behind.
+    let stale_file = lab.state.path().join("unmounted-netns");
+    std::fs::write(&stale_file, b"").unwrap();
+    net.detach("uid-b", &stale_file).await.unwrap();
 
     // gc: uid-d's detach never came (the agent crashed); it is not among the live pods.
     let ip_d = net.attach("uid-d", &pd).await.unwrap();

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub const NETNS_DIR: &str = "/run/netns";
 /// How long a condition may take to hold in these tests (links coming up, ARP).
 pub const EVENTUALLY_TIMEOUT_MS: u64 = 10_000;
+/// Pause between two tries of a polled condition.
+pub const POLL_INTERVAL_MS: u64 = 50;
 
 pub fn run(args: &[&str]) -> Output {
     Command::new(args[0])
@@ -129,6 +131,7 @@ pub fn ping_eventually(ns: &str, ip: &str) {
     let deadline = Instant::now() + Duration::from_millis(EVENTUALLY_TIMEOUT_MS);
     while !ping_once(ns, ip) {
         assert!(Instant::now() < deadline, "{ns} cannot ping {ip}");
+        std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
     }
 }
 
