@@ -186,8 +186,11 @@ impl BridgeNetwork {
     }
 
     /// Pod uid → IP, for every pod holding an address.
-    pub fn allocations(&self) -> BTreeMap<String, Ipv4Addr> {
-        self.ipam.lock().expect("IPAM lock").allocations().clone()
+    pub async fn allocations(&self) -> BTreeMap<String, Ipv4Addr> {
+        // Through the blocking pool: the lock may be held across a state file sync.
+        self.with_ipam(|ipam| Ok(ipam.allocations().clone()))
+            .await
+            .expect("reading allocations cannot fail")
     }
 
     /// Wires the pod whose network namespace is the file `netns_path`: its address (the one it
@@ -298,6 +301,7 @@ impl BridgeNetwork {
                 .gateway(*gateway)
                 .protocol(RouteProtocol::from(ROUTE_PROTOCOL_BERTH))
                 .build();
+            // Replace, not add: a route to a peer's pod CIDR that someone else put in becomes ours.
             if let Err(source) = self.host.replace_route(route).await {
                 tracing::warn!(%cidr, %gateway, error = %source, "route to a peer's pod CIDR failed");
                 first_error.get_or_insert(NetError::Route {
@@ -440,6 +444,11 @@ impl BridgeNetwork {
         self.host
             .add_link(&format!("creating veth pair {host_name}/{peer_name}"), msg)
             .await?;
+        // Labelled at once, so that gc finds the pair even if this attach dies half-way.
+        let msg = LinkUnspec::new_with_name(host_name)
+            .alias(pod_alias(pod_uid))
+            .build();
+        self.host.set_link(&format!("labelling {host_name}"), msg).await?;
         let netns_file = netns::open_netns(netns_path)?;
         let msg = LinkUnspec::new_with_name(&peer_name)
             .setns_by_fd(netns_file.as_raw_fd())

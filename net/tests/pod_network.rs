@@ -203,7 +203,7 @@ async fn attach_detach_restart_and_gc() {
     // Restart: a new BridgeNetwork over the same state dir and the same kernel state.
     drop(net);
     let net = BridgeNetwork::new(cfg.clone()).await.unwrap();
-    assert_eq!(net.allocations().len(), 2);
+    assert_eq!(net.allocations().await.len(), 2);
     assert_eq!(net.attach("uid-a", &pa).await.unwrap(), ip_a);
     assert_eq!(
         ifindex("bnet-rn", &veth_a),
@@ -232,7 +232,7 @@ async fn attach_detach_restart_and_gc() {
     net.detach("uid-b", &pb).await.unwrap();
     assert!(!link_exists("bnet-rn", &veth_b));
     assert!(!link_exists("bnet-rpb", "eth0"));
-    assert!(!net.allocations().contains_key("uid-b"));
+    assert!(!net.allocations().await.contains_key("uid-b"));
     net.detach("uid-b", &pb).await.unwrap();
     net.detach("uid-b", Path::new("/run/netns/bnet-gone"))
         .await
@@ -245,10 +245,33 @@ async fn attach_detach_restart_and_gc() {
     // gc: uid-d's detach never came (the agent crashed); it is not among the live pods.
     let ip_d = net.attach("uid-d", &pd).await.unwrap();
     assert!(ip_d != ip_a && ip_d != ip_c);
+    // And uid-z's attach died right after making its pair (labelled, no address recorded).
+    ip_in(
+        "bnet-rn",
+        &[
+            "link", "add", "bnet-zz", "type", "veth", "peer", "name", "bnet-zzp",
+        ],
+    );
+    ip_in("bnet-rn", &["link", "set", "bnet-zz", "alias", "berth-pod:uid-z"]);
+    // Not ours: no label.
+    ip_in(
+        "bnet-rn",
+        &[
+            "link", "add", "bnet-o1", "type", "veth", "peer", "name", "bnet-o1p",
+        ],
+    );
     let live: HashSet<String> = ["uid-a".to_string(), "uid-c".to_string()].into();
-    assert_eq!(net.gc(&live).await.unwrap(), vec!["uid-d".to_string()]);
+    assert_eq!(
+        net.gc(&live).await.unwrap(),
+        vec!["uid-d".to_string(), "uid-z".to_string()]
+    );
     assert!(!link_exists("bnet-rn", &host_veth_name(VETH_PREFIX, "uid-d")));
-    assert_eq!(net.allocations().keys().cloned().collect::<HashSet<_>>(), live);
+    assert!(!link_exists("bnet-rn", "bnet-zz") && !link_exists("bnet-rn", "bnet-zzp"));
+    assert!(link_exists("bnet-rn", "bnet-o1"));
+    assert_eq!(
+        net.allocations().await.keys().cloned().collect::<HashSet<_>>(),
+        live
+    );
     assert!(net.gc(&live).await.unwrap().is_empty(), "gc is idempotent");
     ping_eventually("bnet-rpc", &v4(ip_a));
 
@@ -305,7 +328,7 @@ async fn bad_config_and_input_are_refused() {
         .to_string();
     assert!(err.contains("/run/netns/bnet-missing"), "{err}");
     assert!(
-        net.allocations().is_empty(),
+        net.allocations().await.is_empty(),
         "a failed attach on a wrong path holds no address"
     );
     let err = net
