@@ -180,12 +180,21 @@ async fn attach_detach_restart_and_gc() {
     let pc = lab.netns("bnet-rpc");
     let pd = lab.netns("bnet-rpd");
     let state_dir = lab.state.path().join("node");
-    let cfg = config("10.244.7.0/24", None, &node, state_dir.clone());
+    let mut cfg = config("10.244.7.0/24", None, &node, state_dir.clone());
+    cfg.mtu = 1450;
 
     let net = BridgeNetwork::new(cfg.clone()).await.unwrap();
     let ip_a = net.attach("uid-a", &pa).await.unwrap();
     let veth_a = host_veth_name(VETH_PREFIX, "uid-a");
     let index_before = ifindex("bnet-rn", &veth_a);
+    for (ns, link) in [
+        ("bnet-rn", BRIDGE),
+        ("bnet-rn", veth_a.as_str()),
+        ("bnet-rpa", "eth0"),
+    ] {
+        let shown = ip_in(ns, &["link", "show", "dev", link]);
+        assert!(shown.contains("mtu 1450"), "{ns} {link}: {shown}");
+    }
     assert_eq!(
         net.attach("uid-a", &pa).await.unwrap(),
         ip_a,
