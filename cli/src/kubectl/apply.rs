@@ -5,6 +5,7 @@
 use super::manifests::{self, Doc};
 use super::{client_error_text, object_ref, AlreadyPrinted, Ctx, Target};
 use berth_client::ClientError;
+use berth_proto::defaults;
 use berth_proto::manifest::Object;
 
 /// The field manager the CLI applies as.
@@ -81,7 +82,12 @@ async fn write_one(ctx: &Ctx, doc: &Doc, mode: Mode) -> Result<String, String> {
 
 /// Applies; says whether the object was `created`, `configured` or `unchanged` (an apply
 /// that changes nothing keeps the resourceVersion).
-async fn apply_object(ctx: &Ctx, obj: Object) -> Result<&'static str, ClientError> {
+async fn apply_object(ctx: &Ctx, mut obj: Object) -> Result<&'static str, ClientError> {
+    // The server defaults what it stores, but decides whether the spec changed (generation,
+    // and so whether anything is written) before defaulting the applied object: sending it
+    // defaulted makes re-applying an unchanged manifest write nothing, as kubectl's
+    // "unchanged" means.
+    defaults::apply(&mut obj);
     let rt = obj.resource_type();
     let before = match ctx
         .client

@@ -236,7 +236,7 @@ fn pod(t: &mut Text, p: &corev1::Pod) {
     t.kv(0, "Containers", "");
     for c in &spec.containers {
         let cs = st.container_statuses.iter().find(|s| s.name == c.name);
-        container(t, c, cs);
+        container(t, 1, c, cs);
     }
     if !st.conditions.is_empty() {
         t.kv(0, "Conditions", "");
@@ -248,9 +248,11 @@ fn pod(t: &mut Text, p: &corev1::Pod) {
     t.map(0, "Node-Selectors", &spec.node_selector);
 }
 
-fn container(t: &mut Text, c: &Container, cs: Option<&corev1::ContainerStatus>) {
-    t.kv(1, &c.name, "");
-    t.kv(2, "Image", c.image.clone());
+/// A container's section, its name at `level`.
+fn container(t: &mut Text, level: usize, c: &Container, cs: Option<&corev1::ContainerStatus>) {
+    t.kv(level, &c.name, "");
+    let level = level + 1;
+    t.kv(level, "Image", c.image.clone());
     let ports: Vec<String> = c
         .ports
         .iter()
@@ -260,7 +262,7 @@ fn container(t: &mut Text, c: &Container, cs: Option<&corev1::ContainerStatus>) 
         })
         .collect();
     t.kv(
-        2,
+        level,
         "Port",
         if ports.is_empty() {
             NONE.into()
@@ -269,10 +271,10 @@ fn container(t: &mut Text, c: &Container, cs: Option<&corev1::ContainerStatus>) 
         },
     );
     if !c.command.is_empty() {
-        t.kv(2, "Command", c.command.join(" "));
+        t.kv(level, "Command", c.command.join(" "));
     }
     if !c.args.is_empty() {
-        t.kv(2, "Args", c.args.join(" "));
+        t.kv(level, "Args", c.args.join(" "));
     }
     if let Some(cs) = cs {
         let state = cs.state.clone().unwrap_or_default();
@@ -285,12 +287,12 @@ fn container(t: &mut Text, c: &Container, cs: Option<&corev1::ContainerStatus>) 
         } else {
             "Waiting".to_string()
         };
-        t.kv(2, "State", s);
-        t.kv(2, "Ready", cs.ready.to_string());
-        t.kv(2, "Restart Count", cs.restart_count.to_string());
+        t.kv(level, "State", s);
+        t.kv(level, "Ready", cs.ready.to_string());
+        t.kv(level, "Restart Count", cs.restart_count.to_string());
     }
     let env: BTreeMap<String, String> = c.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
-    t.map(2, "Environment", &env);
+    t.map(level, "Environment", &env);
 }
 
 fn template(t: &mut Text, tmpl: Option<&corev1::PodTemplateSpec>) {
@@ -304,7 +306,7 @@ fn template(t: &mut Text, tmpl: Option<&corev1::PodTemplateSpec>) {
     t.map(1, "Labels", &labels);
     t.kv(1, "Containers", "");
     for c in tmpl.spec.as_ref().map_or(&[][..], |s| &s.containers) {
-        container(t, c, None);
+        container(t, 2, c, None);
     }
 }
 

@@ -196,7 +196,7 @@ pub async fn run(a: GetArgs) -> anyhow::Result<()> {
         groups.push((rt, objs));
     }
     let single = targets.len() == 1 && targets[0].1.len() == 1;
-    print_groups(&ctx, &a, output, &groups, single);
+    print_groups(&ctx, &a, output, &groups, single, named);
     if failed {
         return Err(AlreadyPrinted.into());
     }
@@ -263,15 +263,22 @@ fn print_groups(
     output: Output,
     groups: &[(&'static ResourceType, Vec<Object>)],
     single: bool,
+    named: bool,
 ) {
     let all: Vec<Object> = groups.iter().flat_map(|(_, o)| o.iter().cloned()).collect();
+    if named && all.is_empty() {
+        return;
+    }
     match output {
         Output::Yaml => print!("{}", yaml_of(&all, single)),
         Output::Json => println!("{}", json_of(&all, single)),
         Output::Name => all.iter().for_each(|o| println!("{}", object_ref(o))),
         Output::Table | Output::Wide => {
             if all.is_empty() {
-                eprintln!("{}", no_resources(ctx, a, groups.first().map(|g| g.0)));
+                // Names asked for that are missing were reported one by one.
+                if !named {
+                    eprintln!("{}", no_resources(ctx, a, groups.first().map(|g| g.0)));
+                }
                 return;
             }
             let opts = table_opts(a, output, groups.len());
