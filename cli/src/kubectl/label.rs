@@ -16,7 +16,7 @@ pub struct LabelArgs {
     #[command(flatten)]
     pub target: Target,
     /// KIND NAME... (or KIND/NAME...) then changes: key=value sets, key- removes.
-    #[arg(required = true, num_args = 2..)]
+    #[arg(required = true)]
     pub args: Vec<String>,
     /// Replace values that are already set.
     #[arg(long)]
