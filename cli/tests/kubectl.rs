@@ -542,6 +542,31 @@ async fn label_annotate_describe_and_delete() {
         got.metadata().unwrap().annotations["example.com/note"],
         "hello world"
     );
+    // Concurrent writers on one object: whoever loses a resourceVersion race re-reads and
+    // redoes its change, so every label lands and none is lost.
+    let writers: Vec<_> = (0..6)
+        .map(|i| {
+            Command::new(berth_bin())
+                .args(["label", "po", "web", &format!("w{i}=x")])
+                .env("BERTH_SERVER", c.endpoints())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in writers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let labels = meta(&rc.get_object("pods", "default", "web").await.unwrap()).labels;
+    for i in 0..6 {
+        assert_eq!(
+            labels.get(&format!("w{i}")).map(String::as_str),
+            Some("x"),
+            "{labels:?}"
+        );
+    }
     let (_, err) = fails(&c, &["label", "po", "nope", "a=b"]);
     assert_eq!(err, "Error from server (NotFound): pods \"nope\" not found\n");
 
@@ -906,9 +931,49 @@ async fn every_example_manifest_round_trips_through_the_cli() {
                 meta(&expected).annotations,
                 "{path}: {plural}/{name}: annotations"
             );
+            // What `get -o yaml` prints applies back as it is, changing nothing.
+            let back = berth_in(&c, &["apply", "-f", "-"], Some(&y));
+            assert!(
+                back.status.success(),
+                "{path}: {plural}/{name}: {}",
+                text(&back.stderr)
+            );
+            assert!(
+                text(&back.stdout).ends_with(&format!("/{name} unchanged\n")),
+                "{path}: {}",
+                text(&back.stdout)
+            );
             checked += 1;
         }
     }
     assert!(checked >= 50, "only {checked} objects checked");
+
+    // The tables of these kinds, across namespaces.
+    for (kind, header) in [
+        ("deploy", "NAMESPACE NAME READY UP-TO-DATE AVAILABLE AGE"),
+        ("svc", "NAMESPACE NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE"),
+        ("ing", "NAMESPACE NAME CLASS HOSTS ADDRESS PORTS AGE"),
+        ("vs", "NAMESPACE NAME GATEWAYS HOSTS AGE"),
+        ("dr", "NAMESPACE NAME HOST AGE"),
+        ("gw", "NAMESPACE NAME AGE"),
+    ] {
+        let t = ok(&c, &["get", kind, "-A"]);
+        let first = t
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(first, header, "{kind}:\n{t}");
+        assert!(t.lines().count() > 1, "{kind}: no rows");
+    }
+    let vs = ok(&c, &["get", "vs", "bookinfo", "--no-headers"]);
+    assert_eq!(
+        cells(&vs)[0][..3],
+        ["bookinfo", r#"["bookinfo-gateway"]"#, r#"["*"]"#]
+    );
+    let svc = cells(&ok(&c, &["get", "svc", "frontend", "--no-headers"]));
+    assert_eq!(svc[0][..2], ["frontend", "NodePort"]);
     assert_eq!(rejected, ["ServiceEntry googleapis"]);
 }

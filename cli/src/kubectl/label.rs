@@ -171,7 +171,10 @@ async fn change(
         }
         match ctx.client.update_object(obj).await {
             Ok(o) => return Ok(Some(o)),
-            Err(ClientError::Conflict(_)) => continue,
+            Err(ClientError::Conflict(_)) => {
+                tracing::debug!(resource, name, "conflicting update, reading again");
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
     }
