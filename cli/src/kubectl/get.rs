@@ -325,19 +325,22 @@ async fn watch(ctx: &Ctx, a: &GetArgs, output: Output, targets: &Targets) -> any
     let ns = list_ns(ctx, a, rt);
     let opts = table_opts(a, output, 1);
     let headers = table_headers(rt, opts);
+    let mut header_printed = a.no_headers;
+    // Column widths come from the first listing; later rows are padded to them.
+    let mut widths: Option<Vec<usize>> = None;
     loop {
         let list = ctx.client.list_all_objects(rt.plural, ns, &params).await?;
         let now = now_s();
         let rows: Vec<Vec<String>> = list.items.iter().map(|o| table_row(o, now, opts)).collect();
-        let widths = column_widths(&headers, &rows);
-        let mut header_printed = a.no_headers;
+        let widths = widths
+            .get_or_insert_with(|| column_widths(&headers, &rows))
+            .clone();
         match output {
-            Output::Table | Output::Wide if list.items.is_empty() => {
+            Output::Table | Output::Wide if list.items.is_empty() && !header_printed => {
                 eprintln!("{}", no_resources(ctx, a, Some(rt)));
             }
             Output::Table | Output::Wide => {
-                print!("{}", render_table(&headers, &rows, a.no_headers));
-                header_printed = true;
+                print_rows(&headers, &rows, &widths, &mut header_printed);
             }
             _ => list.items.iter().for_each(|o| print_watched(o, output)),
         }
@@ -355,18 +358,27 @@ async fn watch(ctx: &Ctx, a: &GetArgs, output: Output, targets: &Targets) -> any
             };
             match output {
                 Output::Table | Output::Wide => {
-                    if !header_printed {
-                        print!("{}", render_row(&headers, &widths));
-                        header_printed = true;
-                    }
-                    print!("{}", render_row(&table_row(&obj, now_s(), opts), &widths));
+                    let row = table_row(&obj, now_s(), opts);
+                    print_rows(&headers, &[row], &widths, &mut header_printed);
                 }
                 _ => print_watched(&obj, output),
             }
             use std::io::Write;
             std::io::stdout().flush()?;
         }
-        // The watch's start was compacted away: list again and go on from there.
+        // The watch's start was compacted away: list again (the header is not repeated) and
+        // go on from there.
+    }
+}
+
+/// Rows of a watched table, preceded by the header the first time.
+fn print_rows(headers: &[String], rows: &[Vec<String>], widths: &[usize], header_printed: &mut bool) {
+    if !*header_printed {
+        print!("{}", render_row(headers, widths));
+        *header_printed = true;
+    }
+    for r in rows {
+        print!("{}", render_row(r, widths));
     }
 }
 
