@@ -104,20 +104,30 @@ async fn events_for(ctx: &Ctx, obj: &Object) -> anyhow::Result<Vec<Event>> {
     Ok(events)
 }
 
-/// Lines of `Key: value` at nesting levels, aligned per block like kubectl's describers.
+/// One line of a describe text, at a nesting level.
+enum Line {
+    /// `Key:  value` (the value column aligned per level).
+    Kv(String, String),
+    /// Free text.
+    Raw(String),
+    /// A further value of the `Kv` line above (more labels), under its value.
+    More(String),
+}
+
+/// Lines of `Key: value` at nesting levels, aligned per level like kubectl's describers.
 #[derive(Default)]
 struct Text {
-    /// (level, key, value); an empty key is a line of value text only.
-    lines: Vec<(usize, String, String)>,
+    lines: Vec<(usize, Line)>,
 }
 
 impl Text {
     fn kv(&mut self, level: usize, key: &str, value: impl Into<String>) {
-        self.lines.push((level, format!("{key}:"), value.into()));
+        self.lines
+            .push((level, Line::Kv(format!("{key}:"), value.into())));
     }
 
     fn raw(&mut self, level: usize, text: impl Into<String>) {
-        self.lines.push((level, String::new(), text.into()));
+        self.lines.push((level, Line::Raw(text.into())));
     }
 
     /// A map as `k=v` lines, the first on the key's line (`<none>` when empty).
@@ -127,35 +137,31 @@ impl Text {
             return;
         }
         for (i, (k, v)) in m.iter().enumerate() {
-            let line = format!("{k}={v}");
             if i == 0 {
-                self.kv(level, key, line);
+                self.kv(level, key, format!("{k}={v}"));
             } else {
-                self.lines.push((level, String::new(), format!("\u{0}{line}")));
+                self.lines.push((level, Line::More(format!("{k}={v}"))));
             }
         }
     }
 
     fn render(&self) -> String {
-        // Values at one level line up across consecutive lines of that level.
         let mut width: BTreeMap<usize, usize> = BTreeMap::new();
-        for (level, key, _) in &self.lines {
-            let w = width.entry(*level).or_default();
-            *w = (*w).max(key.len());
+        for (level, line) in &self.lines {
+            if let Line::Kv(key, _) = line {
+                let w = width.entry(*level).or_default();
+                *w = (*w).max(key.len());
+            }
         }
         let mut out = String::new();
-        for (level, key, value) in &self.lines {
+        for (level, line) in &self.lines {
             let indent = "  ".repeat(*level);
-            let w = width[level] + 2;
-            if let Some(cont) = value.strip_prefix('\u{0}') {
-                // A continuation of a map: under the first value.
-                out.push_str(&format!("{indent}{:w$}{cont}\n", ""));
-            } else if key.is_empty() {
-                out.push_str(&format!("{indent}{value}\n"));
-            } else if value.is_empty() {
-                out.push_str(&format!("{indent}{key}\n"));
-            } else {
-                out.push_str(&format!("{indent}{key:w$}{value}\n"));
+            let w = width.get(level).copied().unwrap_or(0) + 2;
+            match line {
+                Line::Kv(key, value) if value.is_empty() => out.push_str(&format!("{indent}{key}\n")),
+                Line::Kv(key, value) => out.push_str(&format!("{indent}{key:w$}{value}\n")),
+                Line::Raw(text) => out.push_str(&format!("{indent}{text}\n")),
+                Line::More(value) => out.push_str(&format!("{indent}{:w$}{value}\n", "")),
             }
         }
         out

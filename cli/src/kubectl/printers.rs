@@ -269,6 +269,7 @@ pub fn columns(rt: &ResourceType, wide: bool) -> Vec<&'static str> {
         "VirtualService" => (&["NAME", "GATEWAYS", "HOSTS", "AGE"], &[]),
         "DestinationRule" => (&["NAME", "HOST", "AGE"], &[]),
         "LimitRange" => (&["NAME", "CREATED AT"], &[]),
+        "ResourceQuota" => (&["NAME", "AGE", "REQUEST", "LIMIT"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     let mut cols = base.to_vec();
@@ -378,6 +379,12 @@ pub fn cells(obj: &Object, now_s: i64, wide: bool) -> Vec<String> {
             (vec![name, host.into(), age], vec![])
         }
         Object::LimitRange(_) => (vec![name, meta.creation_timestamp.clone()], vec![]),
+        Object::ResourceQuota(q) => {
+            let hard = q.spec.as_ref().map(|s| s.hard.clone()).unwrap_or_default();
+            let used = q.status.as_ref().map(|s| s.used.clone()).unwrap_or_default();
+            let (requests, limits) = quota_usage(&hard, &used);
+            (vec![name, age, requests, limits], vec![])
+        }
         _ => (vec![name, age], vec![]),
     };
     if wide {
@@ -567,6 +574,22 @@ fn node_cells(n: &berth_proto::corev1::Node, meta: &ObjectMeta, age: String) -> 
         or_none(&info.container_runtime_version),
     ];
     (base, extra)
+}
+
+/// A quota's REQUEST and LIMIT cells: `pods: 1/10, requests.cpu: 0/1` (used/hard; `limits.*`
+/// resources in the second).
+pub fn quota_usage(hard: &BTreeMap<String, String>, used: &BTreeMap<String, String>) -> (String, String) {
+    let (mut requests, mut limits) = (Vec::new(), Vec::new());
+    for (res, h) in hard {
+        let u = used.get(res).map_or("0", String::as_str);
+        let cell = format!("{res}: {u}/{h}");
+        if res.starts_with("limits.") {
+            limits.push(cell);
+        } else {
+            requests.push(cell);
+        }
+    }
+    (requests.join(", "), limits.join(", "))
 }
 
 /// `10.0.0.1:80,10.0.0.2:80 + 1 more...`, or `<none>`.
@@ -886,6 +909,21 @@ mod tests {
                 false,
                 "NAME HOST AGE",
                 vec!["d", "reviews", "5s"],
+            ),
+            (
+                format!(
+                    "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: q, {created}}}\n\
+                     spec: {{hard: {{pods: '10', requests.cpu: '1', limits.memory: 2Gi}}}}\nstatus: {{used: {{pods: '3'}}}}"
+                ),
+                false,
+                "NAME AGE REQUEST LIMIT",
+                vec!["q", "5s", "pods: 3/10, requests.cpu: 0/1", "limits.memory: 0/2Gi"],
+            ),
+            (
+                format!("apiVersion: v1\nkind: LimitRange\nmetadata: {{name: l, {created}}}"),
+                false,
+                "NAME CREATED AT",
+                vec!["l", "2023-11-14T22:13:15Z"],
             ),
             (
                 format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g, {created}}}"),
