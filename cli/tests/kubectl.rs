@@ -581,6 +581,11 @@ async fn label_annotate_describe_and_delete() {
         let f = write(dir.path(), &format!("{name}.yaml"), &ev);
         ok(&c, &["apply", "-f", &f]);
     }
+    let t = ok(&c, &["get", "ev", "--field-selector", "involvedObject.name=web"]);
+    let t = cells(&t);
+    assert_eq!(t[0], ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[1][1..], ["Normal", "Scheduled", "pod/web", "Scheduled", "it"]);
     let d = ok(&c, &["describe", "pod", "web"]);
     let lines: Vec<&str> = d.lines().collect();
     assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["Name:", "web"]);

@@ -89,9 +89,25 @@ pub fn place_in_namespace(obj: &mut Object, namespace: &str, given: bool) -> Res
     Ok(())
 }
 
-/// The resource type a user means by `name` (`po`, `pods`, `Pod`, `deployments.apps`).
+/// The resource type a user means by `name`: plural, singular, short name or Kind, any case,
+/// optionally qualified by group (`deploy.apps`) or version and group (`deployments.v1.apps`).
+pub fn lookup(name: &str) -> Option<&'static ResourceType> {
+    if let Some(t) = ResourceType::lookup(name) {
+        return Some(t);
+    }
+    let (short, qualifier) = name.split_once('.')?;
+    let t = ResourceType::lookup(short)?;
+    let group_matches = |g: &str| !t.group.is_empty() && g.eq_ignore_ascii_case(t.group);
+    let version = t.api_version.rsplit('/').next().unwrap_or(t.api_version);
+    let with_version = qualifier
+        .split_once('.')
+        .is_some_and(|(v, g)| v.eq_ignore_ascii_case(version) && group_matches(g));
+    (group_matches(qualifier) || with_version).then_some(t)
+}
+
+/// [`lookup`], or kubectl's error for a name that is no resource type.
 pub fn resource_type(name: &str) -> anyhow::Result<&'static ResourceType> {
-    ResourceType::lookup(name).ok_or_else(|| {
+    lookup(name).ok_or_else(|| {
         anyhow::Error::new(Reported(format!(
             "error: the server doesn't have a resource type \"{name}\""
         )))
@@ -271,8 +287,25 @@ mod tests {
             ("deployments.apps", "deployment.apps"),
             ("VS", "virtualservice.networking.istio.io"),
             ("ns", "namespace"),
+            ("deploy.apps", "deployment.apps"),
+            ("Deployment.apps", "deployment.apps"),
+            ("deployments.v1.apps", "deployment.apps"),
+            ("gw.networking.istio.io", "gateway.networking.istio.io"),
+            ("leases.coordination.k8s.io", "lease.coordination.k8s.io"),
+            ("QUOTA", "resourcequota"),
+            ("limits", "limitrange"),
         ] {
             assert_eq!(kind_ref(resource_type(name).unwrap()), want);
+        }
+        for bad in [
+            "foo",
+            "deploy.core",
+            "pods.apps",
+            "deployments.v2.apps",
+            "po.",
+            "deployments.v1",
+        ] {
+            assert!(lookup(bad).is_none(), "{bad}");
         }
         let e = resource_type("foo").unwrap_err();
         assert_eq!(
