@@ -285,7 +285,7 @@ pub fn cells(obj: &Object, now_s: i64, wide: bool) -> Vec<String> {
     let name = meta.name.clone();
     let age = age(&meta.creation_timestamp, now_s);
     let (mut base, extra): (Vec<String>, Vec<String>) = match obj {
-        Object::Pod(p) => pod_cells(p, &meta, age),
+        Object::Pod(p) => pod_cells(p, &meta, age, now_s),
         Object::Deployment(d) => {
             let spec = d.spec.clone().unwrap_or_default();
             let st = d.status.clone().unwrap_or_default();
@@ -393,7 +393,12 @@ pub fn cells(obj: &Object, now_s: i64, wide: bool) -> Vec<String> {
     base
 }
 
-fn pod_cells(p: &berth_proto::corev1::Pod, meta: &ObjectMeta, age: String) -> (Vec<String>, Vec<String>) {
+fn pod_cells(
+    p: &berth_proto::corev1::Pod,
+    meta: &ObjectMeta,
+    age: String,
+    now_s: i64,
+) -> (Vec<String>, Vec<String>) {
     let spec = p.spec.clone().unwrap_or_default();
     let st = p.status.clone().unwrap_or_default();
     let ready = st.container_statuses.iter().filter(|c| c.ready).count();
@@ -402,11 +407,22 @@ fn pod_cells(p: &berth_proto::corev1::Pod, meta: &ObjectMeta, age: String) -> (V
         .iter()
         .map(|c| i64::from(c.restart_count))
         .sum();
+    // kubectl adds when the last restart was: the latest finish of a previous run.
+    let last_restart = st
+        .container_statuses
+        .iter()
+        .filter_map(|c| c.last_state.as_ref()?.terminated.as_ref())
+        .filter_map(|t| parse_rfc3339(&t.finished_at))
+        .max();
+    let restarts = match last_restart {
+        Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_duration(now_s - t)),
+        _ => restarts.to_string(),
+    };
     let base = vec![
         meta.name.clone(),
         format!("{ready}/{}", spec.containers.len()),
         pod_status(p),
-        restarts.to_string(),
+        restarts,
         age,
     ];
     let gates = if spec.readiness_gates.is_empty() {
@@ -776,11 +792,12 @@ mod tests {
                      spec: {{nodeName: n1, containers: [{{name: a, image: x}}, {{name: b, image: y}}]}}\n\
                      status: {{phase: Running, podIP: 10.1.0.5, containerStatuses: [\
                      {{name: a, ready: true, restartCount: 2}}, \
-                     {{name: b, ready: false, restartCount: 1, state: {{waiting: {{reason: CrashLoopBackOff}}}}}}]}}"
+                     {{name: b, ready: false, restartCount: 1, state: {{waiting: {{reason: CrashLoopBackOff}}}}, \
+                     lastState: {{terminated: {{exitCode: 1, finishedAt: '2023-11-14T22:10:00Z'}}}}}}]}}"
                 ),
                 true,
                 "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES",
-                vec!["web", "1/2", "CrashLoopBackOff", "3", "5s", "10.1.0.5", "n1", "<none>", "<none>"],
+                vec!["web", "1/2", "CrashLoopBackOff", "3 (3m20s ago)", "5s", "10.1.0.5", "n1", "<none>", "<none>"],
             ),
             (
                 format!(
