@@ -771,6 +771,25 @@ async fn namespaces_from_flags_and_manifests() {
         .labels
         .is_empty());
 
+    // No server there: kubectl's words, non-zero exit; with a second address, failover.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(berth_bin())
+        .args(["get", "cm", "-n", "a", "-o", "name", "--server", &dead])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).starts_with("Unable to connect to the server: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let both = format!("{dead},{}", c.endpoints());
+    let out = Command::new(berth_bin())
+        .args(["get", "cm", "-n", "a", "-o", "name", "--server", &both])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "configmap/c1\n", "{}", text(&out.stderr));
+
     // api-resources.
     let t = cells(&ok(&c, &["api-resources"]));
     assert_eq!(t[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
