@@ -484,6 +484,47 @@ async fn get_watch_prints_rows_as_changes_arrive() {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    // --watch-only: changes only. The watch starts some time after the command does, so
+    // change the object until a line arrives.
+    let mut child = Command::new(berth_bin())
+        .args(["get", "pods", "--watch-only", "-o", "name"])
+        .env("BERTH_SERVER", c.endpoints())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut round = 0;
+    let line = loop {
+        assert!(std::time::Instant::now() < deadline, "no line from --watch-only");
+        round += 1;
+        ok(
+            &c,
+            &[
+                "annotate",
+                "pod",
+                "other",
+                &format!("round={round}"),
+                "--overwrite",
+            ],
+        );
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            break line;
+        }
+    };
+    assert_eq!(line, "pod/other", "only changes, not the existing pods first");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
     // -o name with a watch on one object.
     let mut child = Command::new(berth_bin())
         .args(["get", "pod", "a", "-w", "-o", "name"])
@@ -567,6 +608,30 @@ async fn label_annotate_describe_and_delete() {
             "{labels:?}"
         );
     }
+    // By selector, and --all.
+    for (n, app) in [("s1", "sel"), ("s2", "sel"), ("s3", "other")] {
+        let f = write(
+            dir.path(),
+            &format!("{n}.yaml"),
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {n}, labels: {{app: {app}}}}}\n"),
+        );
+        ok(&c, &["apply", "-f", &f]);
+    }
+    assert_eq!(
+        ok(&c, &["label", "cm", "-l", "app=sel", "team=x"]),
+        "configmap/s1 labeled\nconfigmap/s2 labeled\n"
+    );
+    assert_eq!(
+        ok(&c, &["get", "cm", "-l", "team=x", "-o", "name"]),
+        "configmap/s1\nconfigmap/s2\n"
+    );
+    assert_eq!(
+        ok(&c, &["annotate", "cm", "--all", "note=y"]),
+        "configmap/s1 annotated\nconfigmap/s2 annotated\nconfigmap/s3 annotated\n"
+    );
+    let (_, err) = fails(&c, &["label", "cm", "team=x"]);
+    assert!(err.contains("must be specified"), "{err}");
+    ok(&c, &["delete", "cm", "--all"]);
     let (_, err) = fails(&c, &["label", "po", "nope", "a=b"]);
     assert_eq!(err, "Error from server (NotFound): pods \"nope\" not found\n");
 

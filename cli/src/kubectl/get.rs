@@ -30,6 +30,9 @@ pub struct GetArgs {
     /// After listing, print changes as they happen.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// Print only the changes, not the current objects first.
+    #[arg(long)]
+    pub watch_only: bool,
     /// No header line in tables.
     #[arg(long)]
     pub no_headers: bool,
@@ -185,7 +188,7 @@ pub async fn run(a: GetArgs) -> anyhow::Result<()> {
     if named && !a.selector.is_empty() {
         anyhow::bail!("name cannot be provided when a selector is specified");
     }
-    if a.watch {
+    if a.watch || a.watch_only {
         return watch(&ctx, &a, output, &targets).await;
     }
     let mut failed = false;
@@ -336,6 +339,7 @@ async fn watch(ctx: &Ctx, a: &GetArgs, output: Output, targets: &Targets) -> any
             .get_or_insert_with(|| column_widths(&headers, &rows))
             .clone();
         match output {
+            _ if a.watch_only => {}
             Output::Table | Output::Wide if list.items.is_empty() && !header_printed => {
                 eprintln!("{}", no_resources(ctx, a, Some(rt)));
             }

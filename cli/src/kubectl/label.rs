@@ -3,8 +3,8 @@
 //! between) read again and redo, a bounded number of times.
 
 use super::get::parse_targets;
-use super::{object_ref, resource_type, Ctx, Reported, Target};
-use berth_client::ClientError;
+use super::{object_ref, Ctx, Reported, Target};
+use berth_client::{ClientError, ListParams};
 use berth_proto::manifest::Object;
 use std::collections::BTreeMap;
 
@@ -21,6 +21,12 @@ pub struct LabelArgs {
     /// Replace values that are already set.
     #[arg(long)]
     pub overwrite: bool,
+    /// Change the objects of the kind matching this label selector (instead of names).
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// Change every object of the kind in the namespace.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// One requested change.
@@ -114,18 +120,27 @@ pub async fn annotate(a: LabelArgs) -> anyhow::Result<()> {
 async fn run(a: LabelArgs, field: Field) -> anyhow::Result<()> {
     let ctx = Ctx::new(&a.target)?;
     let (objs, changes) = split_args(&a.args)?;
-    let targets = if objs.len() == 1 && !objs[0].contains('/') {
-        resource_type(&objs[0])?;
-        anyhow::bail!("one or more resources must be specified as <resource> <name> or <resource>/<name>");
-    } else {
-        parse_targets(&objs)?
-    };
-    for (rt, names) in targets {
-        if names.is_empty() {
-            anyhow::bail!(
-                "one or more resources must be specified as <resource> <name> or <resource>/<name>"
-            );
-        }
+    let by_selector = a.selector.is_some() || a.all;
+    for (rt, names) in parse_targets(&objs)? {
+        let names = match (names.is_empty(), by_selector) {
+            (false, false) => names,
+            (true, true) => {
+                let params = ListParams {
+                    label_selector: a.selector.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                let list = ctx
+                    .client
+                    .list_all_objects(rt.plural, ctx.ns_for(rt), &params)
+                    .await?;
+                list.items.iter().map(|o| o.name().to_string()).collect()
+            }
+            (false, true) => anyhow::bail!("name cannot be provided when a selector or --all is specified"),
+            (true, false) => anyhow::bail!(
+                "one or more resources must be specified as <resource> <name> or <resource>/<name> \
+                 (or with -l/--all)"
+            ),
+        };
         for name in names {
             let obj_ref = format!("{}/{name}", super::kind_ref(rt));
             let changed = change(
