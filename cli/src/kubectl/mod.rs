@@ -184,6 +184,9 @@ pub fn error_text(e: &anyhow::Error) -> Option<String> {
 /// Runs a verb; prints its error kubectl's way and exits 1 on failure.
 pub async fn run<F: std::future::Future<Output = anyhow::Result<()>>>(verb: F) -> anyhow::Result<()> {
     if let Err(e) = verb.await {
+        // exit() runs no destructors: what was printed must be out first.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
         if let Some(text) = error_text(&e) {
             eprintln!("{text}");
         }
