@@ -8,6 +8,7 @@
 
 mod bench;
 mod cluster;
+mod kubectl;
 mod server;
 mod snapshot;
 
@@ -54,6 +55,22 @@ enum Cmd {
     /// Load generators and measurements.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Create or update objects from manifests (-f FILE|DIR|-).
+    Apply(kubectl::apply::ApplyArgs),
+    /// Create objects from manifests (-f FILE|DIR|-).
+    Create(kubectl::apply::ApplyArgs),
+    /// Print objects: tables, -o yaml|json|wide|name, -w to watch.
+    Get(kubectl::get::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(kubectl::describe::DescribeArgs),
+    /// Delete objects by name, manifest, selector or --all.
+    Delete(kubectl::delete::DeleteArgs),
+    /// Set (key=value) or remove (key-) labels.
+    Label(kubectl::label::LabelArgs),
+    /// Set (key=value) or remove (key-) annotations.
+    Annotate(kubectl::label::LabelArgs),
+    /// The supported kinds and their names.
+    ApiResources(kubectl::api_resources::ApiResourcesArgs),
 }
 
 fn init_tracing() {
@@ -79,6 +96,14 @@ fn main() -> anyhow::Result<()> {
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
             Cmd::Bench(c) => bench::run(c).await,
+            Cmd::Apply(a) => kubectl::run(kubectl::apply::apply(a)).await,
+            Cmd::Create(a) => kubectl::run(kubectl::apply::create(a)).await,
+            Cmd::Get(a) => kubectl::run(kubectl::get::run(a)).await,
+            Cmd::Describe(a) => kubectl::run(kubectl::describe::run(a)).await,
+            Cmd::Delete(a) => kubectl::run(kubectl::delete::run(a)).await,
+            Cmd::Label(a) => kubectl::run(kubectl::label::label(a)).await,
+            Cmd::Annotate(a) => kubectl::run(kubectl::label::annotate(a)).await,
+            Cmd::ApiResources(a) => kubectl::run(async { kubectl::api_resources::run(a) }).await,
         }
     })
 }

@@ -160,33 +160,20 @@ impl ResourceClient {
         self.failover(|c| call(c, req.clone())).await
     }
 
+    fn untyped(o: apiv1::Object) -> Result<Object, ClientError> {
+        Object::try_from(o).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     fn typed<T: Resource>(o: apiv1::Object) -> Result<T, ClientError> {
-        let o = Object::try_from(o).map_err(|e| ClientError::Decode(e.to_string()))?;
-        T::from_object(o)
+        T::from_object(Self::untyped(o)?)
     }
 
     pub async fn create<T: Resource>(&self, ns: &str, obj: &T) -> Result<T, ClientError> {
-        let req = apiv1::CreateRequest {
-            object: Some(obj.clone().into_object().into()),
-            namespace: ns.to_string(),
-            dry_run: false,
-        };
-        let o = self
-            .unary(req, |mut c, r| async move { Ok(c.create(r).await?.into_inner()) })
-            .await?;
-        Self::typed(o)
+        T::from_object(self.create_object(ns, obj.clone().into_object()).await?)
     }
 
     pub async fn get<T: Resource>(&self, ns: &str, name: &str) -> Result<T, ClientError> {
-        let req = apiv1::GetRequest {
-            resource: T::RESOURCE.into(),
-            namespace: ns.into(),
-            name: name.into(),
-        };
-        let o = self
-            .unary(req, |mut c, r| async move { Ok(c.get(r).await?.into_inner()) })
-            .await?;
-        Self::typed(o)
+        T::from_object(self.get_object(T::RESOURCE, ns, name).await?)
     }
 
     /// One page (all items when `limit` is 0); `ns` "" means all namespaces.
@@ -195,24 +182,7 @@ impl ResourceClient {
         ns: &str,
         params: &ListParams,
     ) -> Result<ObjectList<T>, ClientError> {
-        let req = apiv1::ListRequest {
-            resource: T::RESOURCE.into(),
-            namespace: ns.into(),
-            options: Some(params.to_wire(false)),
-        };
-        let resp = self
-            .unary(req, |mut c, r| async move { Ok(c.list(r).await?.into_inner()) })
-            .await?;
-        let meta = resp.metadata.unwrap_or_default();
-        Ok(ObjectList {
-            items: resp
-                .items
-                .into_iter()
-                .map(Self::typed)
-                .collect::<Result<_, _>>()?,
-            resource_version: meta.resource_version,
-            continue_token: meta.continue_token,
-        })
+        typed_list(self.list_objects(T::RESOURCE, ns, params).await?)
     }
 
     /// Every page of a list, read at the first page's revision.
@@ -221,31 +191,12 @@ impl ResourceClient {
         ns: &str,
         params: &ListParams,
     ) -> Result<ObjectList<T>, ClientError> {
-        let mut p = params.clone();
-        let mut page = self.list::<T>(ns, &p).await?;
-        let mut items = std::mem::take(&mut page.items);
-        while !page.continue_token.is_empty() {
-            p.continue_token = page.continue_token.clone();
-            page = self.list::<T>(ns, &p).await?;
-            items.append(&mut page.items);
-        }
-        Ok(ObjectList {
-            items,
-            resource_version: page.resource_version,
-            continue_token: String::new(),
-        })
+        typed_list(self.list_all_objects(T::RESOURCE, ns, params).await?)
     }
 
     /// Replaces spec and metadata; a set resourceVersion is a precondition (Conflict).
     pub async fn update<T: Resource>(&self, obj: &T) -> Result<T, ClientError> {
-        let req = apiv1::UpdateRequest {
-            object: Some(obj.clone().into_object().into()),
-            dry_run: false,
-        };
-        let o = self
-            .unary(req, |mut c, r| async move { Ok(c.update(r).await?.into_inner()) })
-            .await?;
-        Self::typed(o)
+        T::from_object(self.update_object(obj.clone().into_object()).await?)
     }
 
     /// Replaces the status only.
@@ -269,17 +220,8 @@ impl ResourceClient {
         name: &str,
         options: apiv1::DeleteOptions,
     ) -> Result<(Option<T>, bool), ClientError> {
-        let req = apiv1::DeleteRequest {
-            resource: T::RESOURCE.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            options: Some(options),
-        };
-        let resp = self
-            .unary(req, |mut c, r| async move { Ok(c.delete(r).await?.into_inner()) })
-            .await?;
-        let obj = resp.object.map(Self::typed).transpose()?;
-        Ok((obj, resp.pending))
+        let (obj, pending) = self.delete_object(T::RESOURCE, ns, name, options).await?;
+        Ok((obj.map(T::from_object).transpose()?, pending))
     }
 
     /// Creates the object or updates it to what `obj` states.
@@ -289,8 +231,132 @@ impl ResourceClient {
         field_manager: &str,
         force: bool,
     ) -> Result<T, ClientError> {
+        let o = self
+            .apply_object(obj.clone().into_object(), field_manager, force)
+            .await?;
+        T::from_object(o)
+    }
+
+    // The same calls for objects of any kind, the resource named by its plural
+    // (`ResourceType::plural`): for callers that learn the kind at run time (the CLI).
+
+    /// Creates an object of any kind; `ns` "" means the object's own (or `default`).
+    pub async fn create_object(&self, ns: &str, obj: Object) -> Result<Object, ClientError> {
+        let req = apiv1::CreateRequest {
+            object: Some(obj.into()),
+            namespace: ns.to_string(),
+            dry_run: false,
+        };
+        let o = self
+            .unary(req, |mut c, r| async move { Ok(c.create(r).await?.into_inner()) })
+            .await?;
+        Self::untyped(o)
+    }
+
+    /// Reads one object of `resource` (a plural: `pods`).
+    pub async fn get_object(&self, resource: &str, ns: &str, name: &str) -> Result<Object, ClientError> {
+        let req = apiv1::GetRequest {
+            resource: resource.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        let o = self
+            .unary(req, |mut c, r| async move { Ok(c.get(r).await?.into_inner()) })
+            .await?;
+        Self::untyped(o)
+    }
+
+    /// One page of objects of `resource`; `ns` "" means all namespaces.
+    pub async fn list_objects(
+        &self,
+        resource: &str,
+        ns: &str,
+        params: &ListParams,
+    ) -> Result<ObjectList<Object>, ClientError> {
+        let req = apiv1::ListRequest {
+            resource: resource.into(),
+            namespace: ns.into(),
+            options: Some(params.to_wire(false)),
+        };
+        let resp = self
+            .unary(req, |mut c, r| async move { Ok(c.list(r).await?.into_inner()) })
+            .await?;
+        let meta = resp.metadata.unwrap_or_default();
+        Ok(ObjectList {
+            items: resp
+                .items
+                .into_iter()
+                .map(Self::untyped)
+                .collect::<Result<_, _>>()?,
+            resource_version: meta.resource_version,
+            continue_token: meta.continue_token,
+        })
+    }
+
+    /// Every page of a list of `resource`, read at the first page's revision.
+    pub async fn list_all_objects(
+        &self,
+        resource: &str,
+        ns: &str,
+        params: &ListParams,
+    ) -> Result<ObjectList<Object>, ClientError> {
+        let mut p = params.clone();
+        let mut page = self.list_objects(resource, ns, &p).await?;
+        let mut items = std::mem::take(&mut page.items);
+        while !page.continue_token.is_empty() {
+            p.continue_token = page.continue_token.clone();
+            page = self.list_objects(resource, ns, &p).await?;
+            items.append(&mut page.items);
+        }
+        Ok(ObjectList {
+            items,
+            resource_version: page.resource_version,
+            continue_token: String::new(),
+        })
+    }
+
+    /// [`ResourceClient::update`] for an object of any kind.
+    pub async fn update_object(&self, obj: Object) -> Result<Object, ClientError> {
+        let req = apiv1::UpdateRequest {
+            object: Some(obj.into()),
+            dry_run: false,
+        };
+        let o = self
+            .unary(req, |mut c, r| async move { Ok(c.update(r).await?.into_inner()) })
+            .await?;
+        Self::untyped(o)
+    }
+
+    /// [`ResourceClient::delete`] for any resource.
+    pub async fn delete_object(
+        &self,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        options: apiv1::DeleteOptions,
+    ) -> Result<(Option<Object>, bool), ClientError> {
+        let req = apiv1::DeleteRequest {
+            resource: resource.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            options: Some(options),
+        };
+        let resp = self
+            .unary(req, |mut c, r| async move { Ok(c.delete(r).await?.into_inner()) })
+            .await?;
+        let obj = resp.object.map(Self::untyped).transpose()?;
+        Ok((obj, resp.pending))
+    }
+
+    /// [`ResourceClient::apply`] for an object of any kind.
+    pub async fn apply_object(
+        &self,
+        obj: Object,
+        field_manager: &str,
+        force: bool,
+    ) -> Result<Object, ClientError> {
         let req = apiv1::ApplyRequest {
-            object: Some(obj.clone().into_object().into()),
+            object: Some(obj.into()),
             field_manager: field_manager.into(),
             force,
             dry_run: false,
@@ -298,36 +364,67 @@ impl ResourceClient {
         let o = self
             .unary(req, |mut c, r| async move { Ok(c.apply(r).await?.into_inner()) })
             .await?;
-        Self::typed(o)
+        Self::untyped(o)
+    }
+
+    /// [`ResourceClient::watch`] of any resource, yielding objects of any kind.
+    pub fn watch_objects(&self, resource: &str, ns: &str, params: &ListParams) -> ResourceWatch<Object> {
+        ResourceWatch::new(self.clone(), resource, ns, params, Ok)
     }
 
     /// A watch from `params.resource_version` that reconnects to any server after a failure
     /// and resumes from the last resourceVersion seen (events and bookmarks). Give it the
     /// resourceVersion of a list: a watch from "" resumes from "" only until its first event.
     pub fn watch<T: Resource>(&self, ns: &str, params: &ListParams) -> ResourceWatch<T> {
-        ResourceWatch {
-            client: self.clone(),
-            ns: ns.to_string(),
-            params: params.clone(),
-            stream: None,
-            failures: 0,
-            _t: std::marker::PhantomData,
-        }
+        ResourceWatch::new(self.clone(), T::RESOURCE, ns, params, T::from_object)
     }
+}
+
+fn typed_list<T: Resource>(l: ObjectList<Object>) -> Result<ObjectList<T>, ClientError> {
+    Ok(ObjectList {
+        items: l
+            .items
+            .into_iter()
+            .map(T::from_object)
+            .collect::<Result<_, _>>()?,
+        resource_version: l.resource_version,
+        continue_token: l.continue_token,
+    })
 }
 
 /// A resuming watch; see [`ResourceClient::watch`].
 pub struct ResourceWatch<T> {
     client: ResourceClient,
+    /// Plural resource name on the wire.
+    resource: String,
+    /// Turns an event's object into the caller's type.
+    decode: fn(Object) -> Result<T, ClientError>,
     ns: String,
     params: ListParams,
     stream: Option<Streaming<apiv1::WatchEvent>>,
     /// Consecutive failed attempts to open or read a stream.
     failures: usize,
-    _t: std::marker::PhantomData<T>,
 }
 
-impl<T: Resource> ResourceWatch<T> {
+impl<T> ResourceWatch<T> {
+    fn new(
+        client: ResourceClient,
+        resource: &str,
+        ns: &str,
+        params: &ListParams,
+        decode: fn(Object) -> Result<T, ClientError>,
+    ) -> Self {
+        ResourceWatch {
+            client,
+            resource: resource.to_string(),
+            decode,
+            ns: ns.to_string(),
+            params: params.clone(),
+            stream: None,
+            failures: 0,
+        }
+    }
+
     /// The resourceVersion the watch has reached.
     pub fn resource_version(&self) -> &str {
         &self.params.resource_version
@@ -338,7 +435,7 @@ impl<T: Resource> ResourceWatch<T> {
         loop {
             let idx = (self.client.inner.servers.current() + self.failures) % n;
             let req = apiv1::WatchRequest {
-                resource: T::RESOURCE.into(),
+                resource: self.resource.clone(),
                 namespace: self.ns.clone(),
                 options: Some(self.params.to_wire(true)),
             };
@@ -403,7 +500,7 @@ impl<T: Resource> ResourceWatch<T> {
                 self.params.resource_version = msg.resource_version.clone();
             }
             let obj = || -> Result<T, ClientError> {
-                ResourceClient::typed(msg.object.clone().unwrap_or_default())
+                (self.decode)(ResourceClient::untyped(msg.object.clone().unwrap_or_default())?)
             };
             return Ok(match typ {
                 EventType::Added => WatchEvent::Added(obj()?),
