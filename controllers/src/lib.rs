@@ -28,7 +28,7 @@ pub mod replicaset;
 pub mod runtime;
 pub mod util;
 
-// pub use manager::{Config, ControllerManager};
+pub use manager::{Config, ControllerManager};
 
 use berth_client::ClientError;
 
