@@ -8,6 +8,7 @@
 
 mod bench;
 mod cluster;
+mod rollout;
 mod server;
 mod snapshot;
 
@@ -54,6 +55,9 @@ enum Cmd {
     /// Load generators and measurements.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Deployment rollouts: status, history, undo, restart.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCmd),
 }
 
 fn init_tracing() {
@@ -79,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
             Cmd::Bench(c) => bench::run(c).await,
+            Cmd::Rollout(c) => rollout::run(c).await,
         }
     })
 }

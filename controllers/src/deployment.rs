@@ -831,3 +831,114 @@ mod tests {
         assert!(!same_template(&t, &other));
     }
 }
+
+/// What `rollout status` says about a Deployment, and whether the rollout is done (Kubernetes'
+/// DeploymentStatusViewer wording); an error when the progress deadline was exceeded.
+pub fn rollout_status(d: &Deployment) -> Result<(String, bool), String> {
+    let m = meta(d);
+    let name = &m.name;
+    let st = d.status.clone().unwrap_or_default();
+    if m.generation > st.observed_generation {
+        return Ok((
+            "Waiting for deployment spec update to be observed...".into(),
+            false,
+        ));
+    }
+    let timed_out = st
+        .conditions
+        .iter()
+        .any(|c| c.r#type == "Progressing" && c.reason == "ProgressDeadlineExceeded");
+    if timed_out {
+        return Err(format!("deployment {name:?} exceeded its progress deadline"));
+    }
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    if st.updated_replicas < desired {
+        return Ok((
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {} out of {desired} new replicas have been updated...",
+                st.updated_replicas
+            ),
+            false,
+        ));
+    }
+    if st.replicas > st.updated_replicas {
+        return Ok((
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+                st.replicas - st.updated_replicas
+            ),
+            false,
+        ));
+    }
+    if st.available_replicas < st.updated_replicas {
+        return Ok((
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {} of {} updated replicas are available...",
+                st.available_replicas, st.updated_replicas
+            ),
+            false,
+        ));
+    }
+    Ok((format!("deployment {name:?} successfully rolled out"), true))
+}
+
+/// The revision of a ReplicaSet (0 when it has none).
+pub fn revision(rs: &ReplicaSet) -> i64 {
+    revision_of(&meta(rs))
+}
+
+#[cfg(test)]
+mod rollout_status_tests {
+    use super::*;
+
+    #[test]
+    fn messages_follow_kubectl() {
+        let mut d = Deployment {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                generation: 2,
+                ..Default::default()
+            }),
+            spec: Some(Default::default()),
+            status: Some(DeploymentStatus {
+                observed_generation: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        d.spec.as_mut().unwrap().replicas = Some(3);
+        assert_eq!(
+            rollout_status(&d).unwrap().0,
+            "Waiting for deployment spec update to be observed..."
+        );
+        let st = d.status.as_mut().unwrap();
+        st.observed_generation = 2;
+        st.replicas = 4;
+        st.updated_replicas = 3;
+        st.available_replicas = 1;
+        assert_eq!(
+            rollout_status(&d).unwrap().0,
+            "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination..."
+        );
+        d.status.as_mut().unwrap().replicas = 3;
+        assert_eq!(
+            rollout_status(&d).unwrap(),
+            (
+                "Waiting for deployment \"web\" rollout to finish: 1 of 3 updated replicas are available..."
+                    .into(),
+                false
+            )
+        );
+        d.status.as_mut().unwrap().available_replicas = 3;
+        assert_eq!(
+            rollout_status(&d).unwrap(),
+            ("deployment \"web\" successfully rolled out".into(), true)
+        );
+        d.status.as_mut().unwrap().conditions.push(DeploymentCondition {
+            r#type: "Progressing".into(),
+            reason: "ProgressDeadlineExceeded".into(),
+            ..Default::default()
+        });
+        assert!(rollout_status(&d).unwrap_err().contains("progress deadline"));
+    }
+}

@@ -50,12 +50,14 @@ fn pod_ip(p: &Pod) -> &str {
     p.status.as_ref().map_or("", |s| s.pod_ip.as_str())
 }
 
+/// (name, port, protocol) of one resolved port.
+type PortKey = (String, i32, String);
+
 /// The subsets for `svc` over the candidate pods (already selected): pods grouped by their
 /// resolved port lists, addresses sorted by IP.
 pub fn subsets(svc: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
     let spec = svc.spec.clone().unwrap_or_default();
-    let mut groups: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<Vec<PortKey>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
     for p in pods {
         if pod_ip(p).is_empty() || !pod_active(p) {
             continue;
