@@ -246,7 +246,7 @@ impl Reconciler for DeploymentController {
     }
 
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {
-        let Some(d) = self.deployments.get(key) else {
+        let Some(mut d) = self.deployments.get(key) else {
             return Ok(Action::AwaitChange);
         };
         let m = meta(&d);
@@ -276,7 +276,7 @@ impl Reconciler for DeploymentController {
 
         if !spec.paused {
             new_rs = Some(match new_rs {
-                Some(rs) => self.sync_revision(&d, rs, max_old_revision).await?,
+                Some(rs) => self.sync_revision(rs, max_old_revision).await?,
                 None => {
                     let rs = self.create_new_replicaset(&d, &old, max_old_revision).await?;
                     progress.created = Some(meta(&rs).name);
@@ -284,6 +284,7 @@ impl Reconciler for DeploymentController {
                 }
             });
             let new_rs = new_rs.as_ref().expect("set above");
+            d = self.annotate_deployment(d, revision_of(&meta(new_rs))).await?;
             progress.scaled = match spec
                 .strategy
                 .as_ref()
@@ -346,8 +347,8 @@ impl DeploymentController {
     }
 
     /// Gives the new ReplicaSet the newest revision (it may be an old template rolled back
-    /// to) and the Deployment the same revision annotation.
-    async fn sync_revision(&self, d: &Deployment, rs: ReplicaSet, max_old: i64) -> Result<ReplicaSet, Error> {
+    /// to).
+    async fn sync_revision(&self, rs: ReplicaSet, max_old: i64) -> Result<ReplicaSet, Error> {
         let rev = revision_of(&meta(&rs));
         let rs = if rev <= max_old {
             let want = (max_old + 1).to_string();
@@ -358,20 +359,19 @@ impl DeploymentController {
         } else {
             rs
         };
-        self.annotate_deployment(d, revision_of(&meta(&rs))).await?;
         Ok(rs)
     }
 
-    async fn annotate_deployment(&self, d: &Deployment, revision: i64) -> Result<(), Error> {
+    /// The Deployment with the revision annotation of its new ReplicaSet (as stored after).
+    async fn annotate_deployment(&self, d: Deployment, revision: i64) -> Result<Deployment, Error> {
         let want = revision.to_string();
-        if meta(d).annotations.get(REVISION_ANNOTATION) == Some(&want) {
-            return Ok(());
+        if meta(&d).annotations.get(REVISION_ANNOTATION) == Some(&want) {
+            return Ok(d);
         }
-        let next = edit_meta(d, |m| {
+        let next = edit_meta(&d, |m| {
             m.annotations.insert(REVISION_ANNOTATION.into(), want);
         });
-        self.client.update(&next).await?;
-        Ok(())
+        Ok(self.client.update(&next).await?)
     }
 
     async fn create_new_replicaset(
@@ -449,7 +449,6 @@ impl DeploymentController {
         match self.client.create(&m.namespace, &rs).await {
             Ok(rs) => {
                 tracing::info!(deployment = %m.name, replicaset = %meta(&rs).name, "created new replica set");
-                self.annotate_deployment(d, max_old + 1).await?;
                 Ok(rs)
             }
             Err(ClientError::AlreadyExists(_)) => {

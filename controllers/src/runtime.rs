@@ -283,8 +283,9 @@ pub struct Sink<E> {
     pub keys: KeyFn<E>,
 }
 
-/// Feeds one informer's events to several controllers' queues; events are dropped while this
-/// instance does not lead (a new leader resyncs everything).
+/// Feeds one informer's events to several controllers' queues. Key functions see every event
+/// (they may record observations), but keys are queued only while this instance leads (a new
+/// leader resyncs everything).
 pub fn pump<E: Send + 'static>(
     mut rx: mpsc::Receiver<E>,
     sinks: Vec<Sink<E>>,
@@ -292,11 +293,12 @@ pub fn pump<E: Send + 'static>(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
-            if !*leader.borrow() {
-                continue;
-            }
             for s in &sinks {
-                for k in (s.keys)(&ev) {
+                let keys = (s.keys)(&ev);
+                if !*leader.borrow() {
+                    continue;
+                }
+                for k in keys {
                     s.queue.add(k).await;
                 }
             }
