@@ -129,7 +129,7 @@ async fn history(t: &Target) -> anyhow::Result<()> {
     let c = client(&t.server)?;
     let d: Deployment = c.get(&t.namespace, name).await?;
     println!("deployment.apps/{name}");
-    println!("{:<10}{}", "REVISION", "CHANGE-CAUSE");
+    println!("REVISION  CHANGE-CAUSE");
     for rs in owned_replicasets(&c, &d).await? {
         let cause = rs
             .metadata
