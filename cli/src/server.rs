@@ -211,6 +211,13 @@ fn controllers_config(a: &ServerArgs) -> anyhow::Result<Option<berth_controllers
         .cluster_cidr
         .parse()
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let node_len = berth_controllers::ipam::NODE_CIDR_PREFIX_LEN;
+    if c.cluster_cidr.prefix_len > node_len {
+        bail!(
+            "--cluster-cidr: {} is smaller than one node's /{node_len}",
+            a.cluster_cidr
+        );
+    }
     Ok(Some(c))
 }
 

@@ -577,6 +577,11 @@ async fn silent_nodes_go_not_ready_get_tainted_and_lose_their_pods() {
     })
     .await;
     assert_eq!(n3, "10.99.0.0/24", "the lowest free block, released by bk-n1");
+    // The pod bound to the deleted node has nobody to end it: it is deleted outright.
+    eventually("the pod of the deleted node removed", || async {
+        gone::<Pod>(&rc, "default", "elsewhere").await.then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     agent.await.unwrap();
 }
@@ -614,6 +619,24 @@ async fn deleting_a_namespace_deletes_everything_in_it() {
     rc.delete::<Namespace>("", "bk-doomed", DeleteOptions::default())
         .await
         .unwrap();
+    // A namespace deleted right after its creation (maybe before the finalizer is on) still
+    // loses its content.
+    rc.create(
+        "",
+        &parse::<Namespace>("apiVersion: v1\nkind: Namespace\nmetadata: {name: bk-quick}\n"),
+    )
+    .await
+    .unwrap();
+    let cm: ConfigMap = parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\n");
+    rc.create("bk-quick", &cm).await.unwrap();
+    rc.delete::<Namespace>("", "bk-quick", DeleteOptions::default())
+        .await
+        .unwrap();
+    eventually("bk-quick and its config map gone", || async {
+        let ns_gone = gone::<Namespace>(&rc, "", "bk-quick").await;
+        (ns_gone && gone::<ConfigMap>(&rc, "bk-quick", "cfg").await).then_some(())
+    })
+    .await;
     eventually("the namespace and its content gone", || async {
         let gone = matches!(
             rc.get::<Namespace>("", "bk-doomed").await,

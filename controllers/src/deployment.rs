@@ -625,6 +625,24 @@ impl DeploymentController {
             false,
         );
 
+        // The new ReplicaSet's failure to create pods (quota, ...) shows on the Deployment.
+        let failure = new_rs.and_then(|rs| rs.status.as_ref()).and_then(|st| {
+            st.conditions
+                .iter()
+                .find(|c| c.r#type == "ReplicaFailure" && c.status == "True")
+        });
+        match failure {
+            Some(f) => set_condition(
+                &mut s.conditions,
+                "ReplicaFailure",
+                "True",
+                &f.reason,
+                &f.message,
+                &now_s,
+                false,
+            ),
+            None => s.conditions.retain(|c| c.r#type != "ReplicaFailure"),
+        }
         let rs_name = new_rs.map(|rs| meta(rs).name).unwrap_or_default();
         let complete =
             s.updated_replicas == desired && s.replicas == desired && s.available_replicas == desired;

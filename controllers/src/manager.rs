@@ -438,6 +438,7 @@ impl ControllerManager {
                         nodelifecycle::EVICTION_BURST,
                     )),
                     evicting: Mutex::default(),
+                    missing_since: Mutex::default(),
                 },
                 &node_q,
                 1,

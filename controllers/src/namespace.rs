@@ -5,7 +5,8 @@
 //! `Terminating` (the API server then refuses creations in it), every object of every
 //! namespaced kind in it is deleted, and once none is left the finalizer is removed, which
 //! completes the Namespace's deletion. Objects are listed from the server, not a cache, so
-//! nothing created just before the mark is missed.
+//! nothing created just before the mark is missed. A Namespace that went without the finalizer
+//! (deleted before this controller added it) is swept the same way once it is gone.
 
 use crate::replicaset::ignore_not_found;
 use crate::runtime::{Action, Reconciler};
@@ -65,6 +66,25 @@ async fn purge_all(c: &ResourceClient, ns: &str) -> Result<usize, Error> {
     Ok(n)
 }
 
+impl NamespaceController {
+    /// A Namespace that is gone (for instance deleted before it had the finalizer) may have
+    /// left objects behind: delete them. The server refuses creations in a missing namespace,
+    /// so once empty it stays empty.
+    async fn sweep_deleted(&self, name: &str) -> Result<Action, Error> {
+        match self.client.get::<Namespace>("", name).await {
+            Err(berth_client::ClientError::NotFound(_)) => {}
+            Ok(_) => return Ok(Action::AwaitChange), // the cache is behind; its event follows
+            Err(e) => return Err(e.into()),
+        }
+        let remaining = purge_all(&self.client, name).await?;
+        if remaining > 0 {
+            tracing::info!(namespace = %name, remaining, "deleting what a deleted namespace left behind");
+            return Ok(Action::RequeueAfter(NAMESPACE_RECHECK));
+        }
+        Ok(Action::AwaitChange)
+    }
+}
+
 impl Reconciler for NamespaceController {
     fn name(&self) -> &'static str {
         "namespace"
@@ -72,7 +92,7 @@ impl Reconciler for NamespaceController {
 
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {
         let Some(ns) = self.namespaces.get(key) else {
-            return Ok(Action::AwaitChange);
+            return self.sweep_deleted(key).await;
         };
         let m = meta(&ns);
         let has_finalizer = m.finalizers.iter().any(|f| f == NAMESPACE_FINALIZER);

@@ -15,6 +15,10 @@
 //! are silent at once, the likelier cause is a partition between them and the control plane,
 //! and evicting everything would make it worse; evictions then slow down (large clusters) or
 //! stop (small clusters, or every node silent). The whole cluster counts as one zone.
+//!
+//! Pods bound to a node that does not exist (deleted, or never registered) are deleted at once
+//! (grace 0) once it has been missing for the grace period: nobody else would ever confirm
+//! their end.
 
 use crate::replicaset::ignore_not_found;
 use crate::runtime::{Action, Reconciler};
@@ -25,7 +29,7 @@ use berth_client::{Informer, InformerEvent, ResourceClient};
 use berth_proto::apiv1::{DeleteOptions, Preconditions};
 use berth_proto::coordinationv1::Lease;
 use berth_proto::corev1::{Node, NodeCondition, Pod, Taint};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -169,6 +173,8 @@ pub struct NodeLifecycleController {
     pub limiter: Mutex<TokenBucket>,
     /// Silent nodes that were granted an eviction token (until they come back or go).
     pub evicting: Mutex<HashSet<String>>,
+    /// Node names that pods are bound to but that do not exist, since when (micros).
+    pub missing_since: Mutex<HashMap<String, i64>>,
 }
 
 /// Node keys a pod event concerns (the node it is bound to).
@@ -323,6 +329,54 @@ impl NodeLifecycleController {
     }
 }
 
+impl NodeLifecycleController {
+    /// Pods bound to a node that does not exist (deleted, or never registered) have nobody to
+    /// stop them or confirm their deletion: once the node has been missing for the grace
+    /// period (it may be registering right now), they are deleted at once (grace 0).
+    async fn collect_orphans(&self, node: &str) -> Result<Action, Error> {
+        let bound: Vec<Pod> = self
+            .pods
+            .list()
+            .into_iter()
+            .filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name == node))
+            .collect();
+        if bound.is_empty() {
+            self.missing_since.lock().unwrap().remove(node);
+            return Ok(Action::AwaitChange);
+        }
+        match self.client.get::<Node>("", node).await {
+            Err(berth_client::ClientError::NotFound(_)) => {}
+            Ok(_) => return Ok(Action::AwaitChange), // the cache is behind; its event follows
+            Err(e) => return Err(e.into()),
+        }
+        let now = self.clock.now_micros();
+        let since = *self
+            .missing_since
+            .lock()
+            .unwrap()
+            .entry(node.to_string())
+            .or_insert(now);
+        let due = since + self.grace.as_micros() as i64;
+        if now < due {
+            return Ok(Action::RequeueAfter(Duration::from_micros((due - now) as u64)));
+        }
+        for p in bound {
+            let pm = meta(&p);
+            let opts = DeleteOptions {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(pm.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            ignore_not_found(self.client.delete::<Pod>(&pm.namespace, &pm.name, opts).await)?;
+            tracing::info!(node, pod = %format!("{}/{}", pm.namespace, pm.name), "deleted pod bound to a missing node");
+        }
+        Ok(Action::AwaitChange)
+    }
+}
+
 fn set_ready(conds: &mut Vec<NodeCondition>, status: &str, reason: &str, message: &str, now: &str) {
     match conds.iter_mut().find(|c| c.r#type == "Ready") {
         Some(c) => {
@@ -352,8 +406,9 @@ impl Reconciler for NodeLifecycleController {
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {
         let Some(node) = self.nodes.get(key) else {
             self.evicting.lock().unwrap().remove(key);
-            return Ok(Action::AwaitChange);
+            return self.collect_orphans(key).await;
         };
+        self.missing_since.lock().unwrap().remove(key);
         let now = self.clock.now_micros();
         let last = self.last_heartbeat(&node);
         if !silent(last, now, self.grace) {

@@ -293,19 +293,30 @@ impl Reconciler for ReplicaSetController {
         let owned = self.claim_pods(&rs, &selector).await?;
         let active: Vec<Pod> = owned.into_iter().filter(pod_active).collect();
         let mut next = Action::AwaitChange;
+        let mut failure = None;
         if being_deleted(&m) {
             // Its pods go with it (garbage collector); create nothing.
         } else if self.expectations.satisfied(key) {
-            self.manage(key, &rs, &active).await?;
+            failure = self.manage(key, &rs, &active).await.err();
         } else {
             next = Action::RequeueAfter(EXPECTATIONS_RECHECK);
         }
         let now = self.clock.now_micros();
-        let status = compute_status(&rs, &active, now);
+        let mut status = compute_status(&rs, &active, now);
+        // ReplicaFailure says why pods could not be created or deleted (quota, validation...);
+        // it goes with the next round that manages without error.
+        match &failure {
+            Some(e) => set_replica_failure(&mut status, e, now),
+            None if next == Action::AwaitChange => status.conditions.retain(|c| c.r#type != "ReplicaFailure"),
+            None => {}
+        }
         if rs.status.as_ref() != Some(&status) {
             let mut updated = rs.clone();
             updated.status = Some(status.clone());
             self.client.update_status(&updated).await?;
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         // Pods ready but not yet for minReadySeconds become available by time alone.
         let min_ready = rs.spec.as_ref().map_or(0, |s| s.min_ready_seconds);
@@ -314,6 +325,31 @@ impl Reconciler for ReplicaSetController {
         }
         Ok(next)
     }
+}
+
+/// Sets the ReplicaFailure condition (reason FailedCreate) to `e`; the transition time stays
+/// while the message does.
+fn set_replica_failure(status: &mut ReplicaSetStatus, e: &Error, now_micros: i64) {
+    let message = e.to_string();
+    if let Some(c) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.r#type == "ReplicaFailure")
+    {
+        if c.message == message {
+            return;
+        }
+        c.message = message;
+        c.last_transition_time = rfc3339_secs(now_micros);
+        return;
+    }
+    status.conditions.push(berth_proto::appsv1::ReplicaSetCondition {
+        r#type: "ReplicaFailure".into(),
+        status: "True".into(),
+        last_transition_time: rfc3339_secs(now_micros),
+        reason: "FailedCreate".into(),
+        message,
+    });
 }
 
 impl ReplicaSetController {
@@ -506,6 +542,22 @@ mod tests {
             ),
             (3, 2, 1, 1, 4)
         );
+    }
+
+    #[test]
+    fn replica_failure_condition_keeps_its_time_while_the_message_holds() {
+        let mut st = ReplicaSetStatus::default();
+        let e = Error::Invalid("exceeded quota: pods=2".into());
+        set_replica_failure(&mut st, &e, 1_000_000_000_000);
+        set_replica_failure(&mut st, &e, 2_000_000_000_000);
+        assert_eq!(st.conditions.len(), 1);
+        let c = &st.conditions[0];
+        assert_eq!(
+            (c.r#type.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("ReplicaFailure", "True", "FailedCreate")
+        );
+        assert_eq!(c.last_transition_time, rfc3339_secs(1_000_000_000_000));
+        assert!(c.message.contains("exceeded quota"));
     }
 
     #[tokio::test(start_paused = true)]
