@@ -902,3 +902,64 @@ async fn controllers_settle_when_nothing_changes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(versions(&rc, "default").await, before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_of_most_nodes_evicts_nothing() {
+    let (_c, rc) = started(&["--node-grace-period-ms", "1000"]).await;
+    let names = ["bk-p1", "bk-p2", "bk-p3", "bk-p4"];
+    for n in names {
+        rc.create("", &node(n)).await.unwrap();
+        rc.create("default", &bound_pod(&format!("pod-{n}"), n, ""))
+            .await
+            .unwrap();
+    }
+    let cut = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let agents = {
+        let (rc, cut, stop) = (rc.clone(), cut.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for n in names {
+                    if n == "bk-p1" || !cut.load(Ordering::Relaxed) {
+                        renew(&rc, n).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    eventually("leases for every node", || async {
+        for n in names {
+            rc.get::<Lease>("kube-node-lease", n).await.ok()?;
+        }
+        Some(())
+    })
+    .await;
+    // Three of four nodes (75% > 55%) go silent at once: a partition, not three dead nodes.
+    cut.store(true, Ordering::Relaxed);
+    eventually("the three silent nodes NotReady and tainted", || async {
+        for n in &names[1..] {
+            let node: Node = rc.get("", n).await.ok()?;
+            (tainted(&node) && ready_status(&node).0 == "Unknown").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    // Evictions would start 1 s (DISRUPTION_SETTLE) after the taints; give them twice that.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in names {
+        let p: Pod = rc.get("default", &format!("pod-{n}")).await.unwrap();
+        assert!(active(&p), "pod on {n} evicted during a partition of most nodes");
+    }
+    cut.store(false, Ordering::Relaxed);
+    eventually("all nodes back", || async {
+        for n in names {
+            let node: Node = rc.get("", n).await.ok()?;
+            (!tainted(&node)).then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    agents.await.unwrap();
+}

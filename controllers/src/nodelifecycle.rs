@@ -9,7 +9,8 @@
 //! `tolerationSeconds`). When the Lease is renewed again, the node is Ready again and the taints
 //! go.
 //!
-//! Evictions are rate-limited per node by a token bucket whose rate depends on how much of the
+//! Evictions start [`DISRUPTION_SETTLE`] after the grace period and are rate-limited per node
+//! by a token bucket whose rate depends on how much of the
 //! cluster is silent ([`eviction_rate_per_sec`]): when more than
 //! [`UNHEALTHY_SHARE_THRESHOLD`] of the nodes (and at least [`DISRUPTION_MIN_UNHEALTHY_NODES`])
 //! are silent at once, the likelier cause is a partition between them and the control plane,
@@ -49,6 +50,11 @@ pub const EVICTION_BURST: f64 = 3.0;
 pub const EVICTION_NODES_PER_SEC_DISRUPTED: f64 = 0.01;
 /// Up to this many nodes, a disrupted cluster evicts nothing.
 pub const LARGE_CLUSTER_NODES: usize = 50;
+/// A silent node's pods are evicted only once it has been silent this long past the grace
+/// period: nodes cut off together by one partition (whose last renewals differ by up to one
+/// renew interval of their agents, a second) are then all counted silent when the disruption
+/// is judged, instead of the first of them being evicted as if it were alone.
+pub const DISRUPTION_SETTLE: Duration = Duration::from_secs(1);
 /// How long to wait before re-asking a halted limiter.
 pub const HALTED_RECHECK: Duration = Duration::from_secs(1);
 
@@ -113,15 +119,23 @@ impl TokenBucket {
         self.last_micros = Some(now);
     }
 
-    /// Changes the rate from `now` on (tokens earned so far are kept).
+    /// Changes the rate from `now` on. A new rate keeps at most one saved token (as
+    /// Kubernetes swaps in a fresh limiter of burst 1), so a burst saved in calm times is not
+    /// spent when the cluster turns out to be disrupted; rate 0 halts at once.
     pub fn set_rate(&mut self, rate_per_sec: f64, now: i64) {
         self.refill(now);
+        if rate_per_sec != self.rate_per_sec {
+            self.tokens = self.tokens.min(1.0);
+        }
         self.rate_per_sec = rate_per_sec;
     }
 
     /// Takes a token, or says how long until one is there (None: never at this rate).
     pub fn try_take(&mut self, now: i64) -> Result<(), Option<Duration>> {
         self.refill(now);
+        if self.rate_per_sec <= 0.0 {
+            return Err(None);
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Ok(());
@@ -421,6 +435,12 @@ impl Reconciler for NodeLifecycleController {
         }
         let node = self.mark_unreachable(node, now).await?;
         if !self.evicting.lock().unwrap().contains(key) {
+            let settled = last + (self.grace + DISRUPTION_SETTLE).as_micros() as i64;
+            if now < settled {
+                return Ok(Action::RequeueAfter(Duration::from_micros(
+                    (settled - now) as u64,
+                )));
+            }
             let (total, silent_n) = self.silent_count(now);
             let state = disruption(total, silent_n);
             let mut bucket = self.limiter.lock().unwrap();
@@ -488,6 +508,14 @@ mod tests {
         b.set_rate(0.5, t0 + 100_000_000);
         assert_eq!(b.try_take(t0 + 101_000_000), Err(Some(Duration::from_secs(1))));
         assert!(b.try_take(t0 + 102_000_000).is_ok());
+        // A full bucket (saved in calm times) does not let a disrupted cluster evict.
+        let mut b = TokenBucket::new(1.0, 3.0);
+        b.set_rate(0.0, t0);
+        assert_eq!(b.try_take(t0), Err(None));
+        let mut b = TokenBucket::new(1.0, 3.0);
+        b.set_rate(0.01, t0);
+        assert!(b.try_take(t0).is_ok(), "one saved token");
+        assert_eq!(b.try_take(t0), Err(Some(Duration::from_secs(100))));
     }
 
     fn pod_tolerating(t: Option<Toleration>) -> Pod {
