@@ -94,6 +94,10 @@ impl Expectations {
     pub fn forget(&self, key: &str) {
         self.m.lock().unwrap().remove(key);
     }
+
+    pub fn clear(&self) {
+        self.m.lock().unwrap().clear();
+    }
 }
 
 /// Rank of a pod's usefulness: pods sorting first are deleted first (Kubernetes' order:
@@ -278,6 +282,10 @@ fn selects(rs: &ReplicaSet, labels: &BTreeMap<String, String>) -> bool {
 impl Reconciler for ReplicaSetController {
     fn name(&self) -> &'static str {
         "replicaset"
+    }
+
+    fn reset(&self) {
+        self.expectations.clear();
     }
 
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {

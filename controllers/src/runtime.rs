@@ -49,6 +49,9 @@ pub trait Reconciler: Send + Sync + 'static {
     /// Name in logs.
     fn name(&self) -> &'static str;
     fn reconcile(&self, key: &str) -> impl Future<Output = Result<Action, crate::Error>> + Send;
+    /// Called when the workers stop (leadership lost): forget in-memory state that aborted
+    /// reconciles may have left half-recorded (e.g. expectations of writes never sent).
+    fn reset(&self) {}
 }
 
 #[derive(Default)]
@@ -349,6 +352,7 @@ impl<R: Reconciler> Controller<R> {
             }
             let lost = leader.wait_for(|l| !*l).await.is_err();
             workers.shutdown().await;
+            self.reconciler.reset();
             self.queue.requeue_processing();
             tracing::info!(controller = self.reconciler.name(), "not leading: stopped");
             if lost {
