@@ -963,3 +963,78 @@ async fn a_partition_of_most_nodes_evicts_nothing() {
     stop.store(true, Ordering::Relaxed);
     agents.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resizing_a_deployment_mid_rollout_converges() {
+    let (c, rc) = started(&[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Slow pods: the rollout is still going when the Deployment is resized.
+    let _kubelet = kubelet(rc.clone(), "default", Duration::from_millis(700), stop.clone());
+    rc.create("default", &parse::<Deployment>(DEPLOY_YAML))
+        .await
+        .unwrap();
+    let rolled = || async {
+        let d: Deployment = rc.get("default", "web").await.ok()?;
+        berth_controllers::deployment::rollout_status(&d)
+            .ok()?
+            .1
+            .then_some(d)
+    };
+    eventually("first rollout", rolled).await;
+    // Plain resize: the one ReplicaSet follows.
+    modify(&rc, "default", "web", |d: &mut Deployment| {
+        d.spec.as_mut().unwrap().replicas = Some(2)
+    })
+    .await;
+    eventually("scaled to 2", || async {
+        let d = rolled().await?;
+        (d.status?.replicas == 2).then_some(())
+    })
+    .await;
+    modify(&rc, "default", "web", set_image_1_26).await;
+    eventually("two ReplicaSets with pods", || async {
+        let rss = rc
+            .list_all::<ReplicaSet>("default", &ListParams::default())
+            .await
+            .ok()?
+            .items;
+        let active = rss
+            .iter()
+            .filter(|rs| rs.spec.as_ref().unwrap().replicas.unwrap_or(0) > 0)
+            .count();
+        (active == 2).then_some(())
+    })
+    .await;
+    modify(&rc, "default", "web", |d: &mut Deployment| {
+        d.spec.as_mut().unwrap().replicas = Some(6)
+    })
+    .await;
+    eventually("the resized rollout to finish on the new template", || async {
+        let ps: Vec<Pod> = pods(&rc, "default", "app=web")
+            .await
+            .into_iter()
+            .filter(active)
+            .collect();
+        assert!(ps.len() <= 7, "{} pods, more than 6 + maxSurge 1", ps.len());
+        let d = rolled().await?;
+        let st = d.status?;
+        let rss = rc
+            .list_all::<ReplicaSet>("default", &ListParams::default())
+            .await
+            .ok()?
+            .items;
+        let sizes: BTreeSet<(String, i32)> = rss
+            .iter()
+            .map(|rs| (revision_of(rs), rs.spec.as_ref().unwrap().replicas.unwrap()))
+            .collect();
+        let want: BTreeSet<(String, i32)> =
+            [("1".to_string(), 0), ("2".to_string(), 6)].into_iter().collect();
+        (st.replicas == 6 && st.available_replicas == 6 && sizes == want).then_some(())
+    })
+    .await;
+    assert!(
+        c.members[0].logs().contains("scaled proportionally"),
+        "the resize took the proportional path (two ReplicaSets were active)"
+    );
+    stop.store(true, Ordering::Relaxed);
+}

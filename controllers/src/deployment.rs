@@ -29,6 +29,10 @@ use std::time::Duration;
 
 /// Annotation with the revision of a ReplicaSet (and of its Deployment).
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// Annotations with the Deployment's replicas (and replicas + maxSurge) when the controller last
+/// sized a ReplicaSet: a Deployment whose replicas differ from them is being scaled.
+pub const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-replicas";
+pub const MAX_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/max-replicas";
 /// Annotation `berth rollout history` shows as CHANGE-CAUSE.
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// Longest wait before re-checking a rollout that is not complete (progress deadline).
@@ -170,6 +174,50 @@ pub fn scale_down_old(desired: i32, max_unavailable: i32, new: RsCounts, old: &[
     next
 }
 
+/// One active ReplicaSet for proportional scaling: spec.replicas and its max-replicas
+/// annotation (the Deployment's replicas + maxSurge when it was last sized).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RsShare {
+    pub replicas: i32,
+    pub annotated_max: Option<i32>,
+}
+
+/// New sizes of the active ReplicaSets when a Deployment is resized mid-rollout: the
+/// difference between `desired + max_surge` and their sum is shared in proportion to their
+/// sizes (each scaled by `(desired + max_surge) / annotated max`, `fallback_max` when not
+/// annotated), the rounding leftover to the first one (Kubernetes' proportional scaling; the
+/// caller orders them largest first, newer first when growing, older first when shrinking).
+pub fn proportional_sizes(desired: i32, max_surge: i32, fallback_max: i32, rss: &[RsShare]) -> Vec<i32> {
+    let allowed = desired + max_surge;
+    let to_add = allowed - rss.iter().map(|r| r.replicas).sum::<i32>();
+    let mut out: Vec<i32> = rss.iter().map(|r| r.replicas).collect();
+    if to_add == 0 || rss.is_empty() {
+        return out;
+    }
+    let mut added = 0;
+    for (i, r) in rss.iter().enumerate() {
+        if r.replicas == 0 || added == to_add {
+            continue;
+        }
+        let fraction = if desired == 0 {
+            -r.replicas
+        } else {
+            let max = r.annotated_max.unwrap_or(fallback_max).max(1);
+            ((f64::from(r.replicas) * f64::from(allowed)) / f64::from(max)).round() as i32 - r.replicas
+        };
+        let left = to_add - added;
+        let share = if to_add > 0 {
+            fraction.min(left)
+        } else {
+            fraction.max(left)
+        };
+        out[i] += share;
+        added += share;
+    }
+    out[0] = (out[0] + to_add - added).max(0);
+    out
+}
+
 fn revision_of(m: &ObjectMeta) -> i64 {
     m.annotations
         .get(REVISION_ANNOTATION)
@@ -186,6 +234,29 @@ fn counts(rs: &ReplicaSet) -> RsCounts {
         replicas: replicas_of(rs),
         available: rs.status.as_ref().map_or(0, |s| s.available_replicas),
     }
+}
+
+/// A Deployment's replicas, maxSurge and maxUnavailable in pods.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    desired: i32,
+    surge: i32,
+    unavailable: i32,
+}
+
+/// Whether an active ReplicaSet was sized for another replica count than `desired` (the
+/// Deployment was resized since).
+fn scaling_event(desired: i32, new_rs: &ReplicaSet, old: &[ReplicaSet]) -> bool {
+    std::iter::once(new_rs)
+        .chain(old.iter())
+        .filter(|rs| replicas_of(rs) > 0)
+        .any(|rs| {
+            meta(rs)
+                .annotations
+                .get(DESIRED_REPLICAS_ANNOTATION)
+                .and_then(|v| v.parse::<i32>().ok())
+                .is_some_and(|v| v != desired)
+        })
 }
 
 pub struct DeploymentController {
@@ -285,13 +356,14 @@ impl Reconciler for DeploymentController {
             });
             let new_rs = new_rs.as_ref().expect("set above");
             d = self.annotate_deployment(d, revision_of(&meta(new_rs))).await?;
-            progress.scaled = match spec
-                .strategy
-                .as_ref()
-                .map_or("RollingUpdate", |s| s.r#type.as_str())
-            {
-                "Recreate" => self.recreate(desired, new_rs, &old).await?,
-                _ => self.rolling(&d, desired, new_rs, &old).await?,
+            let sizes = self.sizes(&d)?;
+            let recreate = spec.strategy.as_ref().is_some_and(|s| s.r#type == "Recreate");
+            progress.scaled = if recreate {
+                self.recreate(&sizes, new_rs, &old).await?
+            } else if scaling_event(desired, new_rs, &old) {
+                self.scale_proportionally(&d, &sizes, new_rs, &old).await?
+            } else {
+                self.rolling(&sizes, new_rs, &old).await?
             };
         }
         let status = self.status(&d, new_rs.as_ref(), &old, &progress)?;
@@ -424,6 +496,12 @@ impl DeploymentController {
         labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
         let mut annotations = std::collections::BTreeMap::new();
         annotations.insert(REVISION_ANNOTATION.to_string(), (max_old + 1).to_string());
+        let sizes = self.sizes(d)?;
+        annotations.insert(DESIRED_REPLICAS_ANNOTATION.to_string(), sizes.desired.to_string());
+        annotations.insert(
+            MAX_REPLICAS_ANNOTATION.to_string(),
+            (sizes.desired + sizes.surge).to_string(),
+        );
         if let Some(c) = m.annotations.get(CHANGE_CAUSE_ANNOTATION) {
             annotations.insert(CHANGE_CAUSE_ANNOTATION.to_string(), c.clone());
         }
@@ -475,52 +553,135 @@ impl DeploymentController {
         }
     }
 
-    async fn scale(&self, rs: &ReplicaSet, replicas: i32) -> Result<bool, Error> {
+    /// The Deployment's replicas, surge and unavailability in pods (Recreate: no surge).
+    fn sizes(&self, d: &Deployment) -> Result<Sizes, Error> {
+        let spec = d.spec.clone().unwrap_or_default();
+        let desired = spec.replicas.unwrap_or(1).max(0);
+        let strategy = spec.strategy.unwrap_or_default();
+        if strategy.r#type == "Recreate" {
+            return Ok(Sizes {
+                desired,
+                surge: 0,
+                unavailable: desired,
+            });
+        }
+        let ru = strategy.rolling_update.unwrap_or_default();
+        let (surge, unavailable) =
+            resolve_fenceposts(ru.max_surge.as_ref(), ru.max_unavailable.as_ref(), desired)
+                .map_err(|e| Error::Invalid(format!("{}: spec.strategy.rollingUpdate.{e}", meta(d).name)))?;
+        Ok(Sizes {
+            desired,
+            surge,
+            unavailable,
+        })
+    }
+
+    /// Sets spec.replicas and the replicas annotations; writes only when the size differs
+    /// (annotations alone stay stale until the next resize: that is how a later change of the
+    /// Deployment's replicas shows as a scaling event).
+    async fn scale(&self, rs: &ReplicaSet, replicas: i32, sizes: &Sizes) -> Result<bool, Error> {
         if replicas_of(rs) == replicas {
             return Ok(false);
         }
-        let mut next = rs.clone();
+        let mut next = edit_meta(rs, |m| {
+            m.annotations
+                .insert(DESIRED_REPLICAS_ANNOTATION.into(), sizes.desired.to_string());
+            m.annotations.insert(
+                MAX_REPLICAS_ANNOTATION.into(),
+                (sizes.desired + sizes.surge).to_string(),
+            );
+        });
         next.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
         self.client.update(&next).await?;
         tracing::debug!(replicaset = %meta(rs).name, from = replicas_of(rs), to = replicas, "scaled");
         Ok(true)
     }
 
-    async fn rolling(
-        &self,
-        d: &Deployment,
-        desired: i32,
-        new_rs: &ReplicaSet,
-        old: &[ReplicaSet],
-    ) -> Result<bool, Error> {
-        let spec = d.spec.clone().unwrap_or_default();
-        let ru = spec.strategy.and_then(|s| s.rolling_update).unwrap_or_default();
-        let (surge, unavailable) =
-            resolve_fenceposts(ru.max_surge.as_ref(), ru.max_unavailable.as_ref(), desired)
-                .map_err(|e| Error::Invalid(format!("{}: spec.strategy.rollingUpdate.{e}", meta(d).name)))?;
+    async fn rolling(&self, sizes: &Sizes, new_rs: &ReplicaSet, old: &[ReplicaSet]) -> Result<bool, Error> {
+        let desired = sizes.desired;
         let all: i32 = replicas_of(new_rs) + old.iter().map(replicas_of).sum::<i32>();
         let new_size = if replicas_of(new_rs) > desired {
             desired
         } else {
-            scale_up_new(desired, replicas_of(new_rs), all, surge)
+            scale_up_new(desired, replicas_of(new_rs), all, sizes.surge)
         };
-        let mut scaled = self.scale(new_rs, new_size).await?;
+        let mut scaled = self.scale(new_rs, new_size, sizes).await?;
         let new_counts = RsCounts {
             replicas: new_size,
             available: counts(new_rs).available,
         };
         let old_counts: Vec<RsCounts> = old.iter().map(counts).collect();
-        let sizes = scale_down_old(desired, unavailable, new_counts, &old_counts);
-        for (rs, size) in old.iter().zip(sizes) {
-            scaled |= self.scale(rs, size).await?;
+        let next = scale_down_old(desired, sizes.unavailable, new_counts, &old_counts);
+        for (rs, size) in old.iter().zip(next) {
+            scaled |= self.scale(rs, size, sizes).await?;
         }
         Ok(scaled)
     }
 
-    async fn recreate(&self, desired: i32, new_rs: &ReplicaSet, old: &[ReplicaSet]) -> Result<bool, Error> {
+    /// The Deployment was resized: with one active ReplicaSet (or none) that one (or the new
+    /// one) takes the new size; when the new one is saturated the old ones go to zero;
+    /// otherwise the change is shared in proportion ([`proportional_sizes`]).
+    async fn scale_proportionally(
+        &self,
+        d: &Deployment,
+        sizes: &Sizes,
+        new_rs: &ReplicaSet,
+        old: &[ReplicaSet],
+    ) -> Result<bool, Error> {
+        let mut active: Vec<&ReplicaSet> = std::iter::once(new_rs)
+            .chain(old.iter())
+            .filter(|rs| replicas_of(rs) > 0)
+            .collect();
+        if active.len() <= 1 {
+            let target = active.first().copied().unwrap_or(new_rs);
+            return self.scale(target, sizes.desired, sizes).await;
+        }
+        let new_saturated = replicas_of(new_rs) == sizes.desired
+            && new_rs
+                .status
+                .as_ref()
+                .is_some_and(|s| s.available_replicas == sizes.desired);
+        if new_saturated {
+            let mut scaled = false;
+            for rs in old {
+                scaled |= self.scale(rs, 0, sizes).await?;
+            }
+            return Ok(scaled);
+        }
+        let total: i32 = active.iter().map(|rs| replicas_of(rs)).sum();
+        let growing = sizes.desired + sizes.surge > total;
+        // Largest first; ties: newer first when growing, older first when shrinking.
+        active.sort_by_key(|rs| {
+            let rev = revision_of(&meta(*rs));
+            (
+                std::cmp::Reverse(replicas_of(rs)),
+                if growing { -rev } else { rev },
+            )
+        });
+        let shares: Vec<RsShare> = active
+            .iter()
+            .map(|rs| RsShare {
+                replicas: replicas_of(rs),
+                annotated_max: meta(*rs)
+                    .annotations
+                    .get(MAX_REPLICAS_ANNOTATION)
+                    .and_then(|v| v.parse().ok()),
+            })
+            .collect();
+        let fallback = d.status.as_ref().map_or(total, |s| s.replicas).max(1);
+        let next = proportional_sizes(sizes.desired, sizes.surge, fallback, &shares);
+        let mut scaled = false;
+        for (rs, size) in active.iter().zip(next) {
+            scaled |= self.scale(rs, size, sizes).await?;
+        }
+        tracing::info!(deployment = %meta(d).name, replicas = sizes.desired, "scaled proportionally");
+        Ok(scaled)
+    }
+
+    async fn recreate(&self, sizes: &Sizes, new_rs: &ReplicaSet, old: &[ReplicaSet]) -> Result<bool, Error> {
         let mut scaled = false;
         for rs in old {
-            scaled |= self.scale(rs, 0).await?;
+            scaled |= self.scale(rs, 0, sizes).await?;
         }
         let old_pods: i32 = old
             .iter()
@@ -529,7 +690,7 @@ impl DeploymentController {
         if scaled || old_pods > 0 {
             return Ok(scaled);
         }
-        self.scale(new_rs, desired).await
+        self.scale(new_rs, sizes.desired, sizes).await
     }
 
     /// Deletes old ReplicaSets at zero beyond revisionHistoryLimit, oldest first.
@@ -815,6 +976,36 @@ mod tests {
         assert_eq!(scale_down_old(3, 1, c(2, 0), &[c(2, 3)]), vec![2]);
         // Oldest first across several old sets.
         assert_eq!(scale_down_old(4, 1, c(2, 2), &[c(1, 1), c(2, 2)]), vec![0, 1]);
+    }
+
+    #[test]
+    fn resizing_mid_rollout_shares_the_change_in_proportion() {
+        let sh = |replicas, max| RsShare {
+            replicas,
+            annotated_max: Some(max),
+        };
+        // 10 -> 20 replicas (surge 3 -> 5): sets of 8 and 5 (max 13) grow to 15 and 10 (25).
+        assert_eq!(
+            proportional_sizes(20, 5, 13, &[sh(8, 13), sh(5, 13)]),
+            vec![15, 10]
+        );
+        // Down to 5 (surge 2): 8 and 5 shrink to about 4 and 3.
+        assert_eq!(proportional_sizes(5, 2, 13, &[sh(8, 13), sh(5, 13)]), vec![4, 3]);
+        // To zero: everything goes.
+        assert_eq!(proportional_sizes(0, 0, 13, &[sh(8, 13), sh(5, 13)]), vec![0, 0]);
+        // Rounding leftovers go to the first.
+        assert_eq!(
+            proportional_sizes(4, 0, 3, &[sh(2, 3), sh(1, 3)])
+                .iter()
+                .sum::<i32>(),
+            4
+        );
+        // Without annotations the fallback (current total) is the base.
+        let none = |replicas| RsShare {
+            replicas,
+            annotated_max: None,
+        };
+        assert_eq!(proportional_sizes(6, 0, 3, &[none(2), none(1)]), vec![4, 2]);
     }
 
     #[test]
