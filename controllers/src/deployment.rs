@@ -365,6 +365,13 @@ impl Reconciler for DeploymentController {
             } else {
                 self.rolling(&sizes, new_rs, &old).await?
             };
+        } else if let Some(new_rs) = new_rs.as_ref() {
+            // Paused: no rollout, but a resize still applies (to the current template's sets).
+            let recreate = spec.strategy.as_ref().is_some_and(|s| s.r#type == "Recreate");
+            if !recreate && scaling_event(desired, new_rs, &old) {
+                let sizes = self.sizes(&d)?;
+                progress.scaled = self.scale_proportionally(&d, &sizes, new_rs, &old).await?;
+            }
         }
         let status = self.status(&d, new_rs.as_ref(), &old, &progress)?;
         let complete = status.updated_replicas == desired
