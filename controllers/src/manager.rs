@@ -80,12 +80,144 @@ impl Drop for ControllerManager {
     }
 }
 
-fn informer<T: Resource>(
-    c: &ResourceClient,
-    ns: &str,
-) -> (Arc<Informer<T>>, mpsc::Receiver<InformerEvent<T>>) {
+type Rx<T> = mpsc::Receiver<InformerEvent<T>>;
+type KeysFn = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+fn informer<T: Resource>(c: &ResourceClient, ns: &str) -> (Arc<Informer<T>>, Rx<T>) {
     let (i, rx) = Informer::start(c.clone(), ns, ListParams::default());
     (Arc::new(i), rx)
+}
+
+/// The shared caches every controller reads.
+struct Caches {
+    pods: Arc<Informer<Pod>>,
+    nodes: Arc<Informer<Node>>,
+    /// Node Leases (namespace kube-node-lease only).
+    leases: Arc<Informer<Lease>>,
+    rss: Arc<Informer<ReplicaSet>>,
+    deps: Arc<Informer<Deployment>>,
+    svcs: Arc<Informer<Service>>,
+    eps: Arc<Informer<Endpoints>>,
+    nss: Arc<Informer<Namespace>>,
+    cms: Arc<Informer<ConfigMap>>,
+    secrets: Arc<Informer<Secret>>,
+}
+
+/// The event channels of the caches, consumed by [`route`].
+struct Feeds {
+    pods: Rx<Pod>,
+    nodes: Rx<Node>,
+    leases: Rx<Lease>,
+    rss: Rx<ReplicaSet>,
+    deps: Rx<Deployment>,
+    svcs: Rx<Service>,
+    eps: Rx<Endpoints>,
+    nss: Rx<Namespace>,
+    cms: Rx<ConfigMap>,
+    secrets: Rx<Secret>,
+}
+
+impl Caches {
+    fn start(c: &ResourceClient) -> (Arc<Caches>, Feeds) {
+        let (pods, pods_rx) = informer(c, "");
+        let (nodes, nodes_rx) = informer(c, "");
+        let (leases, leases_rx) = informer(c, NODE_LEASE_NAMESPACE);
+        let (rss, rss_rx) = informer(c, "");
+        let (deps, deps_rx) = informer(c, "");
+        let (svcs, svcs_rx) = informer(c, "");
+        let (eps, eps_rx) = informer(c, "");
+        let (nss, nss_rx) = informer(c, "");
+        let (cms, cms_rx) = informer(c, "");
+        let (secrets, secrets_rx) = informer(c, "");
+        let caches = Caches {
+            pods,
+            nodes,
+            leases,
+            rss,
+            deps,
+            svcs,
+            eps,
+            nss,
+            cms,
+            secrets,
+        };
+        let feeds = Feeds {
+            pods: pods_rx,
+            nodes: nodes_rx,
+            leases: leases_rx,
+            rss: rss_rx,
+            deps: deps_rx,
+            svcs: svcs_rx,
+            eps: eps_rx,
+            nss: nss_rx,
+            cms: cms_rx,
+            secrets: secrets_rx,
+        };
+        (Arc::new(caches), feeds)
+    }
+
+    fn synced(&self) -> bool {
+        self.pods.has_synced()
+            && self.nodes.has_synced()
+            && self.leases.has_synced()
+            && self.rss.has_synced()
+            && self.deps.has_synced()
+            && self.svcs.has_synced()
+            && self.eps.has_synced()
+            && self.nss.has_synced()
+            && self.cms.has_synced()
+            && self.secrets.has_synced()
+    }
+
+    /// The garbage collector's view: every kind it checks owners and dependents in.
+    fn gc_stores(&self) -> BTreeMap<&'static str, Arc<dyn Store>> {
+        fn typed<T: Resource>(kind: &'static str, i: &Arc<Informer<T>>) -> (&'static str, Arc<dyn Store>) {
+            (
+                kind,
+                Arc::new(Typed {
+                    kind,
+                    informer: i.clone(),
+                }),
+            )
+        }
+        [
+            typed("Pod", &self.pods),
+            typed("ReplicaSet", &self.rss),
+            typed("Deployment", &self.deps),
+            typed("Service", &self.svcs),
+            typed("Endpoints", &self.eps),
+            typed("ConfigMap", &self.cms),
+            typed("Secret", &self.secrets),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
+/// One work queue per controller.
+struct Queues {
+    rs: Arc<WorkQueue>,
+    dep: Arc<WorkQueue>,
+    node: Arc<WorkQueue>,
+    ipam: Arc<WorkQueue>,
+    gc: Arc<WorkQueue>,
+    ns: Arc<WorkQueue>,
+    ep: Arc<WorkQueue>,
+}
+
+impl Queues {
+    fn new() -> Queues {
+        let q = || Arc::new(WorkQueue::new(WORK_QUEUE_CAPACITY));
+        Queues {
+            rs: q(),
+            dep: q(),
+            node: q(),
+            ipam: q(),
+            gc: q(),
+            ns: q(),
+            ep: q(),
+        }
+    }
 }
 
 fn self_key<T: Resource>() -> KeyFn<InformerEvent<T>> {
@@ -96,13 +228,222 @@ fn self_key<T: Resource>() -> KeyFn<InformerEvent<T>> {
     })
 }
 
-fn queue() -> Arc<WorkQueue> {
-    Arc::new(WorkQueue::new(WORK_QUEUE_CAPACITY))
+fn sink<T>(queue: &Arc<WorkQueue>, keys: KeyFn<InformerEvent<T>>) -> Sink<InformerEvent<T>> {
+    Sink {
+        queue: queue.clone(),
+        keys,
+    }
 }
 
-fn keys_of<T: Resource>(i: &Arc<Informer<T>>) -> Arc<dyn Fn() -> Vec<String> + Send + Sync> {
+fn gc_sink<T: Resource>(
+    gc: &Arc<GarbageCollector>,
+    q: &Arc<WorkQueue>,
+    kind: &'static str,
+) -> Sink<InformerEvent<T>> {
+    let gc = gc.clone();
+    sink(q, Arc::new(move |ev: &InformerEvent<T>| gc.event_keys(kind, ev)))
+}
+
+/// Which events go to which controller's queue, under which keys.
+fn route(
+    feeds: Feeds,
+    caches: &Arc<Caches>,
+    q: &Queues,
+    gc: &Arc<GarbageCollector>,
+    exp: &Arc<Expectations>,
+    lead: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let rs_pod_keys: KeyFn<InformerEvent<Pod>> = {
+        let (c, exp) = (caches.clone(), exp.clone());
+        Arc::new(move |ev| replicaset::pod_event_keys(ev, &c.rss, &exp))
+    };
+    let ep_pod_keys: KeyFn<InformerEvent<Pod>> = {
+        let c = caches.clone();
+        Arc::new(move |ev| endpoints::pod_event_keys(ev, &c.svcs))
+    };
+    let dep_rs_keys: KeyFn<InformerEvent<ReplicaSet>> = {
+        let c = caches.clone();
+        Arc::new(move |ev| deployment::replicaset_event_keys(ev, &c.deps))
+    };
+    // A node Lease is named after its node.
+    let lease_node_key: KeyFn<InformerEvent<Lease>> = Arc::new(|ev| match ev {
+        InformerEvent::Added(l) | InformerEvent::Deleted(l) | InformerEvent::Updated { new: l, .. } => {
+            vec![meta(l).name]
+        }
+    });
+    let pod_sinks = vec![
+        sink(&q.rs, rs_pod_keys),
+        sink(&q.node, Arc::new(nodelifecycle::pod_event_keys)),
+        sink(&q.ep, ep_pod_keys),
+        gc_sink(gc, &q.gc, "Pod"),
+    ];
+    let rs_sinks = vec![
+        sink(&q.rs, self_key()),
+        sink(&q.dep, dep_rs_keys),
+        gc_sink(gc, &q.gc, "ReplicaSet"),
+    ];
+    let l = || lead.clone();
+    vec![
+        pump(feeds.pods, pod_sinks, l()),
+        pump(feeds.rss, rs_sinks, l()),
+        pump(
+            feeds.deps,
+            vec![sink(&q.dep, self_key()), gc_sink(gc, &q.gc, "Deployment")],
+            l(),
+        ),
+        pump(
+            feeds.nodes,
+            vec![sink(&q.node, self_key()), sink(&q.ipam, self_key())],
+            l(),
+        ),
+        pump(feeds.leases, vec![sink(&q.node, lease_node_key)], l()),
+        pump(
+            feeds.svcs,
+            vec![sink(&q.ep, self_key()), gc_sink(gc, &q.gc, "Service")],
+            l(),
+        ),
+        pump(
+            feeds.eps,
+            vec![sink(&q.ep, self_key()), gc_sink(gc, &q.gc, "Endpoints")],
+            l(),
+        ),
+        pump(feeds.nss, vec![sink(&q.ns, self_key())], l()),
+        pump(feeds.cms, vec![gc_sink(gc, &q.gc, "ConfigMap")], l()),
+        pump(feeds.secrets, vec![gc_sink(gc, &q.gc, "Secret")], l()),
+    ]
+}
+
+fn keys_of<T: Resource>(i: &Arc<Informer<T>>) -> KeysFn {
     let i = i.clone();
     Arc::new(move || i.list().iter().map(key_of).collect())
+}
+
+/// Spawns a controller's runner.
+fn run<R: Reconciler>(
+    reconciler: R,
+    queue: &Arc<WorkQueue>,
+    workers: usize,
+    all_keys: KeysFn,
+    caches: &Arc<Caches>,
+    lead: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    run_arc(Arc::new(reconciler), queue, workers, all_keys, caches, lead)
+}
+
+fn run_arc<R: Reconciler>(
+    reconciler: Arc<R>,
+    queue: &Arc<WorkQueue>,
+    workers: usize,
+    all_keys: KeysFn,
+    caches: &Arc<Caches>,
+    lead: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let c = caches.clone();
+    let controller = Controller {
+        reconciler,
+        queue: queue.clone(),
+        workers,
+        all_keys,
+        synced: Arc::new(move || c.synced()),
+    };
+    tokio::spawn(controller.run(lead.clone()))
+}
+
+/// Every object the garbage collector watches, as its keys.
+fn gc_keys(gc: &Arc<GarbageCollector>) -> KeysFn {
+    let gc = gc.clone();
+    Arc::new(move || {
+        gc.stores
+            .values()
+            .flat_map(|s| {
+                let kind = s.kind();
+                s.metas()
+                    .into_iter()
+                    .map(move |m| format!("{kind}|{}", join_key(&m.namespace, &m.name)))
+            })
+            .collect()
+    })
+}
+
+impl ControllerManager {
+    /// Starts informers, controllers and the leader election; returns at once.
+    pub fn start(client: ResourceClient, config: Config) -> ControllerManager {
+        let (lead_tx, lead) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(campaign(client.clone(), config.clone(), lead_tx))];
+        let (caches, feeds) = Caches::start(&client);
+        let q = Queues::new();
+        let expectations = Arc::new(Expectations::default());
+        let gc = Arc::new(GarbageCollector {
+            client: client.clone(),
+            stores: caches.gc_stores(),
+        });
+        tasks.extend(route(feeds, &caches, &q, &gc, &expectations, &lead));
+
+        let (c, w, clock) = (&caches, config.workers.max(1), config.clock.clone());
+        let rs = ReplicaSetController {
+            client: client.clone(),
+            replicasets: c.rss.clone(),
+            pods: c.pods.clone(),
+            expectations,
+            clock: clock.clone(),
+        };
+        tasks.push(run(rs, &q.rs, w, keys_of(&c.rss), c, &lead));
+        let dep = DeploymentController {
+            client: client.clone(),
+            deployments: c.deps.clone(),
+            replicasets: c.rss.clone(),
+            clock: clock.clone(),
+        };
+        tasks.push(run(dep, &q.dep, w, keys_of(&c.deps), c, &lead));
+        let node = NodeLifecycleController {
+            client: client.clone(),
+            nodes: c.nodes.clone(),
+            leases: c.leases.clone(),
+            pods: c.pods.clone(),
+            clock,
+            grace: config.node_grace_period,
+            limiter: Mutex::new(TokenBucket::new(
+                nodelifecycle::EVICTION_NODES_PER_SEC,
+                nodelifecycle::EVICTION_BURST,
+            )),
+            evicting: Mutex::default(),
+            missing_since: Mutex::default(),
+        };
+        // One worker: the eviction rate limit and disruption judgement are per cluster.
+        tasks.push(run(node, &q.node, 1, keys_of(&c.nodes), c, &lead));
+        let ipam = IpamController {
+            client: client.clone(),
+            nodes: c.nodes.clone(),
+            cluster_cidr: config.cluster_cidr,
+            pending: Mutex::default(),
+        };
+        // One worker: two allocations must never race.
+        tasks.push(run(ipam, &q.ipam, 1, keys_of(&c.nodes), c, &lead));
+        tasks.push(run_arc(gc.clone(), &q.gc, w, gc_keys(&gc), c, &lead));
+        let ns = NamespaceController {
+            client: client.clone(),
+            namespaces: c.nss.clone(),
+        };
+        tasks.push(run(ns, &q.ns, 1, keys_of(&c.nss), c, &lead));
+        let ep = EndpointsController {
+            client,
+            services: c.svcs.clone(),
+            endpoints: c.eps.clone(),
+            pods: c.pods.clone(),
+        };
+        tasks.push(run(ep, &q.ep, w, keys_of(&c.svcs), c, &lead));
+        ControllerManager { tasks, leader: lead }
+    }
+
+    /// Whether this instance currently leads (runs the controllers).
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Stops everything (the Lease expires by itself for the next candidate).
+    pub fn shutdown(self) {
+        drop(self);
+    }
 }
 
 /// Creates the system namespaces, retrying until the server answers.
@@ -124,409 +465,6 @@ async fn ensure_system_namespaces(c: &ResourceClient) {
             }
             tokio::time::sleep(STARTUP_RETRY).await;
         }
-    }
-}
-
-impl ControllerManager {
-    /// Starts informers, controllers and the leader election; returns at once.
-    pub fn start(client: ResourceClient, config: Config) -> ControllerManager {
-        let (lead_tx, lead_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(campaign(client.clone(), config.clone(), lead_tx)));
-
-        let c = &client;
-        let (pods, pods_rx) = informer::<Pod>(c, "");
-        let (nodes, nodes_rx) = informer::<Node>(c, "");
-        let (leases, leases_rx) = informer::<Lease>(c, NODE_LEASE_NAMESPACE);
-        let (rss, rss_rx) = informer::<ReplicaSet>(c, "");
-        let (deps, deps_rx) = informer::<Deployment>(c, "");
-        let (svcs, svcs_rx) = informer::<Service>(c, "");
-        let (eps, eps_rx) = informer::<Endpoints>(c, "");
-        let (nss, nss_rx) = informer::<Namespace>(c, "");
-        let (cms, cms_rx) = informer::<ConfigMap>(c, "");
-        let (secrets, secrets_rx) = informer::<Secret>(c, "");
-
-        let all_synced: Arc<dyn Fn() -> bool + Send + Sync> = {
-            let (pods, nodes, leases, rss, deps) = (
-                pods.clone(),
-                nodes.clone(),
-                leases.clone(),
-                rss.clone(),
-                deps.clone(),
-            );
-            let (svcs, eps, nss, cms, secrets) = (
-                svcs.clone(),
-                eps.clone(),
-                nss.clone(),
-                cms.clone(),
-                secrets.clone(),
-            );
-            Arc::new(move || {
-                pods.has_synced()
-                    && nodes.has_synced()
-                    && leases.has_synced()
-                    && rss.has_synced()
-                    && deps.has_synced()
-                    && svcs.has_synced()
-                    && eps.has_synced()
-                    && nss.has_synced()
-                    && cms.has_synced()
-                    && secrets.has_synced()
-            })
-        };
-        let (rs_q, dep_q, node_q, ipam_q, gc_q, ns_q, ep_q) =
-            (queue(), queue(), queue(), queue(), queue(), queue(), queue());
-        let expectations = Arc::new(Expectations::default());
-
-        let gc = Arc::new(GarbageCollector {
-            client: client.clone(),
-            stores: {
-                let mut m: BTreeMap<&'static str, Arc<dyn Store>> = BTreeMap::new();
-                m.insert(
-                    "Pod",
-                    Arc::new(Typed {
-                        kind: "Pod",
-                        informer: pods.clone(),
-                    }),
-                );
-                m.insert(
-                    "ReplicaSet",
-                    Arc::new(Typed {
-                        kind: "ReplicaSet",
-                        informer: rss.clone(),
-                    }),
-                );
-                m.insert(
-                    "Deployment",
-                    Arc::new(Typed {
-                        kind: "Deployment",
-                        informer: deps.clone(),
-                    }),
-                );
-                m.insert(
-                    "Service",
-                    Arc::new(Typed {
-                        kind: "Service",
-                        informer: svcs.clone(),
-                    }),
-                );
-                m.insert(
-                    "Endpoints",
-                    Arc::new(Typed {
-                        kind: "Endpoints",
-                        informer: eps.clone(),
-                    }),
-                );
-                m.insert(
-                    "ConfigMap",
-                    Arc::new(Typed {
-                        kind: "ConfigMap",
-                        informer: cms.clone(),
-                    }),
-                );
-                m.insert(
-                    "Secret",
-                    Arc::new(Typed {
-                        kind: "Secret",
-                        informer: secrets.clone(),
-                    }),
-                );
-                m
-            },
-        });
-        fn gc_sink<T: Resource>(
-            gc: &Arc<GarbageCollector>,
-            q: &Arc<WorkQueue>,
-            kind: &'static str,
-        ) -> Sink<InformerEvent<T>> {
-            let gc = gc.clone();
-            Sink {
-                queue: q.clone(),
-                keys: Arc::new(move |ev: &InformerEvent<T>| gc.event_keys(kind, ev)),
-            }
-        }
-
-        // ---- event routing
-        let lead = lead_rx.clone();
-        let rs_pod_keys: KeyFn<InformerEvent<Pod>> = {
-            let (rss, exp) = (rss.clone(), expectations.clone());
-            Arc::new(move |ev| replicaset::pod_event_keys(ev, &rss, &exp))
-        };
-        let ep_pod_keys: KeyFn<InformerEvent<Pod>> = {
-            let svcs = svcs.clone();
-            Arc::new(move |ev| endpoints::pod_event_keys(ev, &svcs))
-        };
-        tasks.push(pump(
-            pods_rx,
-            vec![
-                Sink {
-                    queue: rs_q.clone(),
-                    keys: rs_pod_keys,
-                },
-                Sink {
-                    queue: node_q.clone(),
-                    keys: Arc::new(nodelifecycle::pod_event_keys),
-                },
-                Sink {
-                    queue: ep_q.clone(),
-                    keys: ep_pod_keys,
-                },
-                gc_sink(&gc, &gc_q, "Pod"),
-            ],
-            lead.clone(),
-        ));
-        let dep_rs_keys: KeyFn<InformerEvent<ReplicaSet>> = {
-            let deps = deps.clone();
-            Arc::new(move |ev| deployment::replicaset_event_keys(ev, &deps))
-        };
-        tasks.push(pump(
-            rss_rx,
-            vec![
-                Sink {
-                    queue: rs_q.clone(),
-                    keys: self_key(),
-                },
-                Sink {
-                    queue: dep_q.clone(),
-                    keys: dep_rs_keys,
-                },
-                gc_sink(&gc, &gc_q, "ReplicaSet"),
-            ],
-            lead.clone(),
-        ));
-        tasks.push(pump(
-            deps_rx,
-            vec![
-                Sink {
-                    queue: dep_q.clone(),
-                    keys: self_key(),
-                },
-                gc_sink(&gc, &gc_q, "Deployment"),
-            ],
-            lead.clone(),
-        ));
-        tasks.push(pump(
-            nodes_rx,
-            vec![
-                Sink {
-                    queue: node_q.clone(),
-                    keys: self_key(),
-                },
-                Sink {
-                    queue: ipam_q.clone(),
-                    keys: self_key(),
-                },
-            ],
-            lead.clone(),
-        ));
-        let lease_node_key: KeyFn<InformerEvent<Lease>> = Arc::new(|ev| match ev {
-            InformerEvent::Added(l) | InformerEvent::Deleted(l) | InformerEvent::Updated { new: l, .. } => {
-                vec![meta(l).name]
-            }
-        });
-        tasks.push(pump(
-            leases_rx,
-            vec![Sink {
-                queue: node_q.clone(),
-                keys: lease_node_key,
-            }],
-            lead.clone(),
-        ));
-        tasks.push(pump(
-            svcs_rx,
-            vec![
-                Sink {
-                    queue: ep_q.clone(),
-                    keys: self_key(),
-                },
-                gc_sink(&gc, &gc_q, "Service"),
-            ],
-            lead.clone(),
-        ));
-        tasks.push(pump(
-            eps_rx,
-            vec![
-                Sink {
-                    queue: ep_q.clone(),
-                    keys: self_key(),
-                },
-                gc_sink(&gc, &gc_q, "Endpoints"),
-            ],
-            lead.clone(),
-        ));
-        tasks.push(pump(
-            nss_rx,
-            vec![Sink {
-                queue: ns_q.clone(),
-                keys: self_key(),
-            }],
-            lead.clone(),
-        ));
-        tasks.push(pump(cms_rx, vec![gc_sink(&gc, &gc_q, "ConfigMap")], lead.clone()));
-        tasks.push(pump(
-            secrets_rx,
-            vec![gc_sink(&gc, &gc_q, "Secret")],
-            lead.clone(),
-        ));
-
-        // ---- controllers
-        let w = config.workers.max(1);
-        let spawn = |tasks: &mut Vec<JoinHandle<()>>,
-                     c: Box<dyn FnOnce(watch::Receiver<bool>) -> JoinHandle<()>>| {
-            tasks.push(c(lead.clone()));
-        };
-        fn runner<R: Reconciler>(
-            r: R,
-            q: &Arc<WorkQueue>,
-            workers: usize,
-            all_keys: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
-            synced: &Arc<dyn Fn() -> bool + Send + Sync>,
-        ) -> Box<dyn FnOnce(watch::Receiver<bool>) -> JoinHandle<()>> {
-            let c = Controller {
-                reconciler: Arc::new(r),
-                queue: q.clone(),
-                workers,
-                all_keys,
-                synced: synced.clone(),
-            };
-            Box::new(move |lead| tokio::spawn(c.run(lead)))
-        }
-        let clock = config.clock.clone();
-        spawn(
-            &mut tasks,
-            runner(
-                ReplicaSetController {
-                    client: client.clone(),
-                    replicasets: rss.clone(),
-                    pods: pods.clone(),
-                    expectations,
-                    clock: clock.clone(),
-                },
-                &rs_q,
-                w,
-                keys_of(&rss),
-                &all_synced,
-            ),
-        );
-        spawn(
-            &mut tasks,
-            runner(
-                DeploymentController {
-                    client: client.clone(),
-                    deployments: deps.clone(),
-                    replicasets: rss.clone(),
-                    clock: clock.clone(),
-                },
-                &dep_q,
-                w,
-                keys_of(&deps),
-                &all_synced,
-            ),
-        );
-        spawn(
-            &mut tasks,
-            runner(
-                NodeLifecycleController {
-                    client: client.clone(),
-                    nodes: nodes.clone(),
-                    leases,
-                    pods: pods.clone(),
-                    clock: clock.clone(),
-                    grace: config.node_grace_period,
-                    limiter: Mutex::new(TokenBucket::new(
-                        nodelifecycle::EVICTION_NODES_PER_SEC,
-                        nodelifecycle::EVICTION_BURST,
-                    )),
-                    evicting: Mutex::default(),
-                    missing_since: Mutex::default(),
-                },
-                &node_q,
-                1,
-                keys_of(&nodes),
-                &all_synced,
-            ),
-        );
-        spawn(
-            &mut tasks,
-            runner(
-                IpamController {
-                    client: client.clone(),
-                    nodes: nodes.clone(),
-                    cluster_cidr: config.cluster_cidr,
-                    pending: Mutex::default(),
-                },
-                &ipam_q,
-                1,
-                keys_of(&nodes),
-                &all_synced,
-            ),
-        );
-        let gc_all_keys: Arc<dyn Fn() -> Vec<String> + Send + Sync> = {
-            let gc = gc.clone();
-            Arc::new(move || {
-                gc.stores
-                    .values()
-                    .flat_map(|s| {
-                        let kind = s.kind();
-                        s.metas()
-                            .into_iter()
-                            .map(move |m| format!("{kind}|{}", join_key(&m.namespace, &m.name)))
-                    })
-                    .collect()
-            })
-        };
-        {
-            let c = Controller {
-                reconciler: gc,
-                queue: gc_q.clone(),
-                workers: w,
-                all_keys: gc_all_keys,
-                synced: all_synced.clone(),
-            };
-            tasks.push(tokio::spawn(c.run(lead.clone())));
-        }
-        spawn(
-            &mut tasks,
-            runner(
-                NamespaceController {
-                    client: client.clone(),
-                    namespaces: nss.clone(),
-                },
-                &ns_q,
-                1,
-                keys_of(&nss),
-                &all_synced,
-            ),
-        );
-        spawn(
-            &mut tasks,
-            runner(
-                EndpointsController {
-                    client: client.clone(),
-                    services: svcs.clone(),
-                    endpoints: eps,
-                    pods,
-                },
-                &ep_q,
-                w,
-                keys_of(&svcs),
-                &all_synced,
-            ),
-        );
-        ControllerManager {
-            tasks,
-            leader: lead_rx,
-        }
-    }
-
-    /// Whether this instance currently leads (runs the controllers).
-    pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
-    }
-
-    /// Stops everything (the Lease expires by itself for the next candidate).
-    pub fn shutdown(self) {
-        drop(self);
     }
 }
 
