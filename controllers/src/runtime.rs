@@ -338,9 +338,6 @@ impl<R: Reconciler> Controller<R> {
                 tokio::time::sleep(CACHE_SYNC_POLL).await;
             }
             tracing::info!(controller = self.reconciler.name(), "leading: reconciling");
-            for k in (self.all_keys)() {
-                self.queue.add(k).await;
-            }
             let mut workers = JoinSet::new();
             for _ in 0..self.workers.max(1) {
                 workers.spawn(worker(
@@ -350,7 +347,17 @@ impl<R: Reconciler> Controller<R> {
                     backoff.clone(),
                 ));
             }
+            // Workers first: a resync larger than the queue waits for them to make room.
+            let resync = {
+                let (q, keys) = (self.queue.clone(), (self.all_keys)());
+                tokio::spawn(async move {
+                    for k in keys {
+                        q.add(k).await;
+                    }
+                })
+            };
             let lost = leader.wait_for(|l| !*l).await.is_err();
+            resync.abort();
             workers.shutdown().await;
             self.reconciler.reset();
             self.queue.requeue_processing();
@@ -534,6 +541,28 @@ mod tests {
             r.calls.lock().unwrap()["k"].len() > before,
             "resumed when leading again"
         );
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_larger_than_the_queue_gets_through() {
+        let r = Arc::new(Flaky {
+            fail: 0,
+            calls: Mutex::default(),
+            running: AtomicUsize::new(0),
+            max_running: AtomicUsize::new(0),
+        });
+        let c = Controller {
+            reconciler: r.clone(),
+            queue: Arc::new(WorkQueue::new(2)),
+            workers: 1,
+            all_keys: Arc::new(|| (0..10).map(|i| format!("k{i}")).collect()),
+            synced: Arc::new(|| true),
+        };
+        let (_lead_tx, lead_rx) = watch::channel(true);
+        let task = tokio::spawn(c.run(lead_rx));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(r.calls.lock().unwrap().len(), 10);
         task.abort();
     }
 
