@@ -3,7 +3,9 @@
 //! `notReadyAddresses` (all in `addresses` with `publishNotReadyAddresses`), with the service's
 //! ports resolved per pod (a named `targetPort` is looked up in the pod's container ports; a pod
 //! without that port is left out of that port's subset). Pods without an IP, terminal pods and
-//! pods being deleted are left out. Services without a selector keep hand-written Endpoints.
+//! pods being deleted are left out. A pod whose `subdomain` is the service gets its
+//! `hostname` in its address (for DNS). Services without a selector keep hand-written
+//! Endpoints.
 
 use crate::replicaset::ignore_not_found;
 use crate::runtime::{Action, Reconciler};
@@ -78,9 +80,17 @@ pub fn subsets(svc: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
             continue;
         }
         let m = meta(p);
+        let ps = p.spec.clone().unwrap_or_default();
+        // A pod naming this service as its subdomain is reachable by hostname (DNS).
+        let svc_name = svc.metadata.as_ref().map_or("", |m| m.name.as_str());
+        let hostname = if !ps.hostname.is_empty() && ps.subdomain == svc_name {
+            ps.hostname.clone()
+        } else {
+            String::new()
+        };
         let addr = EndpointAddress {
             ip: pod_ip(p).to_string(),
-            hostname: String::new(),
+            hostname,
             node_name: p
                 .spec
                 .as_ref()
@@ -300,6 +310,28 @@ mod tests {
         assert_eq!(ips(&subs[1].addresses), ["10.0.0.4"]);
         assert_eq!(subs[1].ports[0].port, 9090);
         assert_eq!(subs[0].addresses[0].target_ref.as_ref().unwrap().name, "a");
+        assert_eq!(subs[0].addresses[0].hostname, "");
+    }
+
+    #[test]
+    fn pods_in_the_service_subdomain_get_hostnames() {
+        let mut s = svc(vec![ServicePort {
+            port: 80,
+            ..Default::default()
+        }]);
+        s.metadata = Some(ObjectMeta {
+            name: "db".into(),
+            ..Default::default()
+        });
+        let mut p = pod("db-0", "10.0.0.1", true, &[]);
+        let spec = p.spec.as_mut().unwrap();
+        spec.hostname = "db-0".into();
+        spec.subdomain = "db".into();
+        let mut q = pod("other", "10.0.0.2", true, &[]);
+        q.spec.as_mut().unwrap().hostname = "other".into();
+        let subs = subsets(&s, &[p, q]);
+        let names: Vec<&str> = subs[0].addresses.iter().map(|a| a.hostname.as_str()).collect();
+        assert_eq!(names, ["db-0", ""]);
     }
 
     #[test]
