@@ -1038,3 +1038,38 @@ async fn resizing_a_deployment_mid_rollout_converges() {
     );
     stop.store(true, Ordering::Relaxed);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_member_takes_over_when_the_leading_one_dies() {
+    let mut c = Cluster::start(3, &[]).await;
+    let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(5)).unwrap();
+    let holder = eventually("a controller manager leading", || async {
+        let l: Lease = rc.get("kube-system", "berth-controller-manager").await.ok()?;
+        l.spec?.holder_identity
+    })
+    .await;
+    rc.create("default", &parse::<ReplicaSet>(RS_YAML)).await.unwrap();
+    eventually("3 pods", || async {
+        (pods(&rc, "default", "app=web").await.len() == 3).then_some(())
+    })
+    .await;
+    let i = c.members.iter().position(|m| m.name == holder).unwrap();
+    c.members[i].kill();
+    let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(5)).unwrap();
+    let victim = name(&pods(&rc, "default", "app=web").await[0]);
+    rc.delete::<Pod>("default", &victim, DeleteOptions::default())
+        .await
+        .unwrap();
+    // The Lease (15 s) expires, another member's manager takes it and repairs the set.
+    eventually("a new leader replaced the pod", || async {
+        let l: Lease = rc.get("kube-system", "berth-controller-manager").await.ok()?;
+        let new_holder = l.spec?.holder_identity?;
+        let n = pods(&rc, "default", "app=web")
+            .await
+            .into_iter()
+            .filter(active)
+            .count();
+        (new_holder != holder && n == 3).then_some(())
+    })
+    .await;
+}
