@@ -263,6 +263,13 @@ async fn deployment_rolls_out_within_max_unavailable_and_rolls_back() {
         out.ends_with("deployment \"web\" successfully rolled out\n"),
         "{out}"
     );
+    // Pods take 300 ms to become ready: the first read cannot find the rollout done.
+    let first = out.lines().next().unwrap();
+    assert!(first.starts_with("Waiting for deployment"), "{out}");
+    assert!(
+        out.contains("Waiting for deployment \"web\" rollout to finish: "),
+        "progress lines as the rollout goes: {out}"
+    );
     let d: Deployment = rc.get("default", "web").await.unwrap();
     assert_eq!(revision_of(&d), "1");
     let conds = &d.status.as_ref().unwrap().conditions;
@@ -1072,4 +1079,42 @@ async fn another_member_takes_over_when_the_leading_one_dies() {
         (new_holder != holder && n == 3).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_that_cannot_progress_reports_its_deadline() {
+    let (c, rc) = started(&[]).await;
+    // No kubelet: pods never become ready.
+    let yaml = DEPLOY_YAML.replace("  replicas: 4\n", "  replicas: 2\n  progressDeadlineSeconds: 1\n");
+    rc.create("default", &parse::<Deployment>(&yaml)).await.unwrap();
+    eventually("Progressing=False ProgressDeadlineExceeded", || async {
+        let d: Deployment = rc.get("default", "web").await.ok()?;
+        let st = d.status?;
+        st.conditions
+            .iter()
+            .any(|c| {
+                c.r#type == "Progressing" && c.status == "False" && c.reason == "ProgressDeadlineExceeded"
+            })
+            .then_some(())
+    })
+    .await;
+    let d: Deployment = rc.get("default", "web").await.unwrap();
+    let available = d
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "Available")
+        .unwrap();
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_str()),
+        ("False", "MinimumReplicasUnavailable")
+    );
+    let out = std::process::Command::new(berth_bin())
+        .args(["rollout", "status", "deployment/web", "--server", &c.endpoints()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
 }

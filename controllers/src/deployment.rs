@@ -380,6 +380,7 @@ impl Reconciler for DeploymentController {
         if complete && !spec.paused {
             self.cleanup(&d, &old).await?;
         }
+        let recheck = self.progress_recheck(&spec, &status);
         if d.status.as_ref() != Some(&status) {
             let mut next = d.clone();
             next.status = Some(status);
@@ -388,7 +389,7 @@ impl Reconciler for DeploymentController {
         Ok(if complete {
             Action::AwaitChange
         } else {
-            Action::RequeueAfter(PROGRESS_RECHECK_MAX)
+            Action::RequeueAfter(recheck)
         })
     }
 }
@@ -698,6 +699,28 @@ impl DeploymentController {
             return Ok(scaled);
         }
         self.scale(new_rs, sizes.desired, sizes).await
+    }
+
+    /// When to look again at a rollout in progress: when its progress deadline passes (from
+    /// the Progressing condition's last update), at most [`PROGRESS_RECHECK_MAX`] from now.
+    fn progress_recheck(
+        &self,
+        spec: &berth_proto::appsv1::DeploymentSpec,
+        status: &DeploymentStatus,
+    ) -> Duration {
+        let deadline_s = i64::from(spec.progress_deadline_seconds.unwrap_or(600));
+        let last = status
+            .conditions
+            .iter()
+            .find(|c| c.r#type == "Progressing" && c.status == "True")
+            .and_then(|c| parse_time(&c.last_update_time));
+        let Some(last) = last else {
+            return PROGRESS_RECHECK_MAX;
+        };
+        // Condition times have whole seconds: one more second makes sure the deadline passed.
+        let due = last + (deadline_s + 1) * 1_000_000;
+        let wait = (due - self.clock.now_micros()).max(0) as u64;
+        Duration::from_micros(wait).clamp(Duration::from_millis(100), PROGRESS_RECHECK_MAX)
     }
 
     /// Deletes old ReplicaSets at zero beyond revisionHistoryLimit, oldest first.
