@@ -38,6 +38,8 @@ pub trait Store: Send + Sync {
     fn kind(&self) -> &'static str;
     fn cached(&self, key: &str) -> Option<ObjectMeta>;
     fn metas(&self) -> Vec<ObjectMeta>;
+    /// The cached objects that list `owner_uid` among their owners.
+    fn dependents(&self, owner_uid: &str) -> Vec<ObjectMeta>;
     fn synced(&self) -> bool;
     /// The uid of the live object (None if absent), read from the server.
     fn live_uid<'a>(
@@ -56,9 +58,27 @@ pub trait Store: Send + Sync {
     fn delete<'a>(&'a self, c: &'a ResourceClient, m: &'a ObjectMeta, policy: &'a str) -> BoxFut<'a, ()>;
 }
 
+/// Name of the informer index of objects by the uids of their owners.
+pub const OWNER_UID_INDEX: &str = "gc-owner-uid";
+
 pub struct Typed<T: Resource> {
-    pub kind: &'static str,
-    pub informer: Arc<Informer<T>>,
+    kind: &'static str,
+    informer: Arc<Informer<T>>,
+}
+
+impl<T: Resource> Typed<T> {
+    /// Wraps a cache and registers the owner-uid index on it.
+    pub fn new(kind: &'static str, informer: Arc<Informer<T>>) -> Typed<T> {
+        informer.add_index(
+            OWNER_UID_INDEX,
+            Arc::new(|o: &T| {
+                o.meta()
+                    .map(|m| m.owner_references.iter().map(|r| r.uid.clone()).collect())
+                    .unwrap_or_default()
+            }),
+        );
+        Typed { kind, informer }
+    }
 }
 
 impl<T: Resource> Store for Typed<T> {
@@ -70,6 +90,13 @@ impl<T: Resource> Store for Typed<T> {
     }
     fn metas(&self) -> Vec<ObjectMeta> {
         self.informer.list().iter().map(meta).collect()
+    }
+    fn dependents(&self, owner_uid: &str) -> Vec<ObjectMeta> {
+        self.informer
+            .by_index(OWNER_UID_INDEX, owner_uid)
+            .iter()
+            .map(meta)
+            .collect()
     }
     fn synced(&self) -> bool {
         self.informer.has_synced()
@@ -129,12 +156,7 @@ impl GarbageCollector {
     fn dependents(&self, owner_uid: &str) -> Vec<(Arc<dyn Store>, ObjectMeta)> {
         self.stores
             .values()
-            .flat_map(|s| {
-                s.metas()
-                    .into_iter()
-                    .filter(|m| m.owner_references.iter().any(|r| r.uid == owner_uid))
-                    .map(move |m| (s.clone(), m))
-            })
+            .flat_map(|s| s.dependents(owner_uid).into_iter().map(move |m| (s.clone(), m)))
             .collect()
     }
 

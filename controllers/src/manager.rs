@@ -172,13 +172,7 @@ impl Caches {
     /// The garbage collector's view: every kind it checks owners and dependents in.
     fn gc_stores(&self) -> BTreeMap<&'static str, Arc<dyn Store>> {
         fn typed<T: Resource>(kind: &'static str, i: &Arc<Informer<T>>) -> (&'static str, Arc<dyn Store>) {
-            (
-                kind,
-                Arc::new(Typed {
-                    kind,
-                    informer: i.clone(),
-                }),
-            )
+            (kind, Arc::new(Typed::new(kind, i.clone())))
         }
         [
             typed("Pod", &self.pods),
