@@ -205,6 +205,9 @@ fn controllers_config(a: &ServerArgs) -> anyhow::Result<Option<berth_controllers
     if a.no_controllers {
         return Ok(None);
     }
+    if a.node_grace_period_ms == 0 {
+        bail!("--node-grace-period-ms must be positive");
+    }
     let mut c = berth_controllers::Config::new(a.name.clone());
     c.node_grace_period = Duration::from_millis(a.node_grace_period_ms);
     c.cluster_cidr = a
@@ -306,6 +309,42 @@ mod tests {
             .to_string()
             .contains("twice"));
         assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn controller_flags_are_checked() {
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: ServerArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let base = [
+                "t",
+                "--name",
+                "s1",
+                "--data-dir",
+                "d",
+                "--peer-addr",
+                "a:1",
+                "--client-addr",
+                "a:2",
+            ];
+            let t: T = clap::Parser::parse_from(base.iter().chain(extra));
+            controllers_config(&t.a)
+        };
+        let c = parse(&[]).unwrap().unwrap();
+        assert_eq!(c.cluster_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(c.node_grace_period, Duration::from_secs(5));
+        assert!(parse(&["--no-controllers"]).unwrap().is_none());
+        for (flags, want) in [
+            (&["--cluster-cidr", "10.0.0.0/25"][..], "--cluster-cidr"),
+            (&["--cluster-cidr", "10.0.0.1/16"][..], "--cluster-cidr"),
+            (&["--node-grace-period-ms", "0"][..], "--node-grace-period-ms"),
+        ] {
+            let err = parse(flags).unwrap_err().to_string();
+            assert!(err.contains(want), "{flags:?}: {err}");
+        }
     }
 
     #[test]

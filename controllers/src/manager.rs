@@ -66,6 +66,20 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("identity", &self.identity)
+            .field("node_grace_period", &self.node_grace_period)
+            .field("cluster_cidr", &self.cluster_cidr.to_string())
+            .field("workers", &self.workers)
+            .field("lease_duration", &self.lease_duration)
+            .field("renew_interval", &self.renew_interval)
+            .field("renew_deadline", &self.renew_deadline)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The running controllers; dropping it stops them (and stops renewing the Lease).
 pub struct ControllerManager {
     tasks: Vec<JoinHandle<()>>,
