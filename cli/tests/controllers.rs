@@ -390,7 +390,7 @@ async fn recreate_stops_old_pods_before_starting_new_ones() {
     let _kubelet = kubelet(rc.clone(), "default", Duration::from_millis(100), stop.clone());
     let yaml = DEPLOY_YAML.replace(
         "{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}",
-        "{type: Recreate}",
+        "{type: Recreate}\n  revisionHistoryLimit: 0",
     );
     rc.create("default", &parse::<Deployment>(&yaml)).await.unwrap();
     let done = || async {
@@ -422,6 +422,16 @@ async fn recreate_stops_old_pods_before_starting_new_ones() {
             .clone();
         let rolled = berth_controllers::deployment::rollout_status(&d).ok()?.1;
         (rolled && image == "nginx:1.26" && revision_of(&d) == "2").then_some(())
+    })
+    .await;
+    // revisionHistoryLimit 0: the old ReplicaSet goes once the rollout is complete.
+    eventually("only the new ReplicaSet left", || async {
+        let rss = rc
+            .list_all::<ReplicaSet>("default", &ListParams::default())
+            .await
+            .ok()?
+            .items;
+        (rss.len() == 1 && revision_of(&rss[0]) == "2").then_some(())
     })
     .await;
     stop.store(true, Ordering::Relaxed);
