@@ -483,7 +483,7 @@ fn bound_pod(name: &str, node: &str, toleration: &str) -> Pod {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_nodes_go_not_ready_get_tainted_and_lose_their_pods() {
-    let (_c, rc) = started(&["--node-grace-period-ms", "1500", "--cluster-cidr", "10.99.0.0/16"]).await;
+    let (_c, rc) = started(&["--node-grace-period-ms", "2000", "--cluster-cidr", "10.99.0.0/16"]).await;
     for n in ["bk-n1", "bk-n2"] {
         rc.create("", &node(n)).await.unwrap();
     }
@@ -922,7 +922,7 @@ async fn controllers_settle_when_nothing_changes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_of_most_nodes_evicts_nothing() {
-    let (_c, rc) = started(&["--node-grace-period-ms", "1000"]).await;
+    let (_c, rc) = started(&["--node-grace-period-ms", "2000"]).await;
     let names = ["bk-p1", "bk-p2", "bk-p3", "bk-p4"];
     for n in names {
         rc.create("", &node(n)).await.unwrap();
