@@ -357,6 +357,30 @@ fn run_arc<R: Reconciler>(
     tokio::spawn(controller.run(lead.clone()))
 }
 
+/// Every Namespace, and every namespace some cached object is in (one that is gone but left
+/// objects behind gets swept on resync too).
+fn namespace_keys(c: &Arc<Caches>) -> KeysFn {
+    let c = c.clone();
+    Arc::new(move || {
+        let mut keys: std::collections::BTreeSet<String> = c.nss.list().iter().map(key_of).collect();
+        fn namespaces<T: Resource>(i: &Informer<T>, out: &mut std::collections::BTreeSet<String>) {
+            out.extend(
+                i.list()
+                    .iter()
+                    .filter_map(|o| o.meta().map(|m| m.namespace.clone())),
+            );
+        }
+        namespaces(&c.pods, &mut keys);
+        namespaces(&c.rss, &mut keys);
+        namespaces(&c.deps, &mut keys);
+        namespaces(&c.svcs, &mut keys);
+        namespaces(&c.eps, &mut keys);
+        namespaces(&c.cms, &mut keys);
+        namespaces(&c.secrets, &mut keys);
+        keys.into_iter().filter(|k| !k.is_empty()).collect()
+    })
+}
+
 /// Every object the garbage collector watches, as its keys.
 fn gc_keys(gc: &Arc<GarbageCollector>) -> KeysFn {
     let gc = gc.clone();
@@ -432,7 +456,7 @@ impl ControllerManager {
             client: client.clone(),
             namespaces: c.nss.clone(),
         };
-        tasks.push(run(ns, &q.ns, 1, keys_of(&c.nss), c, &lead));
+        tasks.push(run(ns, &q.ns, 1, namespace_keys(c), c, &lead));
         let ep = EndpointsController {
             client,
             services: c.svcs.clone(),

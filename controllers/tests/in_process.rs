@@ -1,13 +1,15 @@
-//! Leader election of the controller manager against an in-process API server (a real
-//! `berth_apiserver::Server` on loopback, reached through the client crate): one manager leads
-//! at a time, a manager that loses the Lease stops, and another takes over when the leader goes.
+//! The controller manager against an in-process API server (a real `berth_apiserver::Server`
+//! on loopback, reached through the client crate), where a test needs to control when the
+//! managers run: leader election (one leads at a time, a manager that loses the Lease stops,
+//! another takes over when the leader goes), and the sweep of what a namespace deleted while no
+//! manager ran left behind.
 
 use berth_apiserver::{ApiConfig, Server};
 use berth_client::{ClientError, ListParams, Resource, ResourceClient};
 use berth_controllers::{Config, ControllerManager};
 use berth_proto::appsv1::ReplicaSet;
 use berth_proto::coordinationv1::Lease;
-use berth_proto::corev1::Pod;
+use berth_proto::corev1::{ConfigMap, Namespace, Pod};
 use berth_proto::manifest;
 use berth_raft::RaftConfig;
 use std::time::{Duration, Instant};
@@ -53,13 +55,12 @@ async fn active_pods(rc: &ResourceClient) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn one_manager_leads_stops_when_it_loses_the_lease_and_another_takes_over() {
-    let dir = tempfile::tempdir().unwrap();
+/// A single-member server in `dir` and a client of it, once `default` exists.
+async fn server(dir: &std::path::Path) -> (Server, ResourceClient) {
     let (client_addr, peer_addr) = (free_addr(), free_addr());
     let server = Server::start(
         ApiConfig::new(client_addr.clone(), peer_addr.clone()),
-        RaftConfig::new("s1", dir.path().join("s1"), peer_addr, client_addr.clone()),
+        RaftConfig::new("s1", dir.join("s1"), peer_addr, client_addr.clone()),
     )
     .await
     .unwrap();
@@ -68,6 +69,44 @@ async fn one_manager_leads_stops_when_it_loses_the_lease_and_another_takes_over(
         rc.get::<berth_proto::corev1::Namespace>("", "default").await.ok()
     })
     .await;
+    (server, rc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_namespace_deleted_while_no_manager_ran_left_behind_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, rc) = server(dir.path()).await;
+    // No controller runs yet: the namespace has no finalizer and goes at once.
+    let ns = manifest::parse_one("apiVersion: v1\nkind: Namespace\nmetadata: {name: bk-ghost}\n").unwrap();
+    rc.create("", &Namespace::from_object(ns).unwrap()).await.unwrap();
+    let cm = manifest::parse_one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: left}\n").unwrap();
+    rc.create("bk-ghost", &ConfigMap::from_object(cm).unwrap())
+        .await
+        .unwrap();
+    rc.delete::<Namespace>("", "bk-ghost", Default::default())
+        .await
+        .unwrap();
+    assert!(
+        rc.get::<ConfigMap>("bk-ghost", "left").await.is_ok(),
+        "left behind"
+    );
+    let m = ControllerManager::start(rc.clone(), config("a"));
+    eventually("the leftover swept", || async {
+        matches!(
+            rc.get::<ConfigMap>("bk-ghost", "left").await,
+            Err(ClientError::NotFound(_))
+        )
+        .then_some(())
+    })
+    .await;
+    drop(m);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_manager_leads_stops_when_it_loses_the_lease_and_another_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, rc) = server(dir.path()).await;
 
     let a = ControllerManager::start(rc.clone(), config("a"));
     eventually("a leads", || async { a.is_leader().then_some(()) }).await;
