@@ -357,6 +357,22 @@ fn run_arc<R: Reconciler>(
     tokio::spawn(controller.run(lead.clone()))
 }
 
+/// Every Node, and every node name a cached pod is bound to (pods of a node that is gone are
+/// collected on resync too).
+fn node_keys(c: &Arc<Caches>) -> KeysFn {
+    let c = c.clone();
+    Arc::new(move || {
+        let mut keys: std::collections::BTreeSet<String> = c.nodes.list().iter().map(key_of).collect();
+        keys.extend(
+            c.pods
+                .list()
+                .iter()
+                .filter_map(|p| p.spec.as_ref().map(|s| s.node_name.clone())),
+        );
+        keys.into_iter().filter(|k| !k.is_empty()).collect()
+    })
+}
+
 /// Every Namespace, and every namespace some cached object is in (one that is gone but left
 /// objects behind gets swept on resync too).
 fn namespace_keys(c: &Arc<Caches>) -> KeysFn {
@@ -442,7 +458,7 @@ impl ControllerManager {
             missing_since: Mutex::default(),
         };
         // One worker: the eviction rate limit and disruption judgement are per cluster.
-        tasks.push(run(node, &q.node, 1, keys_of(&c.nodes), c, &lead));
+        tasks.push(run(node, &q.node, 1, node_keys(c), c, &lead));
         let ipam = IpamController {
             client: client.clone(),
             nodes: c.nodes.clone(),
