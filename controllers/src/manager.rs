@@ -479,7 +479,18 @@ impl ControllerManager {
             endpoints: c.eps.clone(),
             pods: c.pods.clone(),
         };
-        tasks.push(run(ep, &q.ep, w, keys_of(&c.svcs), c, &lead));
+        // Endpoints too: those whose Service went while no manager ran are deleted.
+        let ep_keys: KeysFn = {
+            let (svcs, eps) = (keys_of(&c.svcs), keys_of(&c.eps));
+            Arc::new(move || {
+                let mut k = svcs();
+                k.extend(eps());
+                k.sort();
+                k.dedup();
+                k
+            })
+        };
+        tasks.push(run(ep, &q.ep, w, ep_keys, c, &lead));
         ControllerManager { tasks, leader: lead }
     }
 
