@@ -9,6 +9,7 @@
 mod bench;
 mod cluster;
 mod kubectl;
+mod rollout;
 mod server;
 mod snapshot;
 
@@ -71,6 +72,9 @@ enum Cmd {
     Annotate(kubectl::label::LabelArgs),
     /// The supported kinds and their names.
     ApiResources(kubectl::api_resources::ApiResourcesArgs),
+    /// Deployment rollouts: status, history, undo, restart.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCmd),
 }
 
 fn init_tracing() {
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Label(a) => kubectl::run(kubectl::label::label(a)).await,
             Cmd::Annotate(a) => kubectl::run(kubectl::label::annotate(a)).await,
             Cmd::ApiResources(a) => kubectl::run(async { kubectl::api_resources::run(a) }).await,
+            Cmd::Rollout(c) => rollout::run(c).await,
         }
     })
 }

@@ -52,6 +52,15 @@ pub struct ServerArgs {
     /// "periodic" or "revision", as etcd.
     #[arg(long, default_value = "periodic")]
     pub auto_compaction_mode: String,
+    /// Do not run the controllers (ReplicaSet, Deployment, node lifecycle, ...) in this member.
+    #[arg(long)]
+    pub no_controllers: bool,
+    /// A node whose Lease has not been renewed for this long is NotReady and its pods evicted.
+    #[arg(long = "node-grace-period-ms", default_value_t = 5000)]
+    pub node_grace_period_ms: u64,
+    /// IPv4 range the nodes' pod CIDRs (/24 each) are carved from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -191,7 +200,35 @@ async fn resolve_join(client_addrs: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(peers)
 }
 
-async fn serve_until_signal(api: ApiConfig, mut raft: RaftConfig) -> anyhow::Result<()> {
+/// The controller manager's config, None with `--no-controllers`.
+fn controllers_config(a: &ServerArgs) -> anyhow::Result<Option<berth_controllers::Config>> {
+    if a.no_controllers {
+        return Ok(None);
+    }
+    if a.node_grace_period_ms == 0 {
+        bail!("--node-grace-period-ms must be positive");
+    }
+    let mut c = berth_controllers::Config::new(a.name.clone());
+    c.node_grace_period = Duration::from_millis(a.node_grace_period_ms);
+    c.cluster_cidr = a
+        .cluster_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let node_len = berth_controllers::ipam::NODE_CIDR_PREFIX_LEN;
+    if c.cluster_cidr.prefix_len > node_len {
+        bail!(
+            "--cluster-cidr: {} is smaller than one node's /{node_len}",
+            a.cluster_cidr
+        );
+    }
+    Ok(Some(c))
+}
+
+async fn serve_until_signal(
+    api: ApiConfig,
+    mut raft: RaftConfig,
+    controllers: Option<berth_controllers::Config>,
+) -> anyhow::Result<()> {
     if !raft.join.is_empty() {
         raft.join = resolve_join(&raft.join).await?;
     }
@@ -199,8 +236,18 @@ async fn serve_until_signal(api: ApiConfig, mut raft: RaftConfig) -> anyhow::Res
     let client = api.client_addr.clone();
     let server = Server::start(api, raft).await?;
     tracing::info!(member = %name, id = %format!("{:x}", server.raft.member_id()), client_addr = %client, "serving");
+    // The controllers reach this member like any client: through the client crate.
+    let manager = match controllers {
+        Some(cfg) => {
+            let rc =
+                berth_client::ResourceClient::new(std::slice::from_ref(&client), Duration::from_secs(5))?;
+            Some(berth_controllers::ControllerManager::start(rc, cfg))
+        }
+        None => None,
+    };
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    drop(manager);
     server.shutdown().await;
     Ok(())
 }
@@ -217,7 +264,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let (api, raft) = configs(&a)?;
-    serve_until_signal(api, raft).await
+    let controllers = controllers_config(&a)?;
+    serve_until_signal(api, raft, controllers).await
 }
 
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
@@ -236,6 +284,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         snapshot_count: 10_000,
         auto_compaction_retention: "1h".into(),
         auto_compaction_mode: "periodic".into(),
+        no_controllers: false,
+        node_grace_period_ms: 5000,
+        cluster_cidr: "10.244.0.0/16".into(),
     };
     eprintln!(
         "berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world",
@@ -258,6 +309,42 @@ mod tests {
             .to_string()
             .contains("twice"));
         assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn controller_flags_are_checked() {
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: ServerArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let base = [
+                "t",
+                "--name",
+                "s1",
+                "--data-dir",
+                "d",
+                "--peer-addr",
+                "a:1",
+                "--client-addr",
+                "a:2",
+            ];
+            let t: T = clap::Parser::parse_from(base.iter().chain(extra));
+            controllers_config(&t.a)
+        };
+        let c = parse(&[]).unwrap().unwrap();
+        assert_eq!(c.cluster_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(c.node_grace_period, Duration::from_secs(5));
+        assert!(parse(&["--no-controllers"]).unwrap().is_none());
+        for (flags, want) in [
+            (&["--cluster-cidr", "10.0.0.0/25"][..], "--cluster-cidr"),
+            (&["--cluster-cidr", "10.0.0.1/16"][..], "--cluster-cidr"),
+            (&["--node-grace-period-ms", "0"][..], "--node-grace-period-ms"),
+        ] {
+            let err = parse(flags).unwrap_err().to_string();
+            assert!(err.contains(want), "{flags:?}: {err}");
+        }
     }
 
     #[test]
