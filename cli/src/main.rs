@@ -8,6 +8,7 @@
 
 mod bench;
 mod cluster;
+mod jepsen;
 mod server;
 mod snapshot;
 
@@ -54,6 +55,9 @@ enum Cmd {
     /// Load generators and measurements.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Chaos tests: a cluster in network namespaces, workloads, faults, checkers.
+    #[command(subcommand)]
+    Jepsen(jepsen::JepsenCmd),
 }
 
 fn init_tracing() {
@@ -71,6 +75,10 @@ fn init_tracing() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    // The runner builds its own runtime (its threads live in the lab's network namespace).
+    if let Cmd::Jepsen(c) = cli.cmd {
+        return jepsen::run(c);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
@@ -79,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
             Cmd::Bench(c) => bench::run(c).await,
+            Cmd::Jepsen(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }

@@ -28,6 +28,7 @@ pub mod history;
 pub mod import;
 pub mod lin;
 pub mod models;
+pub mod run;
 
 pub use error::Error;
 pub use history::{History, Op, OpType, Operation, Outcome, Process};

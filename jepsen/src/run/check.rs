@@ -1,0 +1,144 @@
+//! Checking a recorded history with the workload's checker, online after a run or offline
+//! (`berth jepsen check`), and shrinking a linearizability counterexample.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::config::Workload;
+use crate::checkers::{append, set, watch, Validity};
+use crate::history::{History, Op, Process};
+use crate::lin::{check_history, CheckOptions, Verdict};
+use crate::models::EtcdRegister;
+use crate::Error;
+
+/// Time spent shrinking a counterexample at most.
+pub const SHRINK_TIME_MS: u64 = 15_000;
+/// Search budget of each linearizability check while shrinking.
+pub const SHRINK_CHECK_STEPS: u64 = 500_000;
+
+/// A checker's answer with its report and, for linearizability, the smallest failing
+/// per-key sub-history found.
+pub struct CheckResult {
+    pub validity: Validity,
+    pub report: Value,
+    pub counterexample: Option<History>,
+}
+
+/// Only the clients' entries (the nemesis's are for the charts).
+pub fn client_history(history: &History) -> History {
+    History::from_ops(
+        history
+            .ops()
+            .iter()
+            .filter(|op| matches!(op.process, Process::Client(_)))
+            .cloned()
+            .collect(),
+    )
+}
+
+pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error> {
+    let clients = client_history(history);
+    let (validity, report, counterexample) = match workload {
+        Workload::Register => return check_register(&clients),
+        Workload::Set => {
+            let r = set::check(&clients)?;
+            (r.validity, serde_json::to_value(&r), None)
+        }
+        Workload::Append => {
+            let r = append::check(&clients)?;
+            (r.validity, serde_json::to_value(&r), None)
+        }
+        Workload::Watch => {
+            let r = watch::check(&clients)?;
+            (r.validity, serde_json::to_value(&r), None)
+        }
+    };
+    Ok(CheckResult {
+        validity,
+        report: report.expect("reports serialize"),
+        counterexample,
+    })
+}
+
+fn check_register(history: &History) -> Result<CheckResult, Error> {
+    let options = CheckOptions {
+        threads: 2,
+        ..CheckOptions::default()
+    };
+    let verdict = check_history(&EtcdRegister, history, &options)?;
+    let keys: std::collections::BTreeSet<&str> =
+        history.ops().iter().filter_map(|o| o.key.as_deref()).collect();
+    let (validity, counterexample) = match &verdict {
+        Verdict::Ok => (Validity::Valid, None),
+        Verdict::Unknown { .. } => (Validity::Unknown, None),
+        Verdict::Illegal(c) => (Validity::Invalid, Some(shrink(history, &c.partition))),
+    };
+    let report = json!({
+        "validity": validity,
+        "keys": keys.len(),
+        "operations": history.len() / 2,
+        "verdict": verdict,
+        "explanation": match &verdict { Verdict::Illegal(c) => Some(c.to_string()), _ => None },
+    });
+    Ok(CheckResult {
+        validity,
+        report,
+        counterexample,
+    })
+}
+
+/// The key's sub-history, then greedily without every operation whose removal keeps it
+/// non-linearizable (latest first), within `SHRINK_TIME_MS`.
+pub fn shrink(history: &History, key: &str) -> History {
+    let sub: Vec<Op> = history
+        .ops()
+        .iter()
+        .filter(|op| op.key.as_deref() == Some(key))
+        .cloned()
+        .collect();
+    let Ok(paired) = History::from_ops(sub.clone()).pair() else {
+        return History::from_ops(sub);
+    };
+    let options = CheckOptions {
+        threads: 1,
+        max_steps: Some(SHRINK_CHECK_STEPS),
+        time_limit: Some(Duration::from_secs(2)),
+        ..CheckOptions::default()
+    };
+    let build = |drop: &[bool]| {
+        let mut removed = vec![false; sub.len()];
+        for (op, &d) in paired.iter().zip(drop) {
+            if d {
+                removed[op.invoke] = true;
+                if let Some(c) = op.completion {
+                    removed[c] = true;
+                }
+            }
+        }
+        History::from_ops(
+            sub.iter()
+                .zip(&removed)
+                .filter(|(_, &r)| !r)
+                .map(|(op, _)| op.clone())
+                .collect(),
+        )
+    };
+    let illegal = |h: &History| {
+        check_history(&EtcdRegister, h, &options)
+            .map(|v| v.is_illegal())
+            .unwrap_or(false)
+    };
+    let started = Instant::now();
+    let mut drop = vec![false; paired.len()];
+    for i in (0..paired.len()).rev() {
+        if started.elapsed() > Duration::from_millis(SHRINK_TIME_MS) {
+            break;
+        }
+        drop[i] = true;
+        if !illegal(&build(&drop)) {
+            drop[i] = false;
+        }
+    }
+    build(&drop)
+}
