@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::config::Workload;
 use crate::checkers::{append, set, watch, Validity};
-use crate::history::{History, Op, Process};
+use crate::history::{History, Op, Operation, Outcome, Process};
 use crate::lin::{check_history, CheckOptions, Verdict};
 use crate::models::EtcdRegister;
 use crate::Error;
@@ -25,22 +25,23 @@ pub struct CheckResult {
     pub counterexample: Option<History>,
 }
 
-/// Only the clients' entries (the nemesis's are for the charts).
-pub fn client_history(history: &History) -> History {
-    History::from_ops(
-        history
-            .ops()
-            .iter()
-            .filter(|op| matches!(op.process, Process::Client(_)))
-            .cloned()
-            .collect(),
-    )
+/// Only the clients' entries (the nemesis's are for the charts), and for each the index of
+/// the entry in the whole history.
+pub fn client_history(history: &History) -> (History, Vec<usize>) {
+    let (index, ops): (Vec<usize>, Vec<Op>) = history
+        .ops()
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| matches!(op.process, Process::Client(_)))
+        .map(|(i, op)| (i, op.clone()))
+        .unzip();
+    (History::from_ops(ops), index)
 }
 
 pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error> {
-    let clients = client_history(history);
+    let (clients, index) = client_history(history);
     let (validity, report, counterexample) = match workload {
-        Workload::Register => return check_register(&clients),
+        Workload::Register => return check_register(&clients, &index),
         Workload::Set => {
             let r = set::check(&clients)?;
             (r.validity, serde_json::to_value(&r), None)
@@ -61,12 +62,18 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
     })
 }
 
-fn check_register(history: &History) -> Result<CheckResult, Error> {
+/// `index` maps the history's entries to the whole run's (ids in the verdict are the latter).
+fn check_register(history: &History, index: &[usize]) -> Result<CheckResult, Error> {
     let options = CheckOptions {
         threads: 2,
         ..CheckOptions::default()
     };
-    let verdict = check_history(&EtcdRegister, history, &options)?;
+    let mut verdict = check_history(&EtcdRegister, history, &options)?;
+    if let Verdict::Illegal(c) = &mut verdict {
+        for op in c.prefix.iter_mut().chain(std::iter::once(&mut c.blocked)) {
+            op.id = index[op.id];
+        }
+    }
     let keys: std::collections::BTreeSet<&str> =
         history.ops().iter().filter_map(|o| o.key.as_deref()).collect();
     let (validity, counterexample) = match &verdict {
@@ -88,8 +95,11 @@ fn check_register(history: &History) -> Result<CheckResult, Error> {
     })
 }
 
-/// The key's sub-history, then greedily without every operation whose removal keeps it
-/// non-linearizable (latest first), within `SHRINK_TIME_MS`.
+/// The key's sub-history, then greedily without every read-like operation (an `ok` read, a
+/// cas whose compare failed) whose removal keeps it non-linearizable, latest first, within
+/// `SHRINK_TIME_MS`. Only read-like operations are removed because removing one only removes
+/// constraints: what stays illegal is still a genuine witness. Removing a write could make a
+/// read unexplainable and fabricate a violation.
 pub fn shrink(history: &History, key: &str) -> History {
     let sub: Vec<Op> = history
         .ops()
@@ -135,10 +145,19 @@ pub fn shrink(history: &History, key: &str) -> History {
         if started.elapsed() > Duration::from_millis(SHRINK_TIME_MS) {
             break;
         }
+        if !read_like(&paired[i]) {
+            continue;
+        }
         drop[i] = true;
         if !illegal(&build(&drop)) {
             drop[i] = false;
         }
     }
     build(&drop)
+}
+
+/// An operation that cannot have changed the register: a read, anything that definitely did
+/// not happen (`fail`), including a cas whose compare did not match.
+fn read_like(op: &Operation) -> bool {
+    op.f == "read" || op.outcome == Outcome::Fail
 }
