@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::config::Workload;
-use crate::checkers::{append, set, watch, Validity};
+use crate::checkers::{append, lease, set, watch, Validity};
 use crate::history::{History, Op, Operation, Outcome, Process};
 use crate::lin::{check_history, CheckOptions, Verdict};
 use crate::models::EtcdRegister;
@@ -52,6 +52,10 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
         }
         Workload::Watch => {
             let r = watch::check(&clients)?;
+            (r.validity, serde_json::to_value(&r), None)
+        }
+        Workload::Lease => {
+            let r = lease::check(&clients)?;
             (r.validity, serde_json::to_value(&r), None)
         }
     };

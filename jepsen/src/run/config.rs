@@ -18,6 +18,9 @@ pub enum Workload {
     Append,
     /// Writers on a prefix, several watchers; every revision in order, no gaps or duplicates.
     Watch,
+    /// Keys attached to leases kept alive, then revoked; kept alive means present, revoked
+    /// means gone.
+    Lease,
 }
 
 impl FromStr for Workload {
@@ -28,9 +31,10 @@ impl FromStr for Workload {
             "set" => Ok(Workload::Set),
             "append" => Ok(Workload::Append),
             "watch" => Ok(Workload::Watch),
+            "lease" => Ok(Workload::Lease),
             other => Err(Error::Config {
                 field: "workload".into(),
-                message: format!("{other:?} is not one of register, set, append, watch"),
+                message: format!("{other:?} is not one of register, set, append, watch, lease"),
             }),
         }
     }

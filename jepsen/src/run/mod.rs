@@ -185,6 +185,13 @@ async fn spawn_workers(config: &Config, ctx: &Ctx, rng: &impl Fn(u64) -> StdRng)
                     .push(tokio::spawn(workloads::append_worker(worker(i))));
             }
         }
+        Workload::Lease => {
+            for i in 0..config.concurrency {
+                spawned
+                    .main
+                    .push(tokio::spawn(workloads::lease_worker(worker(i))));
+            }
+        }
         Workload::Watch => {
             let watchers = workloads::WATCHERS_MAX.min(config.concurrency / 2).max(1);
             let start = workloads::current_revision(&ctx.addrs, ctx.op_timeout)
@@ -238,7 +245,7 @@ async fn final_phase(
                 let _ = w.await;
             }
         }
-        Workload::Register | Workload::Append => {}
+        Workload::Register | Workload::Append | Workload::Lease => {}
     }
 }
 
@@ -342,6 +349,7 @@ pub fn workload_name(w: Workload) -> &'static str {
         Workload::Set => "set",
         Workload::Append => "append",
         Workload::Watch => "watch",
+        Workload::Lease => "lease",
     }
 }
 

@@ -620,3 +620,86 @@ fn event_json(e: &mvccpb::Event) -> Option<Value> {
         "value": value,
     }))
 }
+
+// ---------------------------------------------------------------- lease
+
+/// TTL the lease workload asks for, in seconds.
+pub const LEASE_TTL_S: i64 = 3;
+/// Time between a lease's keep-alives (and reads): a third of the TTL, as etcd clients do.
+pub const LEASE_REFRESH_MS: u64 = 1_000;
+/// Keep-alive rounds per lease, at most.
+pub const LEASE_ROUNDS_MAX: usize = 8;
+pub const LEASE_PREFIX: &str = "jepsen/lease/";
+
+/// One key per lease: grant, put attached, keep-alive and read in rounds, then revoke and
+/// read (or, one time in three, just let it expire).
+pub async fn lease_worker(mut w: Worker) {
+    while w.running() {
+        let n = w.ctx.counter.fetch_add(1, Ordering::Relaxed);
+        let key = format!("{LEASE_PREFIX}{n:08}");
+        let client = w.client.clone();
+        let grant = async {
+            let r = client.lease_grant(LEASE_TTL_S).await?;
+            if !r.error.is_empty() {
+                return Ok(Done::Fail(Value::Null, Some(r.error)));
+            }
+            Ok(Done::Ok(json!({"lease": r.id, "ttl": r.ttl})))
+        };
+        let Some(granted) = w.invoke("grant", Some(&key), json!(LEASE_TTL_S), grant).await else {
+            continue;
+        };
+        let id = granted["lease"].as_i64().expect("recorded above");
+        let put = async {
+            let put = pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: id.to_string().into_bytes(),
+                    lease: id,
+                    ..Default::default()
+                })),
+            };
+            let req = pb::TxnRequest {
+                compare: vec![],
+                success: vec![put],
+                failure: vec![],
+            };
+            client.txn(req).await?;
+            Ok(Done::Ok(json!(id)))
+        };
+        if w.invoke("put", Some(&key), json!(id), put).await.is_none() {
+            continue;
+        }
+        let rounds = w.rng.gen_range(2..=LEASE_ROUNDS_MAX);
+        for _ in 0..rounds {
+            if !w.running() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(LEASE_REFRESH_MS)).await;
+            let keepalive = async { Ok(Done::Ok(json!({"ttl": client.lease_keep_alive_once(id).await?}))) };
+            w.invoke("keepalive", Some(&key), json!(id), keepalive).await;
+            lease_read(&mut w, &key).await;
+        }
+        if w.rng.gen_bool(1.0 / 3.0) {
+            continue; // left to expire
+        }
+        let revoke = async {
+            client.lease_revoke(id).await?;
+            Ok(Done::Ok(json!(id)))
+        };
+        w.invoke("revoke", Some(&key), json!(id), revoke).await;
+        lease_read(&mut w, &key).await;
+    }
+}
+
+async fn lease_read(w: &mut Worker, key: &str) {
+    let client = w.client.clone();
+    let read = async {
+        let req = pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let resp = client.range(req).await?;
+        Ok(Done::Ok(json!({"present": !resp.kvs.is_empty()})))
+    };
+    w.invoke("read", Some(key), Value::Null, read).await;
+}
