@@ -455,9 +455,13 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The member's last `Error:` line (what it refused to start with), else its last lines.
 fn last_lines(path: &Path, n: usize) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
+    if let Some(error) = lines.iter().rev().find(|l| l.starts_with("Error:")) {
+        return vec![error.to_string()];
+    }
     lines[lines.len().saturating_sub(n)..]
         .iter()
         .map(|s| s.to_string())
