@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Milliseconds before an operation counts as indeterminate.
     #[arg(long, default_value_t = 2000)]
     op_timeout_ms: u64,
+    /// Give every client all servers, so the client crate's failover is tested too (default:
+    /// each client talks to one server, as Jepsen's do).
+    #[arg(long)]
+    client_failover: bool,
 }
 
 pub fn run(cmd: JepsenCmd) -> anyhow::Result<()> {
@@ -89,6 +93,7 @@ fn run_test(a: RunArgs) -> anyhow::Result<()> {
         nemesis_interval: secs("nemesis-interval", a.nemesis_interval)?,
         nemesis_duration: secs("nemesis-duration", a.nemesis_duration)?,
         op_timeout: Duration::from_millis(a.op_timeout_ms),
+        client_failover: a.client_failover,
     };
     eprintln!(
         "berth jepsen: seed {seed}, report in {}",

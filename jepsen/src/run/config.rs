@@ -125,6 +125,9 @@ pub struct Config {
     pub nemesis_duration: Duration,
     /// Per-operation timeout; an operation that takes longer is indeterminate.
     pub op_timeout: Duration,
+    /// Give each worker's client every server (its own first), so the client crate's
+    /// failover is under test too. Off: each worker talks to one node only, as in Jepsen.
+    pub client_failover: bool,
 }
 
 impl Config {

@@ -121,6 +121,7 @@ async fn run_in_lab(
         concurrency: config.concurrency,
         op_timeout: config.op_timeout,
         deadline,
+        client_failover: config.client_failover,
         counter: Arc::new(AtomicI64::new(0)),
     };
     let rng = |i: u64| StdRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i));

@@ -52,6 +52,8 @@ pub struct Ctx {
     pub concurrency: usize,
     pub op_timeout: Duration,
     pub deadline: Instant,
+    /// Each worker's client gets every address (its own node first) and fails over.
+    pub client_failover: bool,
     /// Unique values (set elements, appended integers, watch values).
     pub counter: Arc<AtomicI64>,
 }
@@ -73,8 +75,13 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(ctx: Ctx, index: usize, rng: StdRng) -> Worker {
-        let addr = ctx.addrs[index % ctx.addrs.len()].clone();
-        let client = EtcdClient::new(&[addr], ctx.op_timeout).expect("lab addresses are valid");
+        let n = ctx.addrs.len();
+        let addrs: Vec<String> = if ctx.client_failover {
+            (0..n).map(|i| ctx.addrs[(index + i) % n].clone()).collect()
+        } else {
+            vec![ctx.addrs[index % n].clone()]
+        };
+        let client = EtcdClient::new(&addrs, ctx.op_timeout).expect("lab addresses are valid");
         Worker {
             ctx,
             process: index as u64,
