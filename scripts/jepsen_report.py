@@ -19,6 +19,8 @@ except ImportError:
     sys.exit(3)
 
 COLORS = {"ok": "#3c9a4a", "fail": "#d9534f", "info": "#f0ad4e"}
+FAULT_COLORS = {"kill": "#f4c7c3", "pause": "#c6dbef", "partition": "#fde0a5", "netem": "#d9d2e9",
+                "member": "#c7e9c0", "disk": "#d9d9d9"}
 
 
 def load(path):
@@ -50,7 +52,7 @@ def pair(entries):
 def shade(ax, nemesis):
     seen = set()
     for start, stop, f in nemesis:
-        ax.axvspan(start / 1e9, stop / 1e9, color="#f4c7c3", alpha=0.5,
+        ax.axvspan(start / 1e9, stop / 1e9, color=FAULT_COLORS.get(f, "#f4c7c3"), alpha=0.6,
                    label=None if f in seen else f"nemesis {f}")
         seen.add(f)
 
