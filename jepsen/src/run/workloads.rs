@@ -126,6 +126,10 @@ impl Worker {
                 self.process += self.ctx.concurrency as u64;
                 None
             }
+            Err(_) if is_read(f) => {
+                rec.record(&process, OpType::Fail, f, key, value, Some("timeout".into()));
+                None
+            }
             Err(_) => {
                 rec.record(&process, OpType::Info, f, key, value, Some("timeout".into()));
                 self.process += self.ctx.concurrency as u64;
