@@ -65,6 +65,9 @@ pub fn run(config: &Config) -> Result<RunOutcome, Error> {
             source,
         })?;
     }
+    // Until the runtime's handlers take over, a Ctrl-C or SIGTERM only sets a flag, so the
+    // half-built lab is still removed.
+    early_signals::install();
     let run_id = format!("{:04x}", std::process::id() % 0x10000);
     let lab = Arc::new(Lab::create(&run_id, config.nodes)?);
     let lab_ns = Arc::new(Lab::open_netns(&lab.lab_netns())?);
@@ -83,9 +86,18 @@ pub fn run(config: &Config) -> Result<RunOutcome, Error> {
     };
     let task = runtime.spawn(run_in_lab(config.clone(), lab.clone(), cluster.clone()));
     let result = runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return Err(Error::Cluster("cannot install signal handlers".into()));
+        };
+        if early_signals::received() {
+            return Err(Error::Interrupted);
+        }
         tokio::select! {
             r = task => r.unwrap_or_else(|e| Err(Error::Cluster(format!("runner task: {e}")))),
-            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+            _ = int.recv() => Err(Error::Interrupted),
+            _ = term.recv() => Err(Error::Interrupted),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -359,6 +371,30 @@ fn fault_names(faults: &[Fault]) -> String {
         return "no faults".into();
     }
     faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
+}
+
+/// SIGINT/SIGTERM during the lab's construction, before the runtime's handlers exist.
+mod early_signals {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static RECEIVED: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        RECEIVED.store(true, Ordering::SeqCst);
+    }
+
+    pub fn install() {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe {
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
+    }
+
+    pub fn received() -> bool {
+        RECEIVED.load(Ordering::SeqCst)
+    }
 }
 
 /// `berth jepsen check`: checks a saved history offline; the report as JSON.
