@@ -20,6 +20,10 @@ pub const SUBNET_PREFIX: &str = "10.77.0";
 pub const NODES_MAX: usize = 9;
 /// The nft table partitions use inside a node's namespace.
 pub const PARTITION_TABLE: &str = "bj-partition";
+/// The nft table of random packet loss where the kernel has no netem.
+pub const LOSS_TABLE: &str = "bj-loss";
+/// Rate of a slow link where the kernel has no netem.
+pub const SLOW_LINK_RATE_KBIT: u64 = 512;
 
 /// A lab: namespaces, bridge and veths, torn down on drop.
 pub struct Lab {
@@ -120,26 +124,64 @@ impl Lab {
         Ok(())
     }
 
-    /// Slows node `i`'s link: `delay_ms` ± `jitter_ms` and `loss_percent` on everything it sends.
-    pub fn netem(&self, i: usize, delay_ms: u64, jitter_ms: u64, loss_percent: u64) -> Result<(), Error> {
+    /// Slows node `i`'s link: `delay_ms` ± `jitter_ms` and `loss_percent` on everything it
+    /// sends, with tc netem. Kernels without netem get the nearest thing: a token bucket
+    /// (`SLOW_LINK_RATE_KBIT`, queueing up to `delay_ms`) and random drops by nftables. Says
+    /// which it applied.
+    pub fn netem(
+        &self,
+        i: usize,
+        delay_ms: u64,
+        jitter_ms: u64,
+        loss_percent: u64,
+    ) -> Result<&'static str, Error> {
         self.clear_netem(i);
         let (delay, jitter, loss) = (
             format!("{delay_ms}ms"),
             format!("{jitter_ms}ms"),
             format!("{loss_percent}%"),
         );
-        self.in_node(
+        let netem = self.in_node(
             i,
             "tc",
             &[
                 "qdisc", "add", "dev", "eth0", "root", "netem", "delay", &delay, &jitter, "loss", &loss,
             ],
             None,
-        )
+        );
+        match netem {
+            Ok(()) => Ok("netem"),
+            Err(e) if e.to_string().contains("qdisc kind is unknown") => {
+                let rate = format!("{SLOW_LINK_RATE_KBIT}kbit");
+                let latency = format!("{}ms", delay_ms.max(1));
+                self.in_node(
+                    i,
+                    "tc",
+                    &[
+                        "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", &rate, "burst", "16kb",
+                        "latency", &latency,
+                    ],
+                    None,
+                )?;
+                let script = format!(
+                    "table inet {LOSS_TABLE} {{\n chain output {{\n  type filter hook output priority -5;\n  \
+                     numgen random mod 100 < {loss_percent} drop\n }}\n}}\n"
+                );
+                self.in_node(i, "nft", &["-f", "-"], Some(&script))?;
+                Ok("tbf+nft-loss (no netem in this kernel)")
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn clear_netem(&self, i: usize) {
         let _ = self.in_node(i, "tc", &["qdisc", "del", "dev", "eth0", "root"], None);
+        if self
+            .in_node(i, "nft", &["list", "table", "inet", LOSS_TABLE], None)
+            .is_ok()
+        {
+            let _ = self.in_node(i, "nft", &["delete", "table", "inet", LOSS_TABLE], None);
+        }
     }
 
     /// Runs a tool inside node `i`'s namespace.

@@ -115,15 +115,18 @@ impl Nemesis {
                     self.random_nodes((n - 1) / 2)
                 };
                 let mut errors = Vec::new();
+                let mut applied = Vec::new();
                 for &i in &targets {
                     let r = self
                         .lab
                         .netem(i + 1, NETEM_DELAY_MS, NETEM_JITTER_MS, NETEM_LOSS_PERCENT);
-                    if let Err(e) = r {
-                        errors.push(e.to_string());
+                    match r {
+                        Ok(how) => applied.push(how),
+                        Err(e) => errors.push(e.to_string()),
                     }
                 }
-                let what = json!({"nodes": names(&targets), "delay_ms": NETEM_DELAY_MS,
+                applied.dedup();
+                let what = json!({"nodes": names(&targets), "applied": applied, "delay_ms": NETEM_DELAY_MS,
                     "jitter_ms": NETEM_JITTER_MS, "loss_percent": NETEM_LOSS_PERCENT, "errors": errors});
                 (Active::Netem(targets), what)
             }
