@@ -199,7 +199,13 @@ async fn serve_until_signal(api: ApiConfig, mut raft: RaftConfig) -> anyhow::Res
     let client = api.client_addr.clone();
     let server = Server::start(api, raft).await?;
     tracing::info!(member = %name, id = %format!("{:x}", server.raft.member_id()), client_addr = %client, "serving");
-    wait_for_signal().await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        _ = server.raft.core_stopped() => {
+            // Exit so a supervisor restarts the member; serving only errors helps no one.
+            bail!("the Raft core of member {name} stopped (see the errors above); exiting");
+        }
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
