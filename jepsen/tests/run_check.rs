@@ -99,7 +99,7 @@ fn a_lost_set_element_is_invalid() {
         .ok(0, "read", json!([]));
     let result = run::check(Workload::Set, &r.history()).unwrap();
     assert_eq!(result.validity, Validity::Invalid);
-    assert_eq!(result.report["lost"], json!([1]));
+    assert_eq!(result.report["final_reads"][0]["report"]["lost"], json!([1]));
 }
 
 #[test]
@@ -108,4 +108,21 @@ fn workload_and_fault_names_parse_and_clock_skew_says_why_not() {
     assert!("bank".parse::<Workload>().is_err());
     let err = "clock".parse::<run::Fault>().unwrap_err().to_string();
     assert!(err.contains("time namespaces"), "{err}");
+}
+
+#[test]
+fn every_final_read_of_the_set_is_judged() {
+    let mut r = Recorder::new();
+    r.invoke(0, "add", json!(1))
+        .ok(0, "add", json!(1))
+        .invoke(1_000_000, "read", json!({"node": "n1"}))
+        .ok(1_000_000, "read", json!([1]))
+        .invoke(1_000_001, "read", json!({"node": "n2"}))
+        .ok(1_000_001, "read", json!([]));
+    let result = run::check(Workload::Set, &r.history()).unwrap();
+    assert_eq!(result.validity, Validity::Invalid, "n2 lost the add");
+    let reads = result.report["final_reads"].as_array().unwrap();
+    assert_eq!(reads.len(), 2);
+    assert_eq!(reads[0]["report"]["validity"], "Valid");
+    assert_eq!(reads[1]["report"]["lost"], json!([1]));
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::config::Workload;
 use crate::checkers::{append, lease, set, watch, Validity};
-use crate::history::{History, Op, Operation, Outcome, Process};
+use crate::history::{History, Op, OpType, Operation, Outcome, Process};
 use crate::lin::{check_history, CheckOptions, Verdict};
 use crate::models::EtcdRegister;
 use crate::Error;
@@ -42,10 +42,7 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
     let (clients, index) = client_history(history);
     let (validity, report, counterexample) = match workload {
         Workload::Register => return check_register(&clients, &index),
-        Workload::Set => {
-            let r = set::check(&clients)?;
-            (r.validity, serde_json::to_value(&r), None)
-        }
+        Workload::Set => return check_set(&clients),
         Workload::Append => {
             let r = append::check(&clients)?;
             (r.validity, serde_json::to_value(&r), None)
@@ -63,6 +60,43 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
         validity,
         report: report.expect("reports serialize"),
         counterexample,
+    })
+}
+
+/// Every successful read is judged on its own (the runner reads through every node at the
+/// end; each must hold every add acknowledged before it began).
+fn check_set(history: &History) -> Result<CheckResult, Error> {
+    let ops = history.ops();
+    let reads: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].f == "read" && ops[i].kind == OpType::Ok)
+        .collect();
+    let mut validity = Validity::Unknown;
+    let mut per_read = Vec::new();
+    for &completion in &reads {
+        let process = &ops[completion].process;
+        // This read with its invoke, and every add.
+        let only_this = ops
+            .iter()
+            .enumerate()
+            .filter(|(i, op)| op.f != "read" || (&op.process == process && *i <= completion))
+            .map(|(_, op)| op.clone())
+            .collect();
+        let r = set::check(&History::from_ops(only_this))?;
+        validity = match (validity, r.validity) {
+            (Validity::Invalid, _) | (_, Validity::Invalid) => Validity::Invalid,
+            (_, Validity::Valid) => Validity::Valid,
+            (v, Validity::Unknown) => v,
+        };
+        per_read.push(json!({"read_by": process, "report": r}));
+    }
+    if reads.is_empty() {
+        let r = set::check(history)?;
+        per_read.push(json!({"read_by": null, "report": r}));
+    }
+    Ok(CheckResult {
+        validity,
+        report: json!({"validity": validity, "final_reads": per_read}),
+        counterexample: None,
     })
 }
 

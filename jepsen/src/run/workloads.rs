@@ -288,37 +288,44 @@ pub async fn set_worker(mut w: Worker) {
     }
 }
 
-/// The final read of the set, retried on every node until one answers or time runs out.
-pub async fn set_final_read(mut w: Worker) -> bool {
+/// The final reads of the set: one through every node (each must hold every acknowledged
+/// add), each retried on that node until it answers or time runs out. Returns how many
+/// nodes answered.
+pub async fn set_final_reads(mut w: Worker, first_process: u64) -> usize {
     let deadline = Instant::now() + Duration::from_millis(FINAL_PHASE_MS);
     let addrs = w.ctx.addrs.clone();
-    let mut attempt = 0;
-    while Instant::now() < deadline {
-        let addr = addrs[attempt % addrs.len()].clone();
-        attempt += 1;
-        w.client = Arc::new(EtcdClient::new(&[addr], w.ctx.op_timeout).expect("lab addresses are valid"));
-        let client = w.client.clone();
-        let client = &*client;
-        let op = async {
-            let req = pb::RangeRequest {
-                key: SET_PREFIX.as_bytes().to_vec(),
-                range_end: prefix_end(SET_PREFIX),
-                ..Default::default()
+    let mut answered = 0;
+    for (i, addr) in addrs.iter().enumerate() {
+        w.process = first_process + i as u64;
+        w.client = Arc::new(
+            EtcdClient::new(std::slice::from_ref(addr), w.ctx.op_timeout).expect("lab addresses are valid"),
+        );
+        while Instant::now() < deadline {
+            let client = w.client.clone();
+            let client = &*client;
+            let op = async {
+                let req = pb::RangeRequest {
+                    key: SET_PREFIX.as_bytes().to_vec(),
+                    range_end: prefix_end(SET_PREFIX),
+                    ..Default::default()
+                };
+                let resp = client.range(req).await?;
+                let elements = resp
+                    .kvs
+                    .iter()
+                    .map(|kv| int_of(&kv.value))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Done::Ok(json!(elements)))
             };
-            let resp = client.range(req).await?;
-            let elements = resp
-                .kvs
-                .iter()
-                .map(|kv| int_of(&kv.value))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Done::Ok(json!(elements)))
-        };
-        if w.invoke("read", None, Value::Null, op).await.is_some() {
-            return true;
+            let node = json!({"node": format!("n{}", i + 1)});
+            if w.invoke("read", None, node, op).await.is_some() {
+                answered += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    false
+    answered
 }
 
 // ---------------------------------------------------------------- append
