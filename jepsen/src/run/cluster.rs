@@ -137,11 +137,17 @@ impl Cluster {
             use std::os::fd::AsRawFd;
             node.netns.as_raw_fd()
         };
-        // SAFETY: only async-signal-safe calls between fork and exec: setns, then (on error)
-        // reading errno.
+        // SAFETY: only async-signal-safe calls between fork and exec: setns and prctl, then
+        // (on error) reading errno.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Should the runner itself be SIGKILLed, its servers die with it. (The signal
+                // follows the spawning thread: servers are spawned from the client runtime's
+                // worker threads, which live until the runner has killed them anyway.)
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
