@@ -146,6 +146,7 @@ async fn run_in_lab(
         interval: config.nemesis_interval,
         duration: config.nemesis_duration,
         disk_outcomes: Vec::new(),
+        crashes: Vec::new(),
     };
     let mut warnings = Vec::new();
 
@@ -161,7 +162,19 @@ async fn run_in_lab(
     final_phase(&config, &ctx, workers.watchers, workers.until, &mut warnings).await;
 
     let history = recorder.history();
-    write_outcome(&config, &history, nemesis.disk_outcomes, warnings)
+    if !nemesis.crashes.is_empty() {
+        warnings.push(format!(
+            "{} member process(es) exited on their own (see crashes)",
+            nemesis.crashes.len()
+        ));
+    }
+    write_outcome(
+        &config,
+        &history,
+        nemesis.disk_outcomes,
+        nemesis.crashes,
+        warnings,
+    )
 }
 
 struct Spawned {
@@ -269,6 +282,7 @@ fn write_outcome(
     config: &Config,
     history: &History,
     disk_outcomes: Vec<Value>,
+    crashes: Vec<Value>,
     mut warnings: Vec<String>,
 ) -> Result<RunOutcome, Error> {
     let dir = &config.out_dir;
@@ -328,6 +342,7 @@ fn write_outcome(
         "counterexample": counterexample_file,
         "nemesis": nemesis,
         "disk_faults": disk_outcomes,
+        "crashes": crashes,
         "warnings": warnings,
     });
     report::write_json(&dir.join("verdict.json"), &verdict)?;

@@ -38,6 +38,8 @@ pub struct Nemesis {
     pub duration: Duration,
     /// What a disk fault did to each member, for the report.
     pub disk_outcomes: Vec<Value>,
+    /// Members that exited on their own, for the report.
+    pub crashes: Vec<Value>,
 }
 
 /// What a fault left to undo.
@@ -61,6 +63,7 @@ impl Nemesis {
             if !sleep_until_before(self.interval, deadline).await {
                 break;
             }
+            self.restart_crashed().await;
             let fault = *self.faults.choose(&mut self.rng).expect("faults not empty");
             self.record(OpType::Invoke, &format!("start-{}", fault.name()), Value::Null);
             let (active, what) = self.start(fault).await;
@@ -173,8 +176,26 @@ impl Nemesis {
         }
     }
 
+    /// Members whose process exited on its own (not killed by a fault) are recorded as
+    /// `crash` (exit status and their `Error:` line) and started again.
+    pub async fn restart_crashed(&mut self) {
+        let mut c = self.cluster.lock().await;
+        for i in 0..c.nodes.len() {
+            let Some(status) = c.exited(i) else { continue };
+            let name = c.nodes[i].name.clone();
+            let error = last_lines(&c.nodes[i].log, 1);
+            let restarted = c.start(i).map_err(|e| e.to_string()).err();
+            let what = json!({"node": name, "exit": status.to_string(), "error": error,
+                "restart_error": restarted});
+            self.crashes.push(what.clone());
+            self.record(OpType::Invoke, "crash", Value::Null);
+            self.record(OpType::Info, "crash", what);
+        }
+    }
+
     /// Heals whatever the last fault may have left (used at the end, and after Ctrl-C).
     pub async fn heal_all(&mut self) {
+        self.restart_crashed().await;
         let n = self.lab.nodes();
         for i in 0..n {
             let _ = self.lab.unblock(i + 1);
@@ -348,10 +369,11 @@ impl Nemesis {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
         if removed {
+            let _ = std::fs::remove_dir_all(&dir);
             (Active::Removed(vec![target]), outcome)
         } else {
+            // Still a member that cannot start: it stays down (and the report says so).
             (Active::Nothing, outcome)
         }
     }
