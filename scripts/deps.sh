@@ -3,7 +3,9 @@
 # Safe to run again: it only installs what is missing. Extra package names may be given.
 set -euo pipefail
 need=()
-for pkg in libclang-dev clang protobuf-compiler etcd-client iproute2 iputils-ping curl "$@"; do
+# nftables and iproute2 (ip, tc netem): the lab network and the faults of `berth jepsen run`;
+# iputils-ping: the pod network tests.
+for pkg in libclang-dev clang protobuf-compiler etcd-client iproute2 iputils-ping nftables curl "$@"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,4 +18,10 @@ fi
 if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "installing: grpcio grpcio-tools (pip)"
   python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools
+fi
+# matplotlib draws the latency and throughput charts of `berth jepsen run` (optional: the run
+# only warns without it).
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+  echo "installing: matplotlib (pip)"
+  python3 -m pip install -q --disable-pip-version-check matplotlib
 fi

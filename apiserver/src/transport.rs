@@ -58,15 +58,85 @@ impl PeerTransport for GrpcPeerTransport {
             };
             match resp {
                 Ok(r) => Ok(r.into_inner().payload),
-                Err(s) if s.code() == tonic::Code::Unavailable => {
-                    Err(TransportError::Unreachable(format!("{addr}: {}", s.message())))
-                }
-                Err(s) => Err(TransportError::Remote(format!(
-                    "{addr}: {:?}: {}",
-                    s.code(),
-                    s.message()
-                ))),
+                Err(s) => Err(classify(&addr, &s)),
             }
         })
+    }
+}
+
+/// What a failed call means for a retry. A status the peer sent has no source error; one made
+/// on this side from a transport failure has. Of the latter, only a failure to connect proves
+/// the request was never delivered: a connection lost after sending (the peer killed while it
+/// proposes a forwarded write) also surfaces as UNAVAILABLE, and retrying that would apply a
+/// write twice (found by `berth jepsen run --workload register`).
+fn classify(addr: &str, s: &tonic::Status) -> TransportError {
+    use std::error::Error as _;
+    let text = format!("{addr}: {:?}: {}", s.code(), s.message());
+    if s.source().is_none() {
+        TransportError::Remote(text)
+    } else if never_connected(s) {
+        TransportError::Unreachable(text)
+    } else {
+        TransportError::Network(text)
+    }
+}
+
+/// Whether the error chain says the connection could not be made at all.
+fn never_connected(s: &tonic::Status) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(s);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if text.contains("tcp connect") || text.contains("dns error") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Nothing listens: unreachable (safe to retry anything).
+    #[tokio::test]
+    async fn refused_connection_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = GrpcPeerTransport::default();
+        let r = t
+            .call(&format!("127.0.0.1:{port}"), PeerRpc::Forward, vec![1])
+            .await;
+        assert!(matches!(r, Err(TransportError::Unreachable(_))), "{r:?}");
+    }
+
+    /// The peer takes the request and the connection dies before an answer: the request may
+    /// have been delivered, so this must not read as "unreachable" (which is retried).
+    #[tokio::test]
+    async fn connection_lost_after_sending_is_a_network_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            // Read the client's preface, headers and message, then drop the connection.
+            let mut buf = [0u8; 4096];
+            let mut got = 0;
+            conn.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            while got < 60 {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            got
+        });
+        let t = GrpcPeerTransport::default();
+        let r = t.call(&addr.to_string(), PeerRpc::Forward, vec![7; 32]).await;
+        assert!(server.join().unwrap() > 0, "the request reached the peer");
+        assert!(matches!(r, Err(TransportError::Network(_))), "{r:?}");
     }
 }

@@ -10,6 +10,7 @@ mod bench;
 mod cluster;
 mod kubectl;
 mod rollout;
+mod jepsen;
 mod server;
 mod snapshot;
 
@@ -75,6 +76,9 @@ enum Cmd {
     /// Deployment rollouts: status, history, undo, restart.
     #[command(subcommand)]
     Rollout(rollout::RolloutCmd),
+    /// Chaos tests: a cluster in network namespaces, workloads, faults, checkers.
+    #[command(subcommand)]
+    Jepsen(jepsen::JepsenCmd),
 }
 
 fn init_tracing() {
@@ -92,6 +96,10 @@ fn init_tracing() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    // The runner builds its own runtime (its threads live in the lab's network namespace).
+    if let Cmd::Jepsen(c) = cli.cmd {
+        return jepsen::run(c);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
@@ -109,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Annotate(a) => kubectl::run(kubectl::label::annotate(a)).await,
             Cmd::ApiResources(a) => kubectl::run(async { kubectl::api_resources::run(a) }).await,
             Cmd::Rollout(c) => rollout::run(c).await,
+            Cmd::Jepsen(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }

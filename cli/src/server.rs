@@ -245,7 +245,13 @@ async fn serve_until_signal(
         }
         None => None,
     };
-    wait_for_signal().await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        _ = server.raft.core_stopped() => {
+            // Exit so a supervisor restarts the member; serving only errors helps no one.
+            bail!("the Raft core of member {name} stopped (see the errors above); exiting");
+        }
+    }
     tracing::info!("shutting down");
     drop(manager);
     server.shutdown().await;

@@ -4,7 +4,8 @@ use crate::dial;
 use crate::servers::Servers;
 use berth_proto::etcdserverpb as pb;
 use berth_proto::etcdserverpb::{
-    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient, watch_client::WatchClient,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -13,6 +14,23 @@ use tonic::{Code, Status};
 
 /// Largest response the client accepts (a full range of a big keyspace).
 pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Requests queued on one watch stream (only the create request is ever sent).
+pub const WATCH_REQUEST_QUEUE_LEN: usize = 4;
+
+/// One open watch stream. Dropping it closes the stream.
+pub struct EtcdWatch {
+    _requests: tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    responses: tonic::Streaming<pb::WatchResponse>,
+}
+
+impl EtcdWatch {
+    /// The next response (events, progress, or cancellation); `None` when the server closed
+    /// the stream.
+    pub async fn next(&mut self) -> Result<Option<pb::WatchResponse>, ClientError> {
+        Ok(self.responses.message().await?)
+    }
+}
 
 /// What a call can fail with. Definite answers of the server are mapped from their gRPC code
 /// to a variant callers can match; other codes stay as [`ClientError::Status`].
@@ -118,6 +136,95 @@ impl EtcdClient {
         self.failover(|ch| {
             let req = req.clone();
             async move { Ok(Self::kv_on(ch).range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// A transaction (compares, then the success or failure branch). Not retried on another
+    /// server after a definite answer, like every call.
+    pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
+        self.failover(|ch| {
+            let req = req.clone();
+            async move { Ok(Self::kv_on(ch).txn(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn delete_range(
+        &self,
+        req: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, ClientError> {
+        self.failover(|ch| {
+            let req = req.clone();
+            async move { Ok(Self::kv_on(ch).delete_range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Opens a watch stream with one watcher created by `req` (on the first server that
+    /// answers) and waits for the server to confirm its creation.
+    pub async fn watch(&self, req: pb::WatchCreateRequest) -> Result<EtcdWatch, ClientError> {
+        let stream = self
+            .failover(|ch| {
+                let req = req.clone();
+                async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel(WATCH_REQUEST_QUEUE_LEN);
+                    let create = pb::WatchRequest {
+                        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(req)),
+                    };
+                    tx.send(create).await.expect("receiver held by the stream");
+                    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+                    let responses = WatchClient::new(ch)
+                        .max_decoding_message_size(RESPONSE_BYTES_MAX)
+                        .watch(requests)
+                        .await?
+                        .into_inner();
+                    Ok((tx, responses))
+                }
+            })
+            .await?;
+        let mut watch = EtcdWatch {
+            _requests: stream.0,
+            responses: stream.1,
+        };
+        match watch.responses.message().await? {
+            Some(r) if r.created && !r.canceled => Ok(watch),
+            Some(r) => Err(ClientError::Watch(r.cancel_reason)),
+            None => Err(ClientError::Watch(
+                "stream ended before the watch was created".into(),
+            )),
+        }
+    }
+
+    pub async fn lease_grant(&self, ttl_s: i64) -> Result<pb::LeaseGrantResponse, ClientError> {
+        self.failover(|ch| async move {
+            let req = pb::LeaseGrantRequest { ttl: ttl_s, id: 0 };
+            Ok(LeaseClient::new(ch).lease_grant(req).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<pb::LeaseRevokeResponse, ClientError> {
+        self.failover(|ch| async move {
+            let req = pb::LeaseRevokeRequest { id };
+            Ok(LeaseClient::new(ch).lease_revoke(req).await?.into_inner())
+        })
+        .await
+    }
+
+    /// One keep-alive round trip: the lease's refreshed TTL in seconds (0 or less: the lease
+    /// no longer exists).
+    pub async fn lease_keep_alive_once(&self, id: i64) -> Result<i64, ClientError> {
+        self.failover(|ch| async move {
+            let req = pb::LeaseKeepAliveRequest { id };
+            let mut responses = LeaseClient::new(ch)
+                .lease_keep_alive(tokio_stream::once(req))
+                .await?
+                .into_inner();
+            match responses.message().await? {
+                Some(r) => Ok(r.ttl),
+                None => Err(Status::unavailable("keep-alive stream ended without an answer")),
+            }
         })
         .await
     }

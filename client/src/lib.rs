@@ -25,6 +25,6 @@ pub mod leader;
 pub mod resources;
 mod servers;
 
-pub use etcd::{ClientError, EtcdClient};
+pub use etcd::{ClientError, EtcdClient, EtcdWatch};
 pub use informer::{Informer, InformerEvent};
 pub use resources::{ListParams, Resource, ResourceClient, ResourceWatch, WatchEvent};

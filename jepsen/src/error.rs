@@ -32,6 +32,14 @@ pub enum Error {
     },
     #[error("history entry {index}: completes at {ret} ns, before its invoke at {call} ns")]
     CompletesBeforeInvoke { index: usize, call: u64, ret: u64 },
+    #[error("invalid {field}: {message}")]
+    Config { field: String, message: String },
+    #[error("lab network: `{step}` failed: {message}")]
+    Lab { step: String, message: String },
+    #[error("cluster: {0}")]
+    Cluster(String),
+    #[error("interrupted (Ctrl-C); the cluster and the lab were removed")]
+    Interrupted,
     #[error("operation at history entry {index} (`{f}`): {message}")]
     BadOperation {
         index: usize,

@@ -563,3 +563,21 @@ async fn without_a_quorum_requests_fail_by_their_deadline() {
     applied_ok(c.h(&leader).propose(put("/ok", "v")).await);
     c.shutdown_all().await;
 }
+
+/// `core_stopped` stays pending while the member runs and resolves once its core is gone (a
+/// shutdown here; a panicking core drops the same metrics sender), which is what makes
+/// `berth server` exit instead of answering "server stopped" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn core_stopped_resolves_when_the_core_ends() {
+    let mut c = Cluster::start(1, |_| {}).await;
+    let name = c.names[0].clone();
+    let handle = c.h(&name).clone();
+    let stopped = tokio::spawn(async move { handle.core_stopped().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stopped.is_finished(), "pending while the member runs");
+    c.stop_member(&name).await.expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("resolves after the core ended")
+        .unwrap();
+}

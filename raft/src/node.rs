@@ -1049,6 +1049,16 @@ impl RaftHandle {
         }
     }
 
+    /// Resolves when this member's Raft core has stopped for good: after [`Self::shutdown`],
+    /// or when the core died (a panic, a fatal storage error). A member in that state can
+    /// only answer "server stopped", so the process should exit and be restarted rather than
+    /// linger as a voter that never votes (seen under the jepsen disk nemesis).
+    pub async fn core_stopped(&self) {
+        let mut metrics = self.inner.raft.metrics();
+        // The core owns the sending side: it is dropped when the core ends, however it ends.
+        while metrics.changed().await.is_ok() {}
+    }
+
     /// Stops this member: background tasks, then Raft; returns once openraft released the
     /// log and the state machine. The store closes when the last `Arc<Store>` (this handle's
     /// included) is dropped.

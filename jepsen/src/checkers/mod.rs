@@ -5,8 +5,11 @@
 //!   acknowledged writes: revisions strictly increasing, no gaps, no duplicates.
 //! - [`append`]: Elle's list-append analysis: dependencies inferred from list prefixes, cycles
 //!   (G0, G1c, G-single, G2), aborted and intermediate reads (G1a, G1b).
+//! - [`lease`]: keys attached to leases: kept alive means present, revoked means gone, gone
+//!   stays gone.
 
 pub mod append;
+pub mod lease;
 pub mod set;
 pub mod watch;
 

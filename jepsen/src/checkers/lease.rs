@@ -1,0 +1,190 @@
+//! The lease checker. Each client owns one key at a time: it grants a lease (`grant`, invoke
+//! value = the TTL asked for, completes with `{"lease": id, "ttl": granted seconds}`), puts
+//! the key attached to it (`put`), then alternates keep-alives (`keepalive`, completes with
+//! `{"ttl": seconds}`, 0 or less meaning the lease is gone) and linearizable reads (`read`,
+//! completes with `{"present": bool}`), and finally revokes it (`revoke`) and reads again.
+//! Every entry carries the key in `key`; a key is used for one lease only.
+//!
+//! What is guaranteed, and checked:
+//! - kept alive means alive: a read that completes before `last refresh + TTL` finds the key,
+//!   where a refresh is the grant or an acknowledged keep-alive (taken at its invoke time:
+//!   the leader refreshed the deadline no earlier), counting only refreshes acknowledged
+//!   before the read began, when the put was acknowledged before the read began and no revoke
+//!   was invoked before the read ended (times are the one host's monotonic clock, which the
+//!   servers' lease clocks also read);
+//! - revoked means gone: a read that begins after an acknowledged revoke does not find it;
+//! - gone stays gone: a read that begins after another read found the key missing (and after
+//!   the put was acknowledged) does not find it.
+//!
+//! Not checked: how soon after its TTL an unrefreshed lease expires (etcd promises only
+//! "not before").
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Validity;
+use crate::history::{History, Operation, Outcome};
+use crate::Error;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum LeaseAnomaly {
+    /// The key was missing although its lease was refreshed within its TTL.
+    ExpiredEarly {
+        key: String,
+        read: usize,
+        /// The refresh (grant or keep-alive) that should have kept it alive.
+        refresh: usize,
+        /// ns after the read ended until that refresh's TTL would have run out.
+        margin_ns: u64,
+    },
+    /// The key was found after its lease's revoke was acknowledged.
+    PresentAfterRevoke { key: String, read: usize, revoke: usize },
+    /// The key was found after an earlier read found it missing.
+    Resurrected {
+        key: String,
+        read: usize,
+        missing_at: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaseReport {
+    pub validity: Validity,
+    pub keys: usize,
+    pub reads: usize,
+    pub keepalives: usize,
+    pub anomalies: Vec<LeaseAnomaly>,
+}
+
+#[derive(Default)]
+struct KeyOps<'h> {
+    ops: Vec<&'h Operation>,
+}
+
+pub fn check(history: &History) -> Result<LeaseReport, Error> {
+    let ops = history.pair()?;
+    let mut by_key: BTreeMap<String, KeyOps<'_>> = BTreeMap::new();
+    for op in &ops {
+        if let Some(key) = &op.key {
+            by_key.entry(key.clone()).or_default().ops.push(op);
+        }
+    }
+    let mut anomalies = Vec::new();
+    let (mut reads, mut keepalives) = (0, 0);
+    for (key, k) in &by_key {
+        reads += k
+            .ops
+            .iter()
+            .filter(|o| o.f == "read" && o.outcome == Outcome::Ok)
+            .count();
+        keepalives += k
+            .ops
+            .iter()
+            .filter(|o| o.f == "keepalive" && o.outcome == Outcome::Ok)
+            .count();
+        check_key(key, &k.ops, &mut anomalies)?;
+    }
+    Ok(LeaseReport {
+        validity: if reads == 0 {
+            Validity::Unknown
+        } else {
+            Validity::from_anomalies(&anomalies)
+        },
+        keys: by_key.len(),
+        reads,
+        keepalives,
+        anomalies,
+    })
+}
+
+fn present(op: &Operation) -> Result<bool, Error> {
+    op.output
+        .get("present")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| Error::bad_op(op.invoke, &op.f, "a read must complete with {\"present\": bool}"))
+}
+
+/// (refresh invoke index, deadline ns) of every acknowledged grant and live keep-alive.
+fn refreshes(ops: &[&Operation]) -> Result<Vec<(usize, u64, u64)>, Error> {
+    let mut out = Vec::new();
+    for op in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+        if op.f != "grant" && op.f != "keepalive" {
+            continue;
+        }
+        let ttl_s = op
+            .output
+            .get("ttl")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| Error::bad_op(op.invoke, &op.f, "must complete with {\"ttl\": seconds}"))?;
+        if ttl_s > 0 {
+            let ret = op.ret.expect("ok operations have a return time");
+            out.push((op.invoke, ret, op.call + ttl_s as u64 * 1_000_000_000));
+        }
+    }
+    Ok(out)
+}
+
+fn check_key(key: &str, ops: &[&Operation], anomalies: &mut Vec<LeaseAnomaly>) -> Result<(), Error> {
+    let put_acked = ops
+        .iter()
+        .filter(|o| o.f == "put" && o.outcome == Outcome::Ok)
+        .filter_map(|o| o.ret)
+        .min();
+    let revoke_invoked = ops.iter().filter(|o| o.f == "revoke").map(|o| o.call).min();
+    let revoke_acked = ops
+        .iter()
+        .filter(|o| o.f == "revoke" && o.outcome == Outcome::Ok)
+        .filter_map(|o| o.ret.map(|r| (o.invoke, r)))
+        .min_by_key(|&(_, r)| r);
+    let refreshes = refreshes(ops)?;
+    let mut first_missing: Option<(usize, u64)> = None;
+    let mut reads: Vec<&&Operation> = ops
+        .iter()
+        .filter(|o| o.f == "read" && o.outcome == Outcome::Ok)
+        .collect();
+    reads.sort_by_key(|o| o.call);
+    for read in reads {
+        let (call, ret) = (read.call, read.ret.expect("ok operations have a return time"));
+        let found = present(read)?;
+        let after_put = put_acked.is_some_and(|p| p < call);
+        if found {
+            if let Some((revoke, _)) = revoke_acked.filter(|&(_, r)| r < call) {
+                anomalies.push(LeaseAnomaly::PresentAfterRevoke {
+                    key: key.to_string(),
+                    read: read.invoke,
+                    revoke,
+                });
+            }
+            if let Some((missing_at, _)) = first_missing.filter(|&(_, r)| r < call) {
+                anomalies.push(LeaseAnomaly::Resurrected {
+                    key: key.to_string(),
+                    read: read.invoke,
+                    missing_at,
+                });
+            }
+            continue;
+        }
+        if after_put && first_missing.is_none() {
+            first_missing = Some((read.invoke, ret));
+        }
+        let revoking = revoke_invoked.is_some_and(|r| r < ret);
+        if !after_put || revoking {
+            continue;
+        }
+        let best = refreshes
+            .iter()
+            .filter(|&&(_, acked, _)| acked < call)
+            .max_by_key(|&&(_, _, deadline)| deadline);
+        if let Some(&(refresh, _, deadline)) = best.filter(|&&(_, _, d)| ret < d) {
+            anomalies.push(LeaseAnomaly::ExpiredEarly {
+                key: key.to_string(),
+                read: read.invoke,
+                refresh,
+                margin_ns: deadline - ret,
+            });
+        }
+    }
+    Ok(())
+}
