@@ -22,6 +22,7 @@ pub mod lease;
 pub mod listen;
 pub mod maintenance;
 pub mod metrics;
+pub mod patch;
 pub mod peer;
 pub mod resources;
 pub mod transport;

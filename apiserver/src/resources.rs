@@ -23,6 +23,13 @@
 //! object replaces the stored spec and metadata as a whole. An update that changes nothing
 //! writes nothing.
 //!
+//! Patch: the stored object's JSON form (Kubernetes field names) is patched with a JSON merge
+//! patch (RFC 7386) or JSON Patch (RFC 6902, see [`crate::patch`]), read back strictly (an
+//! ill-typed result is Invalid naming the field path), then merged, defaulted, validated and
+//! compare-and-swapped exactly as an Update (or, for the `status` subresource, UpdateStatus).
+//! A lost race is retried on the fresh object, unless the patch states
+//! `metadata.resourceVersion`, which then is a precondition. Strategic merge is UNIMPLEMENTED.
+//!
 //! Delete: objects with finalizers, and scheduled Pods with a grace period, get
 //! `deletionTimestamp` (and `deletionGracePeriodSeconds`) instead of going; the rest are removed
 //! at once (unscheduled pods too, as in Kubernetes). An update that removes the last finalizer
@@ -35,6 +42,7 @@
 
 use crate::error::ApiError;
 use crate::kv::unreachable_result;
+use crate::patch::Patch;
 use crate::Shared;
 use berth_proto::apiv1::{self, resources_server::Resources, watch_event::EventType};
 use berth_proto::manifest::{Object, ResourceType, RESOURCE_TYPES};
@@ -63,6 +71,9 @@ pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
 /// Attempts of a write whose compare failed for a reason the server can retry (the namespace
 /// changed between its check and a create; another writer won an unconditional update).
 const WRITE_ATTEMPTS: usize = 5;
+/// Attempts of a patch without a resourceVersion whose compare-and-swap keeps losing to other
+/// writers of the same object (each lost round means another writer progressed).
+const PATCH_ATTEMPTS: usize = 16;
 /// Characters of a generateName suffix (Kubernetes' alphabet: no vowels, no look-alikes).
 const NAME_SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 const NAME_SUFFIX_LEN: usize = 5;
@@ -251,6 +262,19 @@ fn admit(obj: &mut Object) -> Result<()> {
     defaults::apply(obj);
     validate::validate(obj)
         .map_err(|e| ApiError::Invalid(e.to_status(obj.resource_type(), obj.name()).message))
+}
+
+fn parse_patch(req: &apiv1::PatchRequest) -> Result<Patch> {
+    let ty = apiv1::PatchType::try_from(req.patch_type).map_err(|_| ApiError::InvalidArgument {
+        field: "patchType",
+        reason: format!("unknown patch type {}", req.patch_type),
+    })?;
+    let parsed = match ty {
+        apiv1::PatchType::Unspecified | apiv1::PatchType::Merge => Patch::merge(&req.patch),
+        apiv1::PatchType::Json => Patch::json(&req.patch),
+        apiv1::PatchType::StrategicMerge => return Err(ApiError::Unsupported("strategic merge patch")),
+    };
+    parsed.map_err(|e| ApiError::Invalid(format!("{}: {}", e.path, e.reason)))
 }
 
 fn terminating(ns: &Object) -> bool {
@@ -559,6 +583,71 @@ impl ResourcesService {
                 r => return r,
             }
         }
+    }
+
+    /// Patch: read, patch the JSON form, default, validate, compare-and-swap. A race lost to
+    /// another writer is retried on the fresh object unless the patch states a resourceVersion.
+    async fn patch_object(&self, req: apiv1::PatchRequest) -> Result<Object> {
+        let rt = resource_type(&req.resource)?;
+        let ns = namespace_for(rt, &req.namespace)?;
+        let patch = parse_patch(&req)?;
+        let part = match req.subresource.as_str() {
+            "" => Part::Spec,
+            "status" => Part::Status,
+            other => {
+                return Err(ApiError::InvalidArgument {
+                    field: "subresource",
+                    reason: format!("{other:?}: must be \"\" or \"status\""),
+                })
+            }
+        };
+        let key = rt.key(&ns, &req.name);
+        let retry = !patch.sets_resource_version();
+        let mut attempt = 1;
+        loop {
+            match self
+                .patch_once(rt, &key, &req.name, &patch, part, req.dry_run)
+                .await
+            {
+                Err(ApiError::Conflict { .. }) if retry && attempt < PATCH_ATTEMPTS => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn patch_once(
+        &self,
+        rt: &'static ResourceType,
+        key: &str,
+        name: &str,
+        patch: &Patch,
+        part: Part,
+        dry_run: bool,
+    ) -> Result<Object> {
+        let (stored, kv) = self.read_object(rt, key, name).await?;
+        let invalid = |path: &str, reason: &str| {
+            ApiError::Invalid(format!("{} \"{name}\" is invalid: {path}: {reason}", rt.kind))
+        };
+        let json = patch
+            .apply(stored.to_json_value())
+            .map_err(|e| invalid(&e.path, &e.reason))?;
+        let patched = Object::from_value(json).map_err(|e| invalid(&e.path, &e.message))?;
+        if patched.resource_type().kind != rt.kind {
+            return Err(invalid("kind", "may not be changed"));
+        }
+        if patched.name() != stored.name() {
+            return Err(invalid("metadata.name", "field is immutable"));
+        }
+        if patched.namespace() != stored.namespace() {
+            return Err(invalid("metadata.namespace", "field is immutable"));
+        }
+        check_resource_version(&patched, &kv)?;
+        let mut next = match part {
+            Part::Spec => merge_update(&stored, &patched)?,
+            Part::Status => with_status_of(&stored, &patched)?,
+        };
+        admit(&mut next)?;
+        self.write_if_changed(next, stored, &kv, dry_run).await
     }
 
     async fn delete_object(&self, req: apiv1::DeleteRequest) -> Result<apiv1::DeleteResponse> {
@@ -1070,8 +1159,9 @@ impl Resources for ResourcesService {
         Ok(Response::new(obj.into()))
     }
 
-    async fn patch(&self, _req: Request<apiv1::PatchRequest>) -> Result<Response<apiv1::Object>, Status> {
-        Err(ApiError::Unsupported("Resources.Patch").into())
+    async fn patch(&self, req: Request<apiv1::PatchRequest>) -> Result<Response<apiv1::Object>, Status> {
+        let _t = self.shared.metrics.time("Resources.Patch");
+        Ok(Response::new(self.patch_object(req.into_inner()).await?.into()))
     }
 
     async fn delete(

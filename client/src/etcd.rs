@@ -34,6 +34,10 @@ pub enum ClientError {
     /// INVALID_ARGUMENT: the object or request is invalid.
     #[error("invalid: {message}")]
     Invalid { message: String },
+    /// PERMISSION_DENIED: an admission rule forbids the write (quota exceeded, LimitRange
+    /// violated, namespace terminating); the message says which.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// OUT_OF_RANGE (or a watch ERROR "Expired"): the revision was compacted; relist.
     #[error("expired: {0}")]
     Expired(String),
@@ -59,6 +63,7 @@ impl From<Status> for ClientError {
             Code::Aborted => ClientError::Conflict(m),
             Code::InvalidArgument => ClientError::Invalid { message: m },
             Code::OutOfRange => ClientError::Expired(m),
+            Code::PermissionDenied => ClientError::Forbidden(m),
             _ => ClientError::Status(s),
         }
     }
