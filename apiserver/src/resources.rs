@@ -32,8 +32,11 @@
 //!
 //! Delete: objects with finalizers, and scheduled Pods with a grace period, get
 //! `deletionTimestamp` (and `deletionGracePeriodSeconds`) instead of going; the rest are removed
-//! at once (unscheduled pods too, as in Kubernetes). An update that removes the last finalizer
-//! of an object marked with no grace period left deletes it.
+//! at once (unscheduled pods too, as in Kubernetes). propagationPolicy Foreground adds the
+//! finalizer `foregroundDeletion`, Orphan adds `orphan` (each replacing the other), so the
+//! object stays marked until the garbage collector removes them; Background (the default)
+//! deletes at once. An update that removes the last finalizer of an object marked with no
+//! grace period left deletes it.
 //!
 //! Watch: a store watch on the kind's key prefix, with previous values (so DELETED carries the
 //! deleted object, and selectors see objects leave and enter). Each stream has a bounded queue
@@ -654,13 +657,15 @@ impl ResourcesService {
         let rt = resource_type(&req.resource)?;
         let ns = namespace_for(rt, &req.namespace)?;
         let opts = req.options.unwrap_or_default();
-        check_propagation_policy(&opts.propagation_policy)?;
+        let finalizer = propagation_finalizer(&opts.propagation_policy)?;
         let (stored, kv) = self.read_object(rt, &rt.key(&ns, &req.name), &req.name).await?;
         check_preconditions(&stored, opts.preconditions.as_ref())?;
         let grace = grace_period(&stored, opts.grace_period_seconds);
         let has_finalizers = stored.metadata().is_some_and(|m| !m.finalizers.is_empty());
-        if has_finalizers || grace > 0 {
-            let obj = self.mark_deleted(stored, &kv, grace, opts.dry_run).await?;
+        if has_finalizers || grace > 0 || finalizer.is_some() {
+            let obj = self
+                .mark_deleted(stored, &kv, grace, finalizer, opts.dry_run)
+                .await?;
             return Ok(delete_response(obj, true));
         }
         if !opts.dry_run {
@@ -669,18 +674,32 @@ impl ResourcesService {
         Ok(delete_response(stored, false))
     }
 
-    /// Sets deletionTimestamp (once) and the grace period; the object stays.
-    async fn mark_deleted(&self, stored: Object, kv: &KeyValue, grace: i64, dry_run: bool) -> Result<Object> {
-        if stored
-            .metadata()
-            .is_some_and(|m| !m.deletion_timestamp.is_empty())
-        {
+    /// Sets deletionTimestamp (once) and the grace period, and the propagation policy's
+    /// finalizer (replacing the other policy's); the object stays.
+    async fn mark_deleted(
+        &self,
+        stored: Object,
+        kv: &KeyValue,
+        grace: i64,
+        finalizer: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Object> {
+        let mut next = stored.clone();
+        let meta = next.metadata_mut();
+        if meta.deletion_timestamp.is_empty() {
+            meta.deletion_timestamp = now_rfc3339();
+            meta.deletion_grace_period_seconds = Some(grace);
+        }
+        if let Some(f) = finalizer {
+            meta.finalizers
+                .retain(|x| !(POLICY_FINALIZERS.contains(&x.as_str()) && x != f));
+            if !meta.finalizers.iter().any(|x| x == f) {
+                meta.finalizers.push(f.to_string());
+            }
+        }
+        if next == stored {
             return Ok(stored);
         }
-        let mut next = stored;
-        let meta = next.metadata_mut();
-        meta.deletion_timestamp = now_rfc3339();
-        meta.deletion_grace_period_seconds = Some(grace);
         if dry_run {
             return Ok(next);
         }
@@ -722,12 +741,20 @@ fn delete_response(obj: Object, pending: bool) -> apiv1::DeleteResponse {
     }
 }
 
-/// propagationPolicy is validated but nothing is recorded for it yet: there is no garbage
-/// collector, so dependents (ownerReferences) are left alone whatever the policy, as with
-/// "Orphan". The collector will read the policy when it exists.
-fn check_propagation_policy(p: &str) -> Result<()> {
+/// The finalizers that carry a deletion's propagation policy to the garbage collector.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+pub const ORPHAN_FINALIZER: &str = "orphan";
+const POLICY_FINALIZERS: [&str; 2] = [FOREGROUND_FINALIZER, ORPHAN_FINALIZER];
+
+/// The finalizer a propagationPolicy adds, as Kubernetes: Foreground keeps the owner (marked)
+/// until the garbage collector has deleted its blocking dependents; Orphan until it has removed
+/// the owner's ownerReferences from the dependents; Background (the default) deletes the owner
+/// now and leaves the dependents to the collector.
+fn propagation_finalizer(p: &str) -> Result<Option<&'static str>> {
     match p {
-        "" | "Orphan" | "Background" | "Foreground" => Ok(()),
+        "" | "Background" => Ok(None),
+        "Foreground" => Ok(Some(FOREGROUND_FINALIZER)),
+        "Orphan" => Ok(Some(ORPHAN_FINALIZER)),
         other => Err(ApiError::InvalidArgument {
             field: "options.propagationPolicy",
             reason: format!("{other:?}: must be Orphan, Background or Foreground"),

@@ -162,3 +162,73 @@ async fn concurrent_patches_are_all_applied() {
     let got: ConfigMap = rc.get("default", "c").await.unwrap();
     assert_eq!(got.data.len(), 9, "{:?}", got.data);
 }
+
+fn policy(p: &str) -> apiv1::DeleteOptions {
+    apiv1::DeleteOptions {
+        propagation_policy: p.into(),
+        ..Default::default()
+    }
+}
+
+/// Foreground and Orphan leave the object marked with their finalizer (for the garbage
+/// collector); an update removing the last finalizer deletes it; Background deletes at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_propagation_policies_and_finalizers() {
+    let (_c, rc) = started(1).await;
+    let finalizers = |cm: &ConfigMap| cm.metadata.as_ref().unwrap().finalizers.clone();
+    rc.create("default", &config_map("owner")).await.unwrap();
+    let (obj, pending) = rc
+        .delete::<ConfigMap>("default", "owner", policy("Foreground"))
+        .await
+        .unwrap();
+    let obj = obj.unwrap();
+    assert!(pending);
+    assert_eq!(finalizers(&obj), ["foregroundDeletion"]);
+    assert!(!obj.metadata.as_ref().unwrap().deletion_timestamp.is_empty());
+    // Orphan replaces Foreground's finalizer; the object is still there.
+    rc.delete::<ConfigMap>("default", "owner", policy("Orphan"))
+        .await
+        .unwrap();
+    let got: ConfigMap = rc.get("default", "owner").await.unwrap();
+    assert_eq!(finalizers(&got), ["orphan"]);
+    // The collector's update removing the last finalizer completes the deletion.
+    rc.patch::<ConfigMap>(
+        "default",
+        "owner",
+        &PatchParams::merge(),
+        br#"{"metadata":{"finalizers":null}}"#,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        rc.get::<ConfigMap>("default", "owner").await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    // Another finalizer keeps a Background delete pending too.
+    let mut kept = config_map("kept");
+    kept.metadata.as_mut().unwrap().finalizers = vec!["example.com/hold".into()];
+    rc.create("default", &kept).await.unwrap();
+    let (_, pending) = rc
+        .delete::<ConfigMap>("default", "kept", policy("Background"))
+        .await
+        .unwrap();
+    assert!(pending);
+    let (_, pending) = rc
+        .delete::<ConfigMap>("default", "kept", policy(""))
+        .await
+        .unwrap();
+    assert!(pending);
+
+    rc.create("default", &config_map("plain")).await.unwrap();
+    let (_, pending) = rc
+        .delete::<ConfigMap>("default", "plain", policy("Background"))
+        .await
+        .unwrap();
+    assert!(!pending);
+    let err = rc
+        .delete::<ConfigMap>("default", "kept", policy("Sideways"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Invalid { .. }), "{err:?}");
+}
