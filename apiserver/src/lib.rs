@@ -14,6 +14,7 @@
 //! It deliberately does not know: how Raft replicates (only the `RaftHandle` interface), how
 //! the store lays out data, or command-line flags (it takes an [`ApiConfig`]).
 
+pub mod admission;
 pub mod cluster;
 pub mod convert;
 pub mod error;
