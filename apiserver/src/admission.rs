@@ -675,7 +675,7 @@ mod tests {
             "[{type: Container, max: {cpu: '1'}, min: {cpu: 100m}, maxLimitRequestRatio: {cpu: '4'}}]",
         );
         let p = pod(&["{limits: {cpu: '2'}, requests: {cpu: 50m}}"]);
-        let v = check_limit_ranges(&p, &[lr.clone()]);
+        let v = check_limit_ranges(&p, std::slice::from_ref(&lr));
         let paths: Vec<_> = v.iter().map(|v| v.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -693,7 +693,7 @@ mod tests {
         assert!(v[2].message.contains("provided ratio is 40"), "{v:?}");
         // Exactly at the bounds passes; the ratio 4 exactly passes.
         let ok = pod(&["{limits: {cpu: '1'}, requests: {cpu: 250m}}"]);
-        assert!(check_limit_ranges(&ok, &[lr.clone()]).is_empty());
+        assert!(check_limit_ranges(&ok, std::slice::from_ref(&lr)).is_empty());
         let no_limit = pod(&["{requests: {cpu: 250m}}"]);
         let v = check_limit_ranges(&no_limit, &[lr]);
         assert!(v[0].message.contains("no limit is specified"), "{v:?}");
@@ -703,7 +703,7 @@ mod tests {
     fn pod_limit_ranges_check_the_sum() {
         let lr = limit_range("[{type: Pod, max: {memory: 1Gi}}]");
         let p = pod(&["{limits: {memory: 600Mi}}", "{limits: {memory: 600Mi}}"]);
-        let v = check_limit_ranges(&p, &[lr.clone()]);
+        let v = check_limit_ranges(&p, std::slice::from_ref(&lr));
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].path, "spec.containers[*].resources.limits.memory");
         assert!(check_limit_ranges(&pod(&["{limits: {memory: 600Mi}}"]), &[lr]).is_empty());

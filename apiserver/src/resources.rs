@@ -87,6 +87,8 @@ pub struct ResourcesService {
     pub(crate) shared: Arc<Shared>,
 }
 
+mod write;
+
 // ------------------------------------------------------------------ store access
 
 impl ResourcesService {
@@ -128,19 +130,12 @@ impl ResourcesService {
         Ok((decode(rt, &kv)?, kv))
     }
 
-    /// Puts `obj` if its key is still at `mod_revision`; else Conflict.
-    async fn cas_put(&self, mut obj: Object, mod_revision: i64) -> Result<Object> {
-        let key = obj.key();
-        let txn = TxnRequest {
-            compare: vec![compare(&key, CompareTarget::ModRevision(mod_revision))],
-            success: vec![put_op(&key, &obj)],
-            failure: vec![],
-        };
-        let r = self.propose_txn(txn).await?;
-        if !r.succeeded {
-            return Err(conflict(obj.resource_type(), obj.name()));
-        }
-        obj.metadata_mut().resource_version = r.revision.to_string();
+    /// Puts `obj` (read as `stored`) if its key is still at `mod_revision`, else Conflict;
+    /// with the quota accounting of the change in the same Txn.
+    async fn cas_put(&self, obj: Object, stored: &Object, mod_revision: i64) -> Result<Object> {
+        let (rev, written) = self.write_existing(stored, mod_revision, Some(obj)).await?;
+        let mut obj = written.expect("a put writes an object");
+        obj.metadata_mut().resource_version = rev.to_string();
         Ok(obj)
     }
 }
@@ -453,7 +448,9 @@ enum Part {
 }
 
 impl ResourcesService {
-    /// Create (also used by Apply and at startup for the `default` namespace).
+    /// Create (also used by Apply and at startup for the `default` namespace): defaults,
+    /// validation, LimitRange admission, then one Txn with the namespace and quota compares
+    /// and the quota charges.
     pub(crate) async fn create_object(
         &self,
         mut obj: Object,
@@ -463,34 +460,41 @@ impl ResourcesService {
         resolve_namespace(&mut obj, request_ns)?;
         prepare_new(&mut obj);
         admit(&mut obj)?;
-        if dry_run {
-            return Ok(obj);
-        }
         let key = obj.key();
-        for _ in 0..WRITE_ATTEMPTS {
-            let mut cmp = vec![compare(&key, CompareTarget::CreateRevision(0))];
-            cmp.extend(self.namespace_guard(&obj).await?);
-            let txn = TxnRequest {
-                compare: cmp,
-                success: vec![put_op(&key, &obj)],
-                failure: vec![RequestOp::Range(RangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    count_only: true,
-                    ..Default::default()
-                })],
-            };
-            let r = self.propose_txn(txn).await?;
-            if r.succeeded {
-                obj.metadata_mut().resource_version = r.revision.to_string();
-                return Ok(obj);
+        for _ in 0..write::CONTENDED_WRITE_ATTEMPTS {
+            // The namespace read is linearizable; the LimitRange and quota reads after it are
+            // local, and the Txn's compares catch whatever changed since.
+            let ns_guard = self.namespace_guard(&obj).await?;
+            let mut candidate = obj.clone();
+            self.admit_limit_ranges(&mut candidate)?;
+            if dry_run {
+                self.quota_check_only(&key, &candidate)?;
+                return Ok(candidate);
             }
-            if matches!(r.responses.first(), Some(ResponseOp::Range(rr)) if rr.count > 0) {
-                return Err(ApiError::AlreadyExists {
-                    resource: obj.resource_type().plural.into(),
-                    name: obj.name().into(),
-                });
+            let outcome = self
+                .write_once(
+                    &key,
+                    write::Expect::Absent,
+                    ns_guard.into_iter().collect(),
+                    None,
+                    Some(candidate),
+                )
+                .await?;
+            match outcome {
+                write::Outcome::Written(rev, written) => {
+                    let mut written = *written.expect("a create writes an object");
+                    written.metadata_mut().resource_version = rev.to_string();
+                    return Ok(written);
+                }
+                write::Outcome::Lost => {
+                    return Err(ApiError::AlreadyExists {
+                        resource: obj.resource_type().plural.into(),
+                        name: obj.name().into(),
+                    })
+                }
+                // The namespace or a quota changed between the reads and the write.
+                write::Outcome::Raced => {}
             }
-            // The namespace changed between its check and the write: check it again.
         }
         Err(conflict(obj.resource_type(), obj.name()))
     }
@@ -565,7 +569,7 @@ impl ResourcesService {
             self.remove(&next, kv).await?;
             return Ok(next);
         }
-        self.cas_put(next, kv.mod_revision).await
+        self.cas_put(next, &stored, kv.mod_revision).await
     }
 
     /// Create when absent, else an Update whose precondition is the stored resourceVersion
@@ -703,24 +707,13 @@ impl ResourcesService {
         if dry_run {
             return Ok(next);
         }
-        self.cas_put(next, kv.mod_revision).await
+        self.cas_put(next, &stored, kv.mod_revision).await
     }
 
+    /// Deletes the object if its key is still at the revision read, releasing its quota usage
+    /// in the same Txn.
     async fn remove(&self, stored: &Object, kv: &KeyValue) -> Result<()> {
-        let key = stored.key();
-        let txn = TxnRequest {
-            compare: vec![compare(&key, CompareTarget::ModRevision(kv.mod_revision))],
-            success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            })],
-            failure: vec![],
-        };
-        if self.propose_txn(txn).await?.succeeded {
-            Ok(())
-        } else {
-            Err(conflict(stored.resource_type(), stored.name()))
-        }
+        self.write_existing(stored, kv.mod_revision, None).await.map(drop)
     }
 }
 

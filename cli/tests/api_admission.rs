@@ -6,7 +6,7 @@
 mod common;
 use berth_client::{ClientError, PatchParams, Resource, ResourceClient};
 use berth_proto::apiv1;
-use berth_proto::corev1::{ConfigMap, LimitRange, Pod, ResourceQuota, Service};
+use berth_proto::corev1::{ConfigMap, LimitRange, Pod, ResourceQuota};
 use berth_proto::manifest;
 use common::*;
 use std::time::Duration;
@@ -231,4 +231,179 @@ async fn delete_propagation_policies_and_finalizers() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Invalid { .. }), "{err:?}");
+}
+
+const LIMITS: &str = r#"
+apiVersion: v1
+kind: LimitRange
+metadata: {name: limits}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 128Mi}
+    defaultRequest: {cpu: 100m, memory: 64Mi}
+    max: {cpu: "1"}
+"#;
+
+/// LimitRange defaults show on the created pod; a limit over the max is Forbidden naming the
+/// field; a dry run is admitted the same way without being stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_range_defaults_and_max() {
+    let (_c, rc) = started(1).await;
+    rc.create("default", &parse::<LimitRange>(LIMITS)).await.unwrap();
+    let p = rc.create("default", &pod("d", "{}")).await.unwrap();
+    let r = p.spec.unwrap().containers[0].resources.clone().unwrap();
+    assert_eq!(r.limits["cpu"], "500m");
+    assert_eq!(r.limits["memory"], "128Mi");
+    assert_eq!(r.requests["cpu"], "100m");
+    assert_eq!(r.requests["memory"], "64Mi");
+    let got: Pod = rc.get("default", "d").await.unwrap();
+    assert_eq!(got.spec.unwrap().containers[0].resources, Some(r));
+
+    let msg = forbidden_message(
+        rc.create(
+            "default",
+            &pod("big", "{limits: {cpu: '2'}, requests: {cpu: 500m}}"),
+        )
+        .await,
+    );
+    assert_eq!(
+        msg,
+        "pods \"big\" is forbidden: spec.containers[0].resources.limits.cpu: maximum cpu usage per Container is 1, but limit is 2"
+    );
+    assert!(matches!(
+        rc.get::<Pod>("default", "big").await,
+        Err(ClientError::NotFound(_))
+    ));
+}
+
+const QUOTA: &str = r#"
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: q}
+spec:
+  hard: {pods: "3", requests.cpu: "1", configmaps: "10"}
+"#;
+
+fn used(q: &ResourceQuota, k: &str) -> String {
+    q.status
+        .as_ref()
+        .unwrap()
+        .used
+        .get(k)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A quota counts what exists when it is created, charges creates and releases deletes in
+/// their Txn, refuses what would exceed it with Kubernetes' message, and requires the
+/// quota'd compute resources on pods.
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_charges_releases_and_refuses() {
+    let (_c, rc) = started(1).await;
+    rc.create("default", &pod("a", "{requests: {cpu: 300m}}"))
+        .await
+        .unwrap();
+    let q = rc
+        .create("default", &parse::<ResourceQuota>(QUOTA))
+        .await
+        .unwrap();
+    assert_eq!(used(&q, "pods"), "1");
+    assert_eq!(used(&q, "requests.cpu"), "300m");
+    assert_eq!(q.status.as_ref().unwrap().hard["pods"], "3");
+
+    rc.create("default", &pod("b", "{requests: {cpu: 300m}}"))
+        .await
+        .unwrap();
+    let msg = forbidden_message(rc.create("default", &pod("c", "{requests: {cpu: 500m}}")).await);
+    assert_eq!(
+        msg,
+        "pods \"c\" is forbidden: exceeded quota: q, requested: requests.cpu=500m, used: requests.cpu=600m, limited: requests.cpu=1"
+    );
+    let msg = forbidden_message(rc.create("default", &pod("n", "{}")).await);
+    assert_eq!(
+        msg,
+        "pods \"n\" is forbidden: failed quota: q: must specify requests.cpu for: app"
+    );
+    rc.create("default", &pod("c", "{requests: {cpu: 100m}}"))
+        .await
+        .unwrap();
+    let msg = forbidden_message(rc.create("default", &pod("d", "{requests: {cpu: 100m}}")).await);
+    assert_eq!(
+        msg,
+        "pods \"d\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=3, limited: pods=3"
+    );
+    let q: ResourceQuota = rc.get("default", "q").await.unwrap();
+    assert_eq!(
+        (used(&q, "pods").as_str(), used(&q, "requests.cpu").as_str()),
+        ("3", "700m")
+    );
+    assert_eq!(used(&q, "configmaps"), "0");
+
+    // A delete releases in its own Txn; then the create fits.
+    rc.delete::<Pod>("default", "a", policy("")).await.unwrap();
+    let q: ResourceQuota = rc.get("default", "q").await.unwrap();
+    assert_eq!(
+        (used(&q, "pods").as_str(), used(&q, "requests.cpu").as_str()),
+        ("2", "400m")
+    );
+    rc.create("default", &pod("d", "{requests: {cpu: 100m}}"))
+        .await
+        .unwrap();
+
+    // Raising hard recomputes status.
+    let raised: ResourceQuota = rc
+        .patch(
+            "default",
+            "q",
+            &PatchParams::merge(),
+            br#"{"spec":{"hard":{"pods":"10"}}}"#,
+        )
+        .await
+        .unwrap();
+    let st = raised.status.unwrap();
+    assert_eq!((st.hard["pods"].as_str(), st.used["pods"].as_str()), ("10", "3"));
+}
+
+/// N concurrent creates spread over the 3 members of a cluster against a quota of M < N
+/// pods: exactly M are created, the rest Forbidden, and status.used says M.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_never_exceed_a_quota() {
+    const CREATES: usize = 24;
+    const ALLOWED: usize = 7;
+    let (c, rc) = started(3).await;
+    let mut quota = parse::<ResourceQuota>(QUOTA);
+    quota.spec.as_mut().unwrap().hard = [
+        ("count/configmaps".to_string(), ALLOWED.to_string()),
+        ("services".to_string(), "100".to_string()),
+    ]
+    .into();
+    rc.create("default", &quota).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..CREATES {
+        let rc = ResourceClient::new(&[c.members[i % 3].client.clone()], Duration::from_secs(30)).unwrap();
+        tasks.push(tokio::spawn(async move {
+            rc.create("default", &config_map(&format!("cm{i}"))).await
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(ClientError::Forbidden(m)) => {
+                assert!(m.contains("exceeded quota: q"), "{m}");
+                refused += 1;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((created, refused), (ALLOWED, CREATES - ALLOWED));
+    let listed = rc
+        .list::<ConfigMap>("default", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), ALLOWED);
+    let q: ResourceQuota = rc.get("default", "q").await.unwrap();
+    assert_eq!(used(&q, "count/configmaps"), ALLOWED.to_string());
+    assert_eq!(used(&q, "services"), "0");
 }
