@@ -819,6 +819,10 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
+    fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     fn matches(&self, obj: &Object) -> bool {
         let empty = Default::default();
         let labels = obj.metadata().map_or(&empty, |m| &m.labels);
@@ -927,7 +931,10 @@ fn page(
 // ------------------------------------------------------------------ watch
 
 type WatchItem = Result<apiv1::WatchEvent, Status>;
-type EventSender = mpsc::Sender<WatchItem>;
+/// Events are queued boxed: a queue slot then costs a pointer, not the size of the largest
+/// kind's message (the Object oneof holds it inline, ~2 KB), which with 32-slot queue blocks
+/// would keep ~60 KB per watcher resident once the slots have been used.
+type EventSender = mpsc::Sender<Box<apiv1::WatchEvent>>;
 
 /// A watch ready to run: the initial ADDED events, then the store watcher.
 struct WatchPlan {
@@ -959,6 +966,18 @@ fn translate(
         EventKind::Put => Some(decode(rt, &ev.kv)?),
         EventKind::Delete => None,
     };
+    // Without selectors a put needs no previous object (every object matches): decoding it
+    // for each of many watchers of a busy prefix would double the work of the fan-out.
+    if filter.is_everything() {
+        if let Some(n) = new {
+            let ty = if ev.kv.version == 1 {
+                EventType::Added
+            } else {
+                EventType::Modified
+            };
+            return Ok(Some(event(ty, Some(n), rev)));
+        }
+    }
     let old = ev.prev_kv.as_ref().map(|kv| decode(rt, kv)).transpose()?;
     let old_matched = old.as_ref().is_some_and(|o| filter.matches(o));
     match new {
@@ -1046,7 +1065,7 @@ async fn send(tx: &EventSender, ev: apiv1::WatchEvent) -> Result<bool> {
 }
 
 async fn send_within(tx: &EventSender, ev: apiv1::WatchEvent, patience: Duration) -> Result<bool> {
-    match tokio::time::timeout(patience, tx.send(Ok(ev))).await {
+    match tokio::time::timeout(patience, tx.send(Box::new(ev))).await {
         Ok(sent) => Ok(sent.is_ok()),
         Err(_) => Err(ApiError::SlowClient(tx.max_capacity())),
     }
@@ -1200,7 +1219,9 @@ impl Resources for ResourcesService {
         let (end_tx, end_rx) = oneshot::channel::<Status>();
         tokio::spawn(run_watch(self.shared.clone(), plan, tx, end_tx));
         let tail = futures::stream::once(end_rx).filter_map(|r| futures::future::ready(r.ok().map(Err)));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).chain(tail))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|ev| Ok(*ev)).chain(tail),
+        )))
     }
 
     async fn apply(&self, req: Request<apiv1::ApplyRequest>) -> Result<Response<apiv1::Object>, Status> {
