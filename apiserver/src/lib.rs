@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod patch;
 pub mod peer;
 pub mod resources;
+pub mod service_ip;
 pub mod transport;
 pub mod watch;
 
@@ -57,6 +58,8 @@ pub struct ApiConfig {
     pub max_txn_ops: usize,
     /// How often watchers that asked for progress notifications get one.
     pub watch_progress_notify_interval_ms: u64,
+    /// The range Service ClusterIPs are allocated from.
+    pub service_cidr: service_ip::ServiceCidr,
 }
 
 impl ApiConfig {
@@ -68,6 +71,7 @@ impl ApiConfig {
             max_request_bytes: MAX_REQUEST_BYTES_DEFAULT,
             max_txn_ops: MAX_TXN_OPS_DEFAULT,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
+            service_cidr: service_ip::ServiceCidr::default(),
         }
     }
 }

@@ -403,6 +403,7 @@ fn merge_update(stored: &Object, new: &Object) -> Result<Object> {
         )));
     }
     let mut next = with_status_of(new, stored)?;
+    keep_cluster_ip(stored, &mut next)?;
     let bump = body(stored) != body(&next);
     let meta = next.metadata_mut();
     meta.uid = old.uid;
@@ -412,6 +413,33 @@ fn merge_update(stored: &Object, new: &Object) -> Result<Object> {
     meta.generation = old.generation + i64::from(bump);
     meta.resource_version.clear();
     Ok(next)
+}
+
+/// A Service's ClusterIP is immutable: an update that leaves it out keeps the allocated one
+/// (as an apply of the same manifest again must); one that names another is Invalid.
+fn keep_cluster_ip(stored: &Object, next: &mut Object) -> Result<()> {
+    let (Object::Service(old), Object::Service(new)) = (stored, next) else {
+        return Ok(());
+    };
+    let Some(old_spec) = old.spec.as_ref() else {
+        return Ok(());
+    };
+    let spec = new.spec.get_or_insert_with(Default::default);
+    if spec.cluster_ip.is_empty() {
+        spec.cluster_ip = old_spec.cluster_ip.clone();
+        if spec.cluster_ips.is_empty() {
+            spec.cluster_ips = old_spec.cluster_ips.clone();
+        }
+        return Ok(());
+    }
+    if spec.cluster_ip != old_spec.cluster_ip {
+        return Err(ApiError::Invalid(format!(
+            "Service \"{}\" is invalid: spec.clusterIP: Invalid value: {:?}: field is immutable",
+            stored.name(),
+            spec.cluster_ip
+        )));
+    }
+    Ok(())
 }
 
 /// Apply: finalizers and ownerReferences the applied object does not state stay as stored

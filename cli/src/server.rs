@@ -52,6 +52,9 @@ pub struct ServerArgs {
     /// "periodic" or "revision", as etcd.
     #[arg(long, default_value = "periodic")]
     pub auto_compaction_mode: String,
+    /// IPv4 range Service ClusterIPs are allocated from.
+    #[arg(long, default_value = berth_apiserver::service_ip::SERVICE_CIDR_DEFAULT)]
+    pub service_cidr: String,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -161,6 +164,10 @@ pub fn configs(a: &ServerArgs) -> anyhow::Result<(ApiConfig, RaftConfig)> {
     api.metrics_addr = a.metrics_addr.clone();
     api.max_request_bytes = a.max_request_bytes;
     api.max_txn_ops = a.max_txn_ops;
+    api.service_cidr = a
+        .service_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     let mut raft = RaftConfig::new(a.name.clone(), a.data_dir.clone(), peer_addr, client_addr);
     raft.initial_cluster = initial_cluster;
     raft.join = a.join.iter().map(|j| strip_scheme(j).to_string()).collect();
@@ -236,6 +243,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         snapshot_count: 10_000,
         auto_compaction_retention: "1h".into(),
         auto_compaction_mode: "periodic".into(),
+        service_cidr: berth_apiserver::service_ip::SERVICE_CIDR_DEFAULT.into(),
     };
     eprintln!(
         "berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world",

@@ -6,7 +6,7 @@
 mod common;
 use berth_client::{ClientError, PatchParams, Resource, ResourceClient};
 use berth_proto::apiv1;
-use berth_proto::corev1::{ConfigMap, LimitRange, Pod, ResourceQuota};
+use berth_proto::corev1::{ConfigMap, LimitRange, Pod, ResourceQuota, Service};
 use berth_proto::manifest;
 use common::*;
 use std::time::Duration;
@@ -406,4 +406,103 @@ async fn concurrent_creates_never_exceed_a_quota() {
     let q: ResourceQuota = rc.get("default", "q").await.unwrap();
     assert_eq!(used(&q, "count/configmaps"), ALLOWED.to_string());
     assert_eq!(used(&q, "services"), "0");
+}
+
+fn service(name: &str, cluster_ip: &str) -> Service {
+    let ip = if cluster_ip.is_empty() {
+        String::new()
+    } else {
+        format!("\n  clusterIP: {cluster_ip}")
+    };
+    parse(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: x}}\n  ports: [{{port: 80}}]{ip}\n"
+    ))
+}
+
+fn cluster_ip(s: &Service) -> String {
+    s.spec.as_ref().unwrap().cluster_ip.clone()
+}
+
+/// ClusterIPs come from --service-cidr, one allocation key per address in the create's Txn:
+/// concurrent creates on 3 members get distinct addresses until the range is full; a delete
+/// frees its address; a requested address outside the range or in use is Invalid naming
+/// spec.clusterIP; an apply without clusterIP keeps the allocated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn service_cluster_ips_are_allocated_atomically() {
+    let c = Cluster::start(3, &["--service-cidr", "10.200.0.0/29"]).await;
+    let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(10)).unwrap();
+    eventually("namespace default", || {
+        let rc = rc.clone();
+        async move { rc.get::<berth_proto::corev1::Namespace>("", "default").await.ok() }
+    })
+    .await;
+    // A /29 hands out 6 addresses; 8 concurrent creates: 6 get distinct ones, 2 find it full.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let rc = ResourceClient::new(&[c.members[i % 3].client.clone()], Duration::from_secs(30)).unwrap();
+        tasks.push(tokio::spawn(async move {
+            rc.create("default", &service(&format!("s{i}"), "")).await
+        }));
+    }
+    let mut ips = std::collections::BTreeSet::new();
+    let mut full = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(s) => {
+                let ip = cluster_ip(&s);
+                assert!(
+                    ip.starts_with("10.200.0.") && ip != "10.200.0.0" && ip != "10.200.0.7",
+                    "{ip}"
+                );
+                assert_eq!(s.spec.as_ref().unwrap().cluster_ips, std::slice::from_ref(&ip));
+                assert!(ips.insert(ip), "an address handed out twice");
+            }
+            Err(e) => {
+                let msg = invalid_message(Err::<(), _>(e));
+                assert!(msg.contains("spec.clusterIP") && msg.contains("is full"), "{msg}");
+                full += 1;
+            }
+        }
+    }
+    assert_eq!((ips.len(), full), (6, 2));
+    let taken: Service = rc
+        .list::<Service>("default", &Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    let name = taken.metadata.as_ref().unwrap().name.clone();
+    let ip = cluster_ip(&taken);
+    // An apply of the manifest again (no clusterIP) keeps the address.
+    let applied = rc.apply(&service(&name, ""), "test", false).await.unwrap();
+    assert_eq!(cluster_ip(&applied), ip);
+    let other = if ip == "10.200.0.6" {
+        "10.200.0.5"
+    } else {
+        "10.200.0.6"
+    };
+    let msg = invalid_message(rc.apply(&service(&name, other), "test", false).await);
+    assert!(
+        msg.contains("spec.clusterIP") && msg.contains("immutable"),
+        "{msg}"
+    );
+
+    // Delete frees the address; asking for it then succeeds; asking again is in use.
+    rc.delete::<Service>("default", &name, policy("")).await.unwrap();
+    rc.create("default", &service("again", &ip)).await.unwrap();
+    let msg = invalid_message(rc.create("default", &service("twice", &ip)).await);
+    assert!(
+        msg.contains("spec.clusterIP") && msg.contains("already allocated"),
+        "{msg}"
+    );
+    let msg = invalid_message(rc.create("default", &service("outside", "10.96.0.10")).await);
+    assert!(
+        msg.contains("spec.clusterIP") && msg.contains("not in the valid range"),
+        "{msg}"
+    );
+    // Headless services take no address.
+    let headless = rc.create("default", &service("headless", "None")).await.unwrap();
+    assert_eq!(cluster_ip(&headless), "None");
 }

@@ -15,6 +15,7 @@
 
 use super::*;
 use crate::admission::{self, Denial};
+use crate::service_ip;
 
 /// Attempts of a write whose Txn failed only because a quota (or the namespace) changed
 /// meanwhile: each failed round means another write in the namespace went through, so many
@@ -184,6 +185,109 @@ impl ResourcesService {
         Ok((vec![range_compare(&prefix, resp.revision + 1)], ops))
     }
 
+    /// A Service's ClusterIP: on create, the requested address (in `--service-cidr` and free)
+    /// or a free one is allocated by creating its allocation key in the Txn (compare
+    /// `create_revision == 0`; a concurrent create that took it makes the Txn fail and the
+    /// create pick again); on delete its key goes in the same Txn.
+    fn service_ip_ops(
+        &self,
+        old: Option<&Object>,
+        new: Option<&mut Object>,
+    ) -> Result<(Vec<Compare>, Vec<RequestOp>)> {
+        let cidr = self.shared.cfg.service_cidr;
+        match (old, new) {
+            (None, Some(Object::Service(svc))) => {
+                let owner = format!(
+                    "{}/{}",
+                    svc.metadata.as_ref().map_or("", |m| m.namespace.as_str()),
+                    svc.metadata.as_ref().map_or("", |m| m.name.as_str())
+                );
+                let name = svc.metadata.as_ref().map_or("", |m| m.name.as_str()).to_string();
+                let Some(spec) = svc.spec.as_mut() else {
+                    return Ok((Vec::new(), Vec::new()));
+                };
+                if spec.r#type == "ExternalName" || spec.cluster_ip == "None" {
+                    return Ok((Vec::new(), Vec::new()));
+                }
+                let invalid = |ip: &str, why: String| {
+                    ApiError::Invalid(format!(
+                        "Service \"{name}\" is invalid: spec.clusterIP: Invalid value: \"{ip}\": {why}"
+                    ))
+                };
+                let ip = if spec.cluster_ip.is_empty() {
+                    let taken = self.allocated_ips()?;
+                    cidr.pick_free(&taken, rand::random::<u64>).ok_or_else(|| {
+                        invalid(
+                            "",
+                            format!("failed to allocate a serviceIP: range {cidr} is full"),
+                        )
+                    })?
+                } else {
+                    let ip = spec.cluster_ip.clone();
+                    if !cidr.contains(&ip) {
+                        return Err(invalid(
+                            &ip,
+                            format!(
+                                "provided IP is not in the valid range. The range of valid IPs is {cidr}"
+                            ),
+                        ));
+                    }
+                    if self.read_local(&service_ip::allocation_key(&ip))?.is_some() {
+                        return Err(invalid(&ip, "provided IP is already allocated".into()));
+                    }
+                    ip
+                };
+                let key = service_ip::allocation_key(&ip);
+                spec.cluster_ip = ip.clone();
+                if spec.cluster_ips.is_empty() {
+                    spec.cluster_ips = vec![ip];
+                }
+                let put = RequestOp::Put(PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: owner.into_bytes(),
+                    ..Default::default()
+                });
+                Ok((vec![compare(&key, CompareTarget::CreateRevision(0))], vec![put]))
+            }
+            (Some(Object::Service(svc)), None) => {
+                let ip = svc.spec.as_ref().map_or("", |s| s.cluster_ip.as_str());
+                if !cidr.contains(ip) {
+                    return Ok((Vec::new(), Vec::new()));
+                }
+                let del = RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: service_ip::allocation_key(ip).into_bytes(),
+                    ..Default::default()
+                });
+                Ok((Vec::new(), vec![del]))
+            }
+            _ => Ok((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// Every allocated ClusterIP (local read; the allocation's compare catches newer ones).
+    fn allocated_ips(&self) -> Result<std::collections::HashSet<String>> {
+        let prefix = service_ip::ALLOCATION_PREFIX;
+        let resp = self.range(&RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_range_end(prefix.as_bytes()),
+            keys_only: true,
+            ..Default::default()
+        })?;
+        Ok(resp
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    fn read_local(&self, key: &str) -> Result<Option<KeyValue>> {
+        let r = self.range(&RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })?;
+        Ok(r.kvs.into_iter().next())
+    }
+
     /// A dry-run create: whether the quotas would admit the object (Forbidden if not).
     pub(super) fn quota_check_only(&self, key: &str, obj: &Object) -> Result<()> {
         self.quota_ops(obj.namespace(), key, None, Some(obj)).map(drop)
@@ -238,6 +342,9 @@ impl ResourcesService {
         }
         let (quota_compares, mut ops) = self.quota_ops(&ns, key, old, new.as_ref())?;
         compares.extend(quota_compares);
+        let (ip_compares, ip_ops) = self.service_ip_ops(old, new.as_mut())?;
+        compares.extend(ip_compares);
+        ops.extend(ip_ops);
         let own = match &new {
             Some(n) => put_op(key, n),
             None => RequestOp::DeleteRange(DeleteRangeRequest {
