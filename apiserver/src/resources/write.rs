@@ -4,7 +4,8 @@
 //!   its new `status.used` put in the Txn, and a compare `mod_revision < R + 1` over the whole
 //!   quota key range of the namespace makes the Txn fail if any quota changed (or appeared)
 //!   since: then the caller retries and recomputes. Two concurrent creates therefore never
-//!   both count against the same `used`.
+//!   both count against the same `used`. Each charged quota also gets `mod_revision ==` the
+//!   revision read (a quota deleted meanwhile is not put back).
 //! - a ResourceQuota whose spec is written gets `status.hard` = `spec.hard` and `status.used`
 //!   recomputed from the objects it tracks, read at R, with a compare `mod_revision < R + 1`
 //!   over each tracked kind's key range of the namespace.
@@ -166,15 +167,19 @@ impl ResourcesService {
         let prefix = qt.key_prefix(ns);
         let resp = self.range_prefix(&prefix)?;
         let mut ops = Vec::new();
+        let mut compares = vec![range_compare(&prefix, resp.revision + 1)];
         for kv in resp.kvs.iter().filter(|kv| kv.key != own_key.as_bytes()) {
             let Object::ResourceQuota(q) = decode(qt, kv)? else {
                 unreachable!("the quota prefix holds quotas")
             };
             match admission::charge(&q, old, new) {
-                Ok(Some(next)) => ops.push(put_op(
-                    &String::from_utf8_lossy(&kv.key),
-                    &Object::ResourceQuota(next),
-                )),
+                Ok(Some(next)) => {
+                    // The range compare cannot see a quota deleted meanwhile; this one does, so
+                    // a charge never puts a deleted quota back.
+                    let key = String::from_utf8_lossy(&kv.key);
+                    compares.push(compare(&key, CompareTarget::ModRevision(kv.mod_revision)));
+                    ops.push(put_op(&key, &Object::ResourceQuota(next)));
+                }
                 Ok(None) => {}
                 Err(Denial(why)) => {
                     let obj = new.or(old).expect("a write has an object");
@@ -182,7 +187,7 @@ impl ResourcesService {
                 }
             }
         }
-        Ok((vec![range_compare(&prefix, resp.revision + 1)], ops))
+        Ok((compares, ops))
     }
 
     /// A Service's ClusterIP: on create, the requested address (in `--service-cidr` and free)
