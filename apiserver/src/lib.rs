@@ -4,8 +4,9 @@
 //! client address; the internal Raft `Peer` service on the peer address; `/metrics` over
 //! HTTP. The typed `Resources` service ([`resources`]) adds Kubernetes' admission rules
 //! ([`admission`]: LimitRange, ResourceQuota accounted in the write's own store Txn), patches
-//! ([`patch`]) and Service ClusterIP allocation ([`service_ip`]). Every listener is bound in [`listen`] and every outbound channel is dialed through
-//! `berth_client::dial`, where TLS will go. [`error`] is the one table from errors to gRPC
+//! ([`patch`]) and Service ClusterIP allocation ([`service_ip`]). Every listener is bound in
+//! [`listen`] and every outbound channel is dialed through `berth_client::dial`, where TLS
+//! will go. [`error`] is the one table from errors to gRPC
 //! status codes (with etcd's messages, which client libraries match on).
 //!
 //! Invariants: bad input is refused before anything is proposed, so it changes nothing;
