@@ -30,6 +30,10 @@ pub enum Patch {
     Merge(Value),
     /// RFC 6902: a list of operations.
     Json(Vec<Op>),
+    /// Kubernetes' strategic merge patch: a merge patch whose lists of objects with a merge key
+    /// (containers by `name`, ports by `containerPort`/`port`, ...) merge item by item, with the
+    /// `$patch: delete|replace|merge` and `$deleteFromPrimitiveList/<field>` directives.
+    Strategic(Value),
 }
 
 /// One RFC 6902 operation.
@@ -51,6 +55,14 @@ impl Patch {
             return Err(err("patch", "a merge patch must be a JSON object"));
         }
         Ok(Patch::Merge(v))
+    }
+
+    /// A strategic merge patch from its JSON text; it must be a JSON object.
+    pub fn strategic(bytes: &[u8]) -> Result<Patch, PatchError> {
+        match Patch::merge(bytes)? {
+            Patch::Merge(v) => Ok(Patch::Strategic(v)),
+            _ => unreachable!("merge() returns a merge patch"),
+        }
     }
 
     /// A JSON Patch from its JSON text: a list of operations.
@@ -77,6 +89,7 @@ impl Patch {
     pub fn apply(&self, target: Value) -> Result<Value, PatchError> {
         match self {
             Patch::Merge(p) => Ok(merge_patch(target, p)),
+            Patch::Strategic(p) => strategic_merge(target, p, ""),
             Patch::Json(ops) => {
                 let mut doc = target;
                 for (i, op) in ops.iter().enumerate() {
@@ -91,7 +104,7 @@ impl Patch {
     /// is reported, not retried).
     pub fn sets_resource_version(&self) -> bool {
         match self {
-            Patch::Merge(p) => p
+            Patch::Merge(p) | Patch::Strategic(p) => p
                 .get("metadata")
                 .and_then(|m| m.get("resourceVersion"))
                 .is_some_and(|rv| !rv.is_null()),
@@ -125,6 +138,151 @@ pub fn merge_patch(target: Value, patch: &Value) -> Value {
         }
     }
     Value::Object(t)
+}
+
+/// The merge key of a list field's items (Kubernetes' `patchMergeKey`), or None for lists that
+/// a patch replaces. `ports` merge by `containerPort` in containers, by `port` in Services.
+fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    Some(match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims" => "name",
+        "ports" => {
+            if items.iter().any(|i| i.get("containerPort").is_some()) {
+                "containerPort"
+            } else {
+                "port"
+            }
+        }
+        "volumeMounts" => "mountPath",
+        "volumeDevices" => "devicePath",
+        "hostAliases" => "ip",
+        "ownerReferences" => "uid",
+        "conditions" | "addresses" => "type",
+        "topologySpreadConstraints" => "topologyKey",
+        _ => return None,
+    })
+}
+
+/// Lists of scalars that a strategic patch merges (set union) instead of replacing.
+const MERGED_SCALAR_LISTS: [&str; 1] = ["finalizers"];
+
+const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
+const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
+
+/// Kubernetes' strategic merge of `patch` into `target`; `path` names where (for errors).
+fn strategic_merge(target: Value, patch: &Value, path: &str) -> Result<Value, PatchError> {
+    let Value::Object(p) = patch else {
+        return Ok(patch.clone());
+    };
+    match p.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            let mut m = p.clone();
+            m.remove("$patch");
+            return Ok(Value::Object(m));
+        }
+        Some("delete") => return Ok(Value::Null),
+        Some("merge") | None => {}
+        Some(other) => {
+            return Err(err(
+                format!("{path}.$patch"),
+                format!("unknown directive {other:?}"),
+            ))
+        }
+    }
+    let mut t = match target {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in p {
+        let here = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        if k == "$patch" || k.starts_with(SET_ELEMENT_ORDER) || k == "$retainKeys" {
+            continue;
+        }
+        if let Some(field) = k.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) {
+            let Value::Array(gone) = v else {
+                return Err(err(here, "must be a list"));
+            };
+            if let Some(Value::Array(items)) = t.get_mut(field) {
+                items.retain(|i| !gone.contains(i));
+            }
+            continue;
+        }
+        if v.is_null() {
+            t.remove(k);
+            continue;
+        }
+        let old = t.remove(k).unwrap_or(Value::Null);
+        let merged = match (old, v) {
+            (Value::Array(old), Value::Array(new)) => merge_list(k, old, new, &here)?,
+            (old, v) => strategic_merge(old, v, &here)?,
+        };
+        if !merged.is_null() {
+            t.insert(k.clone(), merged);
+        }
+    }
+    Ok(Value::Object(t))
+}
+
+/// A list under a strategic patch: merged by key, unioned (scalar lists that merge), or
+/// replaced.
+fn merge_list(field: &str, old: Vec<Value>, new: &[Value], path: &str) -> Result<Value, PatchError> {
+    if MERGED_SCALAR_LISTS.contains(&field) {
+        let mut out = old;
+        for v in new {
+            if !out.contains(v) {
+                out.push(v.clone());
+            }
+        }
+        return Ok(Value::Array(out));
+    }
+    if new
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        let items = new
+            .iter()
+            .filter(|i| i.get("$patch").is_none())
+            .cloned()
+            .collect();
+        return Ok(Value::Array(items));
+    }
+    let all: Vec<Value> = old.iter().chain(new).cloned().collect();
+    let Some(key) = merge_key(field, &all) else {
+        return Ok(Value::Array(new.to_vec()));
+    };
+    let mut out = old;
+    for (i, item) in new.iter().enumerate() {
+        let here = format!("{path}[{i}]");
+        let Some(id) = item.get(key) else {
+            return Err(err(
+                here,
+                format!("an item of a list merged by {key:?} must have {key:?}"),
+            ));
+        };
+        let pos = out.iter().position(|o| o.get(key) == Some(id));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (pos, delete) {
+            (Some(at), true) => {
+                out.remove(at);
+            }
+            (None, true) => {}
+            (Some(at), false) => {
+                let merged = strategic_merge(out[at].take(), item, &here)?;
+                out[at] = merged;
+            }
+            (None, false) => out.push(strategic_merge(Value::Null, item, &here)?),
+        }
+    }
+    Ok(Value::Array(out))
 }
 
 fn parse_op(i: usize, item: &Value) -> Result<Op, PatchError> {
@@ -417,6 +575,58 @@ mod tests {
         assert_eq!(e.path, "patch[0].path");
         assert!(Patch::merge(b"[1]").is_err());
         assert!(Patch::merge(b"{").is_err());
+    }
+
+    #[test]
+    fn strategic_merge_merges_lists_by_key() {
+        let pod = json!({"spec":{"containers":[
+            {"name":"app","image":"a:1","ports":[{"containerPort":80}],"env":[{"name":"A","value":"1"}]},
+            {"name":"side","image":"s:1"}
+        ]},"metadata":{"finalizers":["x"]}});
+        let sm = |p: Value| {
+            Patch::strategic(p.to_string().as_bytes())
+                .unwrap()
+                .apply(pod.clone())
+                .unwrap()
+        };
+        // An image change of one container keeps the other and the rest of this one.
+        let got = sm(json!({"spec":{"containers":[{"name":"app","image":"a:2"}]}}));
+        assert_eq!(got["spec"]["containers"][0]["image"], "a:2");
+        assert_eq!(got["spec"]["containers"][0]["ports"][0]["containerPort"], 80);
+        assert_eq!(got["spec"]["containers"][1]["name"], "side");
+        // New items append; env merges by name.
+        let got = sm(
+            json!({"spec":{"containers":[{"name":"app","env":[{"name":"B","value":"2"}]},{"name":"new","image":"n"}]}}),
+        );
+        assert_eq!(got["spec"]["containers"][0]["env"].as_array().unwrap().len(), 2);
+        assert_eq!(got["spec"]["containers"][2]["name"], "new");
+        // $patch: delete removes an item; replace replaces the list.
+        let got = sm(json!({"spec":{"containers":[{"name":"side","$patch":"delete"}]}}));
+        assert_eq!(got["spec"]["containers"].as_array().unwrap().len(), 1);
+        let got = sm(json!({"spec":{"containers":[{"name":"only","image":"o"},{"$patch":"replace"}]}}));
+        assert_eq!(got["spec"]["containers"], json!([{"name":"only","image":"o"}]));
+        // Finalizers are a set; $deleteFromPrimitiveList removes.
+        let got = sm(json!({"metadata":{"finalizers":["y","x"]}}));
+        assert_eq!(got["metadata"]["finalizers"], json!(["x", "y"]));
+        let got = sm(json!({"metadata":{"$deleteFromPrimitiveList/finalizers":["x"]}}));
+        assert_eq!(got["metadata"]["finalizers"], json!([]));
+        // Lists without a merge key are replaced, maps merge, null deletes.
+        let svc = json!({"spec":{"ports":[{"port":80,"name":"http"}],"selector":{"a":"1"}}});
+        let p = json!({"spec":{"ports":[{"port":80,"targetPort":8080}],"selector":{"b":"2","a":null}}});
+        let got = Patch::strategic(p.to_string().as_bytes())
+            .unwrap()
+            .apply(svc)
+            .unwrap();
+        assert_eq!(
+            got["spec"]["ports"],
+            json!([{"port":80,"name":"http","targetPort":8080}])
+        );
+        assert_eq!(got["spec"]["selector"], json!({"b":"2"}));
+        let e = Patch::strategic(br#"{"spec":{"containers":[{"image":"x"}]}}"#)
+            .unwrap()
+            .apply(pod.clone())
+            .unwrap_err();
+        assert_eq!(e.path, "spec.containers[0]");
     }
 
     #[test]

@@ -28,7 +28,8 @@
 //! ill-typed result is Invalid naming the field path), then merged, defaulted, validated and
 //! compare-and-swapped exactly as an Update (or, for the `status` subresource, UpdateStatus).
 //! A lost race is retried on the fresh object, unless the patch states
-//! `metadata.resourceVersion`, which then is a precondition. Strategic merge is UNIMPLEMENTED.
+//! `metadata.resourceVersion`, which then is a precondition. Strategic merge patch merges lists
+//! by Kubernetes' merge keys for the common fields (see [`crate::patch`]).
 //!
 //! Delete: objects with finalizers, and scheduled Pods with a grace period, get
 //! `deletionTimestamp` (and `deletionGracePeriodSeconds`) instead of going; the rest are removed
@@ -270,7 +271,7 @@ fn parse_patch(req: &apiv1::PatchRequest) -> Result<Patch> {
     let parsed = match ty {
         apiv1::PatchType::Unspecified | apiv1::PatchType::Merge => Patch::merge(&req.patch),
         apiv1::PatchType::Json => Patch::json(&req.patch),
-        apiv1::PatchType::StrategicMerge => return Err(ApiError::Unsupported("strategic merge patch")),
+        apiv1::PatchType::StrategicMerge => Patch::strategic(&req.patch),
     };
     parsed.map_err(|e| ApiError::Invalid(format!("{}: {}", e.path, e.reason)))
 }

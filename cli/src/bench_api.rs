@@ -25,6 +25,8 @@ const SENT_ANNOTATION: &str = "bench.berth.dev/sent-us";
 const STREAM_LABEL: &str = "bench.berth.dev/stream";
 /// How long watchers may take to all see the barrier write.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Per-write timeout of the stream's writer (at least; --request-timeout-ms may be longer).
+const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long after the last write watchers may take to deliver the stream.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -88,8 +90,10 @@ pub struct WatchResult {
     pub write_rate_per_sec: f64,
     /// Seconds until every watcher had seen the barrier write.
     pub open_seconds: f64,
+    /// Watchers times acknowledged stream writes.
     pub deliveries_expected: u64,
     pub deliveries: u64,
+    pub writes_failed: u64,
     pub watch_errors: u64,
     pub delivery_ms_p50: f64,
     pub delivery_ms_p99: f64,
@@ -365,22 +369,7 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with = a.server_pid.map(read_rss_kib).transpose()?;
 
-    let writer = ResourceClient::new(&a.server.servers, timeout)?;
-    let interval = Duration::from_secs_f64(1.0 / a.write_rate.max(0.001));
-    let mut ticker = tokio::time::interval(interval);
-    let mut acks = Vec::with_capacity(a.events);
-    for i in 0..a.events {
-        ticker.tick().await;
-        let sent = now_us();
-        let pod = bench_pod(
-            &format!("s{i}"),
-            &[(STREAM_LABEL, "1")],
-            &[(SENT_ANNOTATION, sent.to_string())],
-        );
-        let t = Instant::now();
-        writer.create(ns, &pod).await.context("stream write")?;
-        acks.push(t.elapsed().as_micros() as u64);
-    }
+    let mut acks = write_stream(a, ns, timeout).await?;
     // Wait for the watchers to have every event (or the drain deadline), then read RSS while
     // they are all still open.
     let drain_deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
@@ -419,7 +408,8 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         events: a.events,
         write_rate_per_sec: a.write_rate,
         open_seconds,
-        deliveries_expected: (a.watchers * a.events) as u64,
+        deliveries_expected: (a.watchers * acks.len()) as u64,
+        writes_failed: (a.events - acks.len()) as u64,
         deliveries,
         watch_errors: shared.watch_errors.load(Ordering::Relaxed),
         delivery_ms_p50: pct_ms(&all, 0.5),
@@ -433,6 +423,43 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         server_rss_kib_after_stream: rss_after,
         server_rss_bytes_per_watcher_after_stream: per_watcher(rss_after),
     })
+}
+
+/// The watched write stream, on its own thread and runtime: the watchers' work in this
+/// process must not delay the writes or their acknowledgements (write ack latency would then
+/// measure the bench, not the server).
+async fn write_stream(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result<Vec<u64>> {
+    let (servers, ns, events, rate) = (a.server.servers.clone(), ns.to_string(), a.events, a.write_rate);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let r = match rt {
+            Ok(rt) => rt.block_on(async move {
+                // A slow write is measured, not abandoned.
+                let writer = ResourceClient::new(&servers, timeout.max(STREAM_WRITE_TIMEOUT))?;
+                let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+                let mut acks = Vec::with_capacity(events);
+                for i in 0..events {
+                    ticker.tick().await;
+                    let sent = now_us();
+                    let pod = bench_pod(
+                        &format!("s{i}"),
+                        &[(STREAM_LABEL, "1")],
+                        &[(SENT_ANNOTATION, sent.to_string())],
+                    );
+                    let t = Instant::now();
+                    match writer.create(&ns, &pod).await {
+                        Ok(_) => acks.push(t.elapsed().as_micros() as u64),
+                        Err(e) => tracing::warn!(error = %e, "stream write {i} failed"),
+                    }
+                }
+                Ok(acks)
+            }),
+            Err(e) => Err(e.into()),
+        };
+        let _ = tx.send(r);
+    });
+    rx.await.context("the writer thread ended")?
 }
 
 /// One watcher: counts the barrier, then records the delivery latency of each stream event

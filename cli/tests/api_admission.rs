@@ -140,6 +140,20 @@ async fn patch_merge_json_and_status() {
         .await
         .unwrap();
     assert_eq!(spec_via_status.spec.unwrap().active_deadline_seconds, None);
+
+    // Strategic merge: one container's image changes, its resources and the list stay.
+    let sm: Pod = rc
+        .patch(
+            "default",
+            "web",
+            &PatchParams::strategic(),
+            br#"{"spec":{"containers":[{"name":"app","image":"nginx:1.27"}]}}"#,
+        )
+        .await
+        .unwrap();
+    let cs = sm.spec.unwrap().containers;
+    assert_eq!((cs.len(), cs[0].image.as_str()), (1, "nginx:1.27"));
+    assert_eq!(cs[0].termination_message_path, "/dev/termination-log");
 }
 
 /// Unconditional merge patches from many clients on 3 members: none is lost.

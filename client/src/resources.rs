@@ -124,6 +124,14 @@ impl PatchParams {
         }
     }
 
+    /// A Kubernetes strategic merge patch of spec and metadata (lists merged by merge key).
+    pub fn strategic() -> PatchParams {
+        PatchParams {
+            patch_type: apiv1::PatchType::StrategicMerge,
+            ..PatchParams::merge()
+        }
+    }
+
     /// The same patch, of the status subresource.
     pub fn status(self) -> PatchParams {
         PatchParams { status: true, ..self }
