@@ -33,6 +33,8 @@
 //! What it does not know: storage, MVCC, raft logic, networking (no listeners,
 //! no connections, no retries). Those live in the crates that use these types.
 
+pub mod codec;
+
 /// etcd v3 client API: services KV, Watch, Lease, Cluster, Maintenance, Auth.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod etcdserverpb {
