@@ -520,3 +520,42 @@ async fn service_cluster_ips_are_allocated_atomically() {
     let headless = rc.create("default", &service("headless", "None")).await.unwrap();
     assert_eq!(cluster_ip(&headless), "None");
 }
+
+/// Compute quota under concurrency, with LimitRange defaults supplying the quota'd request:
+/// pods that state no resources get requests.cpu=100m from the LimitRange, and of 16
+/// concurrent creates on 3 members against requests.cpu=1 exactly 10 are admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pods_fill_a_compute_quota_exactly() {
+    let (c, rc) = started(3).await;
+    rc.create("default", &parse::<LimitRange>(LIMITS)).await.unwrap();
+    let mut quota = parse::<ResourceQuota>(QUOTA);
+    quota.spec.as_mut().unwrap().hard = [("requests.cpu".to_string(), "1".to_string())].into();
+    rc.create("default", &quota).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let rc = ResourceClient::new(&[c.members[i % 3].client.clone()], Duration::from_secs(30)).unwrap();
+        tasks.push(tokio::spawn(async move {
+            rc.create("default", &pod(&format!("p{i}"), "{}")).await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(p) => {
+                let r = p.spec.unwrap().containers[0].resources.clone().unwrap();
+                assert_eq!(r.requests["cpu"], "100m");
+                created += 1;
+            }
+            Err(e) => {
+                let m = forbidden_message(Err::<(), _>(e));
+                assert!(
+                    m.contains("exceeded quota: q, requested: requests.cpu=100m"),
+                    "{m}"
+                );
+            }
+        }
+    }
+    assert_eq!(created, 10);
+    let q: ResourceQuota = rc.get("default", "q").await.unwrap();
+    assert_eq!(used(&q, "requests.cpu"), "1");
+}
