@@ -86,19 +86,26 @@ impl ServiceCidr {
         Ipv4Addr::from(self.base + offset as u32).to_string()
     }
 
-    /// A free address: a few random picks, then a scan from a random start; None when full.
-    pub fn pick_free(&self, taken: &HashSet<String>, mut random: impl FnMut() -> u64) -> Option<String> {
+    /// A free address: a few random picks (each one lookup), then a scan from a random start
+    /// over the taken set (read only then); None when the range is full.
+    pub fn pick_free<E>(
+        &self,
+        mut is_taken: impl FnMut(&str) -> Result<bool, E>,
+        taken_all: impl FnOnce() -> Result<HashSet<String>, E>,
+        mut random: impl FnMut() -> u64,
+    ) -> Result<Option<String>, E> {
         let usable = self.size() - 2;
         for _ in 0..RANDOM_PICKS {
             let ip = self.at(1 + random() % usable);
-            if !taken.contains(&ip) {
-                return Some(ip);
+            if !is_taken(&ip)? {
+                return Ok(Some(ip));
             }
         }
+        let taken = taken_all()?;
         let start = random() % usable;
-        (0..usable)
+        Ok((0..usable)
             .map(|i| self.at(1 + (start + i) % usable))
-            .find(|ip| !taken.contains(ip))
+            .find(|ip| !taken.contains(ip)))
     }
 }
 
@@ -138,10 +145,16 @@ mod tests {
             n >> 33
         };
         for _ in 0..6 {
-            let ip = c.pick_free(&taken, &mut rng).unwrap();
+            let t = taken.clone();
+            let ip = c
+                .pick_free(|ip| Ok::<_, ()>(t.contains(ip)), || Ok(t.clone()), &mut rng)
+                .unwrap()
+                .unwrap();
             assert!(c.contains(&ip), "{ip}");
             assert!(taken.insert(ip));
         }
-        assert_eq!(c.pick_free(&taken, &mut rng), None);
+        let t = taken.clone();
+        let full = c.pick_free(|ip| Ok::<_, ()>(t.contains(ip)), || Ok(t.clone()), &mut rng);
+        assert_eq!(full, Ok(None));
     }
 }

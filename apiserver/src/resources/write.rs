@@ -220,13 +220,14 @@ impl ResourcesService {
                     ))
                 };
                 let ip = if spec.cluster_ip.is_empty() {
-                    let taken = self.allocated_ips()?;
-                    cidr.pick_free(&taken, rand::random::<u64>).ok_or_else(|| {
-                        invalid(
-                            "",
-                            format!("failed to allocate a serviceIP: range {cidr} is full"),
-                        )
-                    })?
+                    let is_taken = |ip: &str| Ok(self.read_local(&service_ip::allocation_key(ip))?.is_some());
+                    cidr.pick_free(is_taken, || self.allocated_ips(), rand::random::<u64>)?
+                        .ok_or_else(|| {
+                            invalid(
+                                "",
+                                format!("failed to allocate a serviceIP: range {cidr} is full"),
+                            )
+                        })?
                 } else {
                     let ip = spec.cluster_ip.clone();
                     if !cidr.contains(&ip) {
