@@ -426,6 +426,15 @@ fn keep_cluster_ip(stored: &Object, next: &mut Object) -> Result<()> {
         return Ok(());
     };
     let spec = new.spec.get_or_insert_with(Default::default);
+    if spec.r#type == "ExternalName" {
+        // An ExternalName service has no address; the one held is released by the write.
+        spec.cluster_ip.clear();
+        spec.cluster_ips.clear();
+        return Ok(());
+    }
+    if old_spec.cluster_ip.is_empty() || old_spec.r#type == "ExternalName" {
+        return Ok(());
+    }
     if spec.cluster_ip.is_empty() {
         spec.cluster_ip = old_spec.cluster_ip.clone();
         if spec.cluster_ips.is_empty() {

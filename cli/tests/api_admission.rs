@@ -559,3 +559,39 @@ async fn concurrent_pods_fill_a_compute_quota_exactly() {
     let q: ResourceQuota = rc.get("default", "q").await.unwrap();
     assert_eq!(used(&q, "requests.cpu"), "1");
 }
+
+/// A Service turned ExternalName releases its address in that update's Txn; turned back, it
+/// gets one again.
+#[tokio::test(flavor = "multi_thread")]
+async fn service_type_changes_release_and_allocate() {
+    let c = Cluster::start(1, &["--service-cidr", "10.201.0.0/30"]).await;
+    let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(10)).unwrap();
+    eventually("namespace default", || {
+        let rc = rc.clone();
+        async move { rc.get::<berth_proto::corev1::Namespace>("", "default").await.ok() }
+    })
+    .await;
+    // A /30 has two addresses.
+    let a = rc.create("default", &service("a", "")).await.unwrap();
+    rc.create("default", &service("b", "")).await.unwrap();
+    invalid_message(rc.create("default", &service("c", "")).await);
+    let ext = br#"{"spec":{"type":"ExternalName","externalName":"db.example.com","clusterIP":null,"clusterIPs":null}}"#;
+    let e: Service = rc
+        .patch("default", "a", &PatchParams::merge(), ext)
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&e), "");
+    let c3 = rc.create("default", &service("c", "")).await.unwrap();
+    assert_eq!(
+        cluster_ip(&c3),
+        cluster_ip(&a),
+        "the released address is the only free one"
+    );
+    rc.delete::<Service>("default", "c", policy("")).await.unwrap();
+    let back = br#"{"spec":{"type":"ClusterIP","externalName":null}}"#;
+    let b: Service = rc
+        .patch("default", "a", &PatchParams::merge(), back)
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&b), cluster_ip(&a));
+}

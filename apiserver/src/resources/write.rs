@@ -190,84 +190,93 @@ impl ResourcesService {
         Ok((compares, ops))
     }
 
-    /// A Service's ClusterIP: on create, the requested address (in `--service-cidr` and free)
-    /// or a free one is allocated by creating its allocation key in the Txn (compare
-    /// `create_revision == 0`; a concurrent create that took it makes the Txn fail and the
-    /// create pick again); on delete its key goes in the same Txn.
+    /// A Service's ClusterIP: when a Service gets one (created, or turned from ExternalName or
+    /// headless), the requested address (in `--service-cidr` and free) or a free one is
+    /// allocated by creating its allocation key in the Txn (compare `create_revision == 0`; a
+    /// concurrent write that took it makes the Txn fail and this one pick again); when it
+    /// stops having one (deleted, turned ExternalName) its key is deleted in the same Txn.
     fn service_ip_ops(
         &self,
         old: Option<&Object>,
         new: Option<&mut Object>,
     ) -> Result<(Vec<Compare>, Vec<RequestOp>)> {
         let cidr = self.shared.cfg.service_cidr;
-        match (old, new) {
-            (None, Some(Object::Service(svc))) => {
-                let owner = format!(
-                    "{}/{}",
-                    svc.metadata.as_ref().map_or("", |m| m.namespace.as_str()),
-                    svc.metadata.as_ref().map_or("", |m| m.name.as_str())
-                );
-                let name = svc.metadata.as_ref().map_or("", |m| m.name.as_str()).to_string();
-                let Some(spec) = svc.spec.as_mut() else {
-                    return Ok((Vec::new(), Vec::new()));
-                };
-                if spec.r#type == "ExternalName" || spec.cluster_ip == "None" {
-                    return Ok((Vec::new(), Vec::new()));
-                }
-                let invalid = |ip: &str, why: String| {
-                    ApiError::Invalid(format!(
-                        "Service \"{name}\" is invalid: spec.clusterIP: Invalid value: \"{ip}\": {why}"
-                    ))
-                };
-                let ip = if spec.cluster_ip.is_empty() {
-                    let is_taken = |ip: &str| Ok(self.read_local(&service_ip::allocation_key(ip))?.is_some());
-                    cidr.pick_free(is_taken, || self.allocated_ips(), rand::random::<u64>)?
-                        .ok_or_else(|| {
-                            invalid(
-                                "",
-                                format!("failed to allocate a serviceIP: range {cidr} is full"),
-                            )
-                        })?
-                } else {
-                    let ip = spec.cluster_ip.clone();
-                    if !cidr.contains(&ip) {
-                        return Err(invalid(
-                            &ip,
-                            format!(
-                                "provided IP is not in the valid range. The range of valid IPs is {cidr}"
-                            ),
-                        ));
-                    }
-                    if self.read_local(&service_ip::allocation_key(&ip))?.is_some() {
-                        return Err(invalid(&ip, "provided IP is already allocated".into()));
-                    }
-                    ip
-                };
-                let key = service_ip::allocation_key(&ip);
-                spec.cluster_ip = ip.clone();
-                if spec.cluster_ips.is_empty() {
-                    spec.cluster_ips = vec![ip];
-                }
-                let put = RequestOp::Put(PutRequest {
-                    key: key.as_bytes().to_vec(),
-                    value: owner.into_bytes(),
-                    ..Default::default()
-                });
-                Ok((vec![compare(&key, CompareTarget::CreateRevision(0))], vec![put]))
-            }
-            (Some(Object::Service(svc)), None) => {
-                let ip = svc.spec.as_ref().map_or("", |s| s.cluster_ip.as_str());
-                if !cidr.contains(ip) {
-                    return Ok((Vec::new(), Vec::new()));
-                }
-                let del = RequestOp::DeleteRange(DeleteRangeRequest {
-                    key: service_ip::allocation_key(ip).into_bytes(),
-                    ..Default::default()
-                });
-                Ok((Vec::new(), vec![del]))
-            }
-            _ => Ok((Vec::new(), Vec::new())),
+        let old_ip = match old {
+            Some(Object::Service(s)) => s
+                .spec
+                .as_ref()
+                .map(|s| s.cluster_ip.clone())
+                .filter(|ip| cidr.contains(ip)),
+            _ => None,
+        };
+        let release = |ip: &str| {
+            RequestOp::DeleteRange(DeleteRangeRequest {
+                key: service_ip::allocation_key(ip).into_bytes(),
+                ..Default::default()
+            })
+        };
+        let svc = match new {
+            Some(Object::Service(svc)) => svc,
+            // Deleted (or not a Service): release what it held.
+            _ => return Ok((Vec::new(), old_ip.iter().map(|ip| release(ip)).collect())),
+        };
+        let meta = svc.metadata.clone().unwrap_or_default();
+        let spec = svc.spec.get_or_insert_with(Default::default);
+        let mut ops: Vec<RequestOp> = Vec::new();
+        if spec.r#type == "ExternalName" || spec.cluster_ip == "None" {
+            // No address (any held one, e.g. of a ClusterIP turned ExternalName, goes).
+            ops.extend(old_ip.iter().map(|ip| release(ip)));
+            return Ok((Vec::new(), ops));
         }
+        let unchanged = match old {
+            Some(Object::Service(o)) => o
+                .spec
+                .as_ref()
+                .is_some_and(|o| !o.cluster_ip.is_empty() && o.cluster_ip == spec.cluster_ip),
+            _ => false,
+        };
+        if unchanged {
+            // Kept as it was (also an address from before a --service-cidr change).
+            return Ok((Vec::new(), ops));
+        }
+        let invalid = |ip: &str, why: String| {
+            ApiError::Invalid(format!(
+                "Service \"{}\" is invalid: spec.clusterIP: Invalid value: \"{ip}\": {why}",
+                meta.name
+            ))
+        };
+        let ip = if spec.cluster_ip.is_empty() {
+            let is_taken = |ip: &str| Ok(self.read_local(&service_ip::allocation_key(ip))?.is_some());
+            cidr.pick_free(is_taken, || self.allocated_ips(), rand::random::<u64>)?
+                .ok_or_else(|| {
+                    invalid(
+                        "",
+                        format!("failed to allocate a serviceIP: range {cidr} is full"),
+                    )
+                })?
+        } else {
+            let ip = spec.cluster_ip.clone();
+            if !cidr.contains(&ip) {
+                return Err(invalid(
+                    &ip,
+                    format!("provided IP is not in the valid range. The range of valid IPs is {cidr}"),
+                ));
+            }
+            if self.read_local(&service_ip::allocation_key(&ip))?.is_some() {
+                return Err(invalid(&ip, "provided IP is already allocated".into()));
+            }
+            ip
+        };
+        let key = service_ip::allocation_key(&ip);
+        spec.cluster_ip = ip.clone();
+        spec.cluster_ips = vec![ip];
+        ops.extend(old_ip.iter().map(|ip| release(ip)));
+        ops.push(RequestOp::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: format!("{}/{}", meta.namespace, meta.name).into_bytes(),
+            ..Default::default()
+        }));
+        Ok((vec![compare(&key, CompareTarget::CreateRevision(0))], ops))
     }
 
     /// Every allocated ClusterIP (local read; the allocation's compare catches newer ones).
