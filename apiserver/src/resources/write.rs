@@ -8,7 +8,8 @@
 //!   revision read (a quota deleted meanwhile is not put back).
 //! - a ResourceQuota whose spec is written gets `status.hard` = `spec.hard` and `status.used`
 //!   recomputed from the objects it tracks, read at R, with a compare `mod_revision < R + 1`
-//!   over each tracked kind's key range of the namespace.
+//!   over each tracked kind's key range of the namespace and `mod_revision ==` on each object
+//!   counted (so neither a new nor a deleted object is missed).
 //!
 //! LimitRange defaults and checks run on Pod creates before (they change the pod; they are
 //! not part of the Txn: a LimitRange changed concurrently applies from the next create on, as
@@ -22,6 +23,11 @@ use crate::service_ip;
 /// meanwhile: each failed round means another write in the namespace went through, so many
 /// concurrent creates in one quota'd namespace need as many rounds as there are writers.
 pub(super) const CONTENDED_WRITE_ATTEMPTS: usize = 64;
+
+/// Objects of one kind a quota recount compares one by one (so that one deleted meanwhile
+/// fails the Txn instead of being counted); beyond this only new and changed objects are
+/// caught, and a concurrent delete may leave the recount one too high until the next.
+const QUOTA_RECOUNT_KEY_COMPARES_MAX: usize = 10_000;
 
 /// What the object's own key must be for the write to go ahead.
 #[derive(Clone, Copy, Debug)]
@@ -329,7 +335,16 @@ impl ResourcesService {
             for kv in &resp.kvs {
                 objects.push(decode(rt, kv)?);
             }
+            // New or changed objects fail the range compare; a deleted one only its own.
             compares.push(range_compare(&prefix, resp.revision + 1));
+            if resp.kvs.len() <= QUOTA_RECOUNT_KEY_COMPARES_MAX {
+                compares.extend(resp.kvs.iter().map(|kv| {
+                    compare(
+                        &String::from_utf8_lossy(&kv.key),
+                        CompareTarget::ModRevision(kv.mod_revision),
+                    )
+                }));
+            }
         }
         *q = admission::recompute(q, &objects);
         Ok(compares)
