@@ -203,6 +203,10 @@ mod tests {
         assert!(matches!(e(Status::out_of_range("old")), ClientError::Expired(_)));
         assert!(matches!(
             e(Status::permission_denied("no")),
+            ClientError::Forbidden(m) if m == "no"
+        ));
+        assert!(matches!(
+            e(Status::failed_precondition("no")),
             ClientError::Status(_)
         ));
     }
