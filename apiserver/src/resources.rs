@@ -1130,8 +1130,10 @@ async fn forward(shared: &Shared, plan: WatchPlan, tx: &EventSender) -> Result<(
             return Ok(());
         }
     }
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
+    // The first bookmark comes after a random half to whole interval: watches opened together
+    // (an informer fleet, a benchmark) then do not all ask for progress in the same instant.
+    let first = BOOKMARK_INTERVAL.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, BOOKMARK_INTERVAL);
     let mut seen = 0;
     loop {
         let msg = tokio::select! {
