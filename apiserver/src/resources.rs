@@ -772,10 +772,9 @@ fn delete_response(obj: Object, pending: bool) -> apiv1::DeleteResponse {
     }
 }
 
+use berth_proto::finalizers::{FOREGROUND_DELETION, ORPHAN};
 /// The finalizers that carry a deletion's propagation policy to the garbage collector.
-pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
-pub const ORPHAN_FINALIZER: &str = "orphan";
-const POLICY_FINALIZERS: [&str; 2] = [FOREGROUND_FINALIZER, ORPHAN_FINALIZER];
+const POLICY_FINALIZERS: [&str; 2] = [FOREGROUND_DELETION, ORPHAN];
 
 /// The finalizer a propagationPolicy adds, as Kubernetes: Foreground keeps the owner (marked)
 /// until the garbage collector has deleted its blocking dependents; Orphan until it has removed
@@ -784,8 +783,8 @@ const POLICY_FINALIZERS: [&str; 2] = [FOREGROUND_FINALIZER, ORPHAN_FINALIZER];
 fn propagation_finalizer(p: &str) -> Result<Option<&'static str>> {
     match p {
         "" | "Background" => Ok(None),
-        "Foreground" => Ok(Some(FOREGROUND_FINALIZER)),
-        "Orphan" => Ok(Some(ORPHAN_FINALIZER)),
+        "Foreground" => Ok(Some(FOREGROUND_DELETION)),
+        "Orphan" => Ok(Some(ORPHAN)),
         other => Err(ApiError::InvalidArgument {
             field: "options.propagationPolicy",
             reason: format!("{other:?}: must be Orphan, Background or Foreground"),

@@ -127,6 +127,7 @@ pub use berth::meta::v1 as metav1;
 pub use berth::networking::v1 as networkingv1;
 
 pub mod defaults;
+pub mod finalizers;
 pub mod manifest;
 pub mod quantity;
 pub mod selector;
