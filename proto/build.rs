@@ -108,6 +108,8 @@ fn compile_api() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Small initial buffers per stream (many long-lived Watch streams).
+        .codec_path("crate::codec::CompactCodec")
         // Sorted maps: deterministic encoding and output.
         .btree_map(".berth");
     for attr in serde_attributes(&fds) {

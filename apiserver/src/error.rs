@@ -39,7 +39,8 @@ pub enum ApiError {
     /// Resources: a delete precondition (uid, resourceVersion) does not hold.
     #[error("Precondition failed: {0}")]
     Precondition(String),
-    /// Resources: the write is refused by an admission rule (terminating namespace).
+    /// Resources: the write is refused by an admission rule (terminating namespace, quota
+    /// exceeded, LimitRange violated): Kubernetes' 403 Forbidden, gRPC PERMISSION_DENIED.
     #[error("{0}")]
     Forbidden(String),
     /// Resources: a watch or list from a compacted revision (Kubernetes' 410 Expired).
@@ -79,7 +80,8 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
             ApiError::Conflict { .. } => Status::aborted(e.to_string()),
             ApiError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            ApiError::Precondition(_) | ApiError::Forbidden(_) => Status::failed_precondition(e.to_string()),
+            ApiError::Precondition(_) => Status::failed_precondition(e.to_string()),
+            ApiError::Forbidden(_) => Status::permission_denied(e.to_string()),
             ApiError::Expired { .. } => Status::out_of_range(e.to_string()),
             ApiError::SlowClient(_) => Status::resource_exhausted(e.to_string()),
             ApiError::Corrupt { .. } => Status::data_loss(e.to_string()),

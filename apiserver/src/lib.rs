@@ -2,8 +2,11 @@
 //!
 //! Role: the etcd-v3-compatible KV, Watch, Lease, Cluster and Maintenance services on the
 //! client address; the internal Raft `Peer` service on the peer address; `/metrics` over
-//! HTTP. Every listener is bound in [`listen`] and every outbound channel is dialed through
-//! `berth_client::dial`, where TLS will go. [`error`] is the one table from errors to gRPC
+//! HTTP. The typed `Resources` service ([`resources`]) adds Kubernetes' admission rules
+//! ([`admission`]: LimitRange, ResourceQuota accounted in the write's own store Txn), patches
+//! ([`patch`]) and Service ClusterIP allocation ([`service_ip`]). Every listener is bound in
+//! [`listen`] and every outbound channel is dialed through `berth_client::dial`, where TLS
+//! will go. [`error`] is the one table from errors to gRPC
 //! status codes (with etcd's messages, which client libraries match on).
 //!
 //! Invariants: bad input is refused before anything is proposed, so it changes nothing;
@@ -14,6 +17,7 @@
 //! It deliberately does not know: how Raft replicates (only the `RaftHandle` interface), how
 //! the store lays out data, or command-line flags (it takes an [`ApiConfig`]).
 
+pub mod admission;
 pub mod cluster;
 pub mod convert;
 pub mod error;
@@ -22,8 +26,10 @@ pub mod lease;
 pub mod listen;
 pub mod maintenance;
 pub mod metrics;
+pub mod patch;
 pub mod peer;
 pub mod resources;
+pub mod service_ip;
 pub mod transport;
 pub mod watch;
 
@@ -55,6 +61,8 @@ pub struct ApiConfig {
     pub max_txn_ops: usize,
     /// How often watchers that asked for progress notifications get one.
     pub watch_progress_notify_interval_ms: u64,
+    /// The range Service ClusterIPs are allocated from.
+    pub service_cidr: service_ip::ServiceCidr,
 }
 
 impl ApiConfig {
@@ -66,6 +74,7 @@ impl ApiConfig {
             max_request_bytes: MAX_REQUEST_BYTES_DEFAULT,
             max_txn_ops: MAX_TXN_OPS_DEFAULT,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
+            service_cidr: service_ip::ServiceCidr::default(),
         }
     }
 }

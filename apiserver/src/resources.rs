@@ -23,10 +23,21 @@
 //! object replaces the stored spec and metadata as a whole. An update that changes nothing
 //! writes nothing.
 //!
+//! Patch: the stored object's JSON form (Kubernetes field names) is patched with a JSON merge
+//! patch (RFC 7386) or JSON Patch (RFC 6902, see [`crate::patch`]), read back strictly (an
+//! ill-typed result is Invalid naming the field path), then merged, defaulted, validated and
+//! compare-and-swapped exactly as an Update (or, for the `status` subresource, UpdateStatus).
+//! A lost race is retried on the fresh object, unless the patch states
+//! `metadata.resourceVersion`, which then is a precondition. Strategic merge patch merges lists
+//! by Kubernetes' merge keys for the common fields (see [`crate::patch`]).
+//!
 //! Delete: objects with finalizers, and scheduled Pods with a grace period, get
 //! `deletionTimestamp` (and `deletionGracePeriodSeconds`) instead of going; the rest are removed
-//! at once (unscheduled pods too, as in Kubernetes). An update that removes the last finalizer
-//! of an object marked with no grace period left deletes it.
+//! at once (unscheduled pods too, as in Kubernetes). propagationPolicy Foreground adds the
+//! finalizer `foregroundDeletion`, Orphan adds `orphan` (each replacing the other), so the
+//! object stays marked until the garbage collector removes them; Background (the default)
+//! deletes at once. An update that removes the last finalizer of an object marked with no
+//! grace period left deletes it.
 //!
 //! Watch: a store watch on the kind's key prefix, with previous values (so DELETED carries the
 //! deleted object, and selectors see objects leave and enter). Each stream has a bounded queue
@@ -35,6 +46,7 @@
 
 use crate::error::ApiError;
 use crate::kv::unreachable_result;
+use crate::patch::Patch;
 use crate::Shared;
 use berth_proto::apiv1::{self, resources_server::Resources, watch_event::EventType};
 use berth_proto::manifest::{Object, ResourceType, RESOURCE_TYPES};
@@ -63,6 +75,9 @@ pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
 /// Attempts of a write whose compare failed for a reason the server can retry (the namespace
 /// changed between its check and a create; another writer won an unconditional update).
 const WRITE_ATTEMPTS: usize = 5;
+/// Attempts of a patch without a resourceVersion whose compare-and-swap keeps losing to other
+/// writers of the same object (each lost round means another writer progressed).
+const PATCH_ATTEMPTS: usize = 16;
 /// Characters of a generateName suffix (Kubernetes' alphabet: no vowels, no look-alikes).
 const NAME_SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 const NAME_SUFFIX_LEN: usize = 5;
@@ -72,6 +87,8 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 pub struct ResourcesService {
     pub(crate) shared: Arc<Shared>,
 }
+
+mod write;
 
 // ------------------------------------------------------------------ store access
 
@@ -114,19 +131,12 @@ impl ResourcesService {
         Ok((decode(rt, &kv)?, kv))
     }
 
-    /// Puts `obj` if its key is still at `mod_revision`; else Conflict.
-    async fn cas_put(&self, mut obj: Object, mod_revision: i64) -> Result<Object> {
-        let key = obj.key();
-        let txn = TxnRequest {
-            compare: vec![compare(&key, CompareTarget::ModRevision(mod_revision))],
-            success: vec![put_op(&key, &obj)],
-            failure: vec![],
-        };
-        let r = self.propose_txn(txn).await?;
-        if !r.succeeded {
-            return Err(conflict(obj.resource_type(), obj.name()));
-        }
-        obj.metadata_mut().resource_version = r.revision.to_string();
+    /// Puts `obj` (read as `stored`) if its key is still at `mod_revision`, else Conflict;
+    /// with the quota accounting of the change in the same Txn.
+    async fn cas_put(&self, obj: Object, stored: &Object, mod_revision: i64) -> Result<Object> {
+        let (rev, written) = self.write_existing(stored, mod_revision, Some(obj)).await?;
+        let mut obj = written.expect("a put writes an object");
+        obj.metadata_mut().resource_version = rev.to_string();
         Ok(obj)
     }
 }
@@ -251,6 +261,19 @@ fn admit(obj: &mut Object) -> Result<()> {
     defaults::apply(obj);
     validate::validate(obj)
         .map_err(|e| ApiError::Invalid(e.to_status(obj.resource_type(), obj.name()).message))
+}
+
+fn parse_patch(req: &apiv1::PatchRequest) -> Result<Patch> {
+    let ty = apiv1::PatchType::try_from(req.patch_type).map_err(|_| ApiError::InvalidArgument {
+        field: "patchType",
+        reason: format!("unknown patch type {}", req.patch_type),
+    })?;
+    let parsed = match ty {
+        apiv1::PatchType::Unspecified | apiv1::PatchType::Merge => Patch::merge(&req.patch),
+        apiv1::PatchType::Json => Patch::json(&req.patch),
+        apiv1::PatchType::StrategicMerge => Patch::strategic(&req.patch),
+    };
+    parsed.map_err(|e| ApiError::Invalid(format!("{}: {}", e.path, e.reason)))
 }
 
 fn terminating(ns: &Object) -> bool {
@@ -381,6 +404,7 @@ fn merge_update(stored: &Object, new: &Object) -> Result<Object> {
         )));
     }
     let mut next = with_status_of(new, stored)?;
+    keep_cluster_ip(stored, &mut next)?;
     let bump = body(stored) != body(&next);
     let meta = next.metadata_mut();
     meta.uid = old.uid;
@@ -390,6 +414,42 @@ fn merge_update(stored: &Object, new: &Object) -> Result<Object> {
     meta.generation = old.generation + i64::from(bump);
     meta.resource_version.clear();
     Ok(next)
+}
+
+/// A Service's ClusterIP is immutable: an update that leaves it out keeps the allocated one
+/// (as an apply of the same manifest again must); one that names another is Invalid.
+fn keep_cluster_ip(stored: &Object, next: &mut Object) -> Result<()> {
+    let (Object::Service(old), Object::Service(new)) = (stored, next) else {
+        return Ok(());
+    };
+    let Some(old_spec) = old.spec.as_ref() else {
+        return Ok(());
+    };
+    let spec = new.spec.get_or_insert_with(Default::default);
+    if spec.r#type == "ExternalName" {
+        // An ExternalName service has no address; the one held is released by the write.
+        spec.cluster_ip.clear();
+        spec.cluster_ips.clear();
+        return Ok(());
+    }
+    if old_spec.cluster_ip.is_empty() || old_spec.r#type == "ExternalName" {
+        return Ok(());
+    }
+    if spec.cluster_ip.is_empty() {
+        spec.cluster_ip = old_spec.cluster_ip.clone();
+        if spec.cluster_ips.is_empty() {
+            spec.cluster_ips = old_spec.cluster_ips.clone();
+        }
+        return Ok(());
+    }
+    if spec.cluster_ip != old_spec.cluster_ip {
+        return Err(ApiError::Invalid(format!(
+            "Service \"{}\" is invalid: spec.clusterIP: Invalid value: {:?}: field is immutable",
+            stored.name(),
+            spec.cluster_ip
+        )));
+    }
+    Ok(())
 }
 
 /// Apply: finalizers and ownerReferences the applied object does not state stay as stored
@@ -426,7 +486,9 @@ enum Part {
 }
 
 impl ResourcesService {
-    /// Create (also used by Apply and at startup for the `default` namespace).
+    /// Create (also used by Apply and at startup for the `default` namespace): defaults,
+    /// validation, LimitRange admission, then one Txn with the namespace and quota compares
+    /// and the quota charges.
     pub(crate) async fn create_object(
         &self,
         mut obj: Object,
@@ -436,34 +498,41 @@ impl ResourcesService {
         resolve_namespace(&mut obj, request_ns)?;
         prepare_new(&mut obj);
         admit(&mut obj)?;
-        if dry_run {
-            return Ok(obj);
-        }
         let key = obj.key();
-        for _ in 0..WRITE_ATTEMPTS {
-            let mut cmp = vec![compare(&key, CompareTarget::CreateRevision(0))];
-            cmp.extend(self.namespace_guard(&obj).await?);
-            let txn = TxnRequest {
-                compare: cmp,
-                success: vec![put_op(&key, &obj)],
-                failure: vec![RequestOp::Range(RangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    count_only: true,
-                    ..Default::default()
-                })],
-            };
-            let r = self.propose_txn(txn).await?;
-            if r.succeeded {
-                obj.metadata_mut().resource_version = r.revision.to_string();
-                return Ok(obj);
+        for _ in 0..write::CONTENDED_WRITE_ATTEMPTS {
+            // The namespace read is linearizable; the LimitRange and quota reads after it are
+            // local, and the Txn's compares catch whatever changed since.
+            let ns_guard = self.namespace_guard(&obj).await?;
+            let mut candidate = obj.clone();
+            self.admit_limit_ranges(&mut candidate)?;
+            if dry_run {
+                self.quota_check_only(&key, &candidate)?;
+                return Ok(candidate);
             }
-            if matches!(r.responses.first(), Some(ResponseOp::Range(rr)) if rr.count > 0) {
-                return Err(ApiError::AlreadyExists {
-                    resource: obj.resource_type().plural.into(),
-                    name: obj.name().into(),
-                });
+            let outcome = self
+                .write_once(
+                    &key,
+                    write::Expect::Absent,
+                    ns_guard.into_iter().collect(),
+                    None,
+                    Some(candidate),
+                )
+                .await?;
+            match outcome {
+                write::Outcome::Written(rev, written) => {
+                    let mut written = *written.expect("a create writes an object");
+                    written.metadata_mut().resource_version = rev.to_string();
+                    return Ok(written);
+                }
+                write::Outcome::Lost => {
+                    return Err(ApiError::AlreadyExists {
+                        resource: obj.resource_type().plural.into(),
+                        name: obj.name().into(),
+                    })
+                }
+                // The namespace or a quota changed between the reads and the write.
+                write::Outcome::Raced => {}
             }
-            // The namespace changed between its check and the write: check it again.
         }
         Err(conflict(obj.resource_type(), obj.name()))
     }
@@ -538,7 +607,7 @@ impl ResourcesService {
             self.remove(&next, kv).await?;
             return Ok(next);
         }
-        self.cas_put(next, kv.mod_revision).await
+        self.cas_put(next, &stored, kv.mod_revision).await
     }
 
     /// Create when absent, else an Update whose precondition is the stored resourceVersion
@@ -561,17 +630,84 @@ impl ResourcesService {
         }
     }
 
+    /// Patch: read, patch the JSON form, default, validate, compare-and-swap. A race lost to
+    /// another writer is retried on the fresh object unless the patch states a resourceVersion.
+    async fn patch_object(&self, req: apiv1::PatchRequest) -> Result<Object> {
+        let rt = resource_type(&req.resource)?;
+        let ns = namespace_for(rt, &req.namespace)?;
+        let patch = parse_patch(&req)?;
+        let part = match req.subresource.as_str() {
+            "" => Part::Spec,
+            "status" => Part::Status,
+            other => {
+                return Err(ApiError::InvalidArgument {
+                    field: "subresource",
+                    reason: format!("{other:?}: must be \"\" or \"status\""),
+                })
+            }
+        };
+        let key = rt.key(&ns, &req.name);
+        let retry = !patch.sets_resource_version();
+        let mut attempt = 1;
+        loop {
+            match self
+                .patch_once(rt, &key, &req.name, &patch, part, req.dry_run)
+                .await
+            {
+                Err(ApiError::Conflict { .. }) if retry && attempt < PATCH_ATTEMPTS => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn patch_once(
+        &self,
+        rt: &'static ResourceType,
+        key: &str,
+        name: &str,
+        patch: &Patch,
+        part: Part,
+        dry_run: bool,
+    ) -> Result<Object> {
+        let (stored, kv) = self.read_object(rt, key, name).await?;
+        let invalid = |path: &str, reason: &str| {
+            ApiError::Invalid(format!("{} \"{name}\" is invalid: {path}: {reason}", rt.kind))
+        };
+        let json = patch
+            .apply(stored.to_json_value())
+            .map_err(|e| invalid(&e.path, &e.reason))?;
+        let patched = Object::from_value(json).map_err(|e| invalid(&e.path, &e.message))?;
+        if patched.resource_type().kind != rt.kind {
+            return Err(invalid("kind", "may not be changed"));
+        }
+        if patched.name() != stored.name() {
+            return Err(invalid("metadata.name", "field is immutable"));
+        }
+        if patched.namespace() != stored.namespace() {
+            return Err(invalid("metadata.namespace", "field is immutable"));
+        }
+        check_resource_version(&patched, &kv)?;
+        let mut next = match part {
+            Part::Spec => merge_update(&stored, &patched)?,
+            Part::Status => with_status_of(&stored, &patched)?,
+        };
+        admit(&mut next)?;
+        self.write_if_changed(next, stored, &kv, dry_run).await
+    }
+
     async fn delete_object(&self, req: apiv1::DeleteRequest) -> Result<apiv1::DeleteResponse> {
         let rt = resource_type(&req.resource)?;
         let ns = namespace_for(rt, &req.namespace)?;
         let opts = req.options.unwrap_or_default();
-        check_propagation_policy(&opts.propagation_policy)?;
+        let finalizer = propagation_finalizer(&opts.propagation_policy)?;
         let (stored, kv) = self.read_object(rt, &rt.key(&ns, &req.name), &req.name).await?;
         check_preconditions(&stored, opts.preconditions.as_ref())?;
         let grace = grace_period(&stored, opts.grace_period_seconds);
         let has_finalizers = stored.metadata().is_some_and(|m| !m.finalizers.is_empty());
-        if has_finalizers || grace > 0 {
-            let obj = self.mark_deleted(stored, &kv, grace, opts.dry_run).await?;
+        if has_finalizers || grace > 0 || finalizer.is_some() {
+            let obj = self
+                .mark_deleted(stored, &kv, grace, finalizer, opts.dry_run)
+                .await?;
             return Ok(delete_response(obj, true));
         }
         if !opts.dry_run {
@@ -580,39 +716,42 @@ impl ResourcesService {
         Ok(delete_response(stored, false))
     }
 
-    /// Sets deletionTimestamp (once) and the grace period; the object stays.
-    async fn mark_deleted(&self, stored: Object, kv: &KeyValue, grace: i64, dry_run: bool) -> Result<Object> {
-        if stored
-            .metadata()
-            .is_some_and(|m| !m.deletion_timestamp.is_empty())
-        {
+    /// Sets deletionTimestamp (once) and the grace period, and the propagation policy's
+    /// finalizer (replacing the other policy's); the object stays.
+    async fn mark_deleted(
+        &self,
+        stored: Object,
+        kv: &KeyValue,
+        grace: i64,
+        finalizer: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Object> {
+        let mut next = stored.clone();
+        let meta = next.metadata_mut();
+        if meta.deletion_timestamp.is_empty() {
+            meta.deletion_timestamp = now_rfc3339();
+            meta.deletion_grace_period_seconds = Some(grace);
+        }
+        if let Some(f) = finalizer {
+            meta.finalizers
+                .retain(|x| !(POLICY_FINALIZERS.contains(&x.as_str()) && x != f));
+            if !meta.finalizers.iter().any(|x| x == f) {
+                meta.finalizers.push(f.to_string());
+            }
+        }
+        if next == stored {
             return Ok(stored);
         }
-        let mut next = stored;
-        let meta = next.metadata_mut();
-        meta.deletion_timestamp = now_rfc3339();
-        meta.deletion_grace_period_seconds = Some(grace);
         if dry_run {
             return Ok(next);
         }
-        self.cas_put(next, kv.mod_revision).await
+        self.cas_put(next, &stored, kv.mod_revision).await
     }
 
+    /// Deletes the object if its key is still at the revision read, releasing its quota usage
+    /// in the same Txn.
     async fn remove(&self, stored: &Object, kv: &KeyValue) -> Result<()> {
-        let key = stored.key();
-        let txn = TxnRequest {
-            compare: vec![compare(&key, CompareTarget::ModRevision(kv.mod_revision))],
-            success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            })],
-            failure: vec![],
-        };
-        if self.propose_txn(txn).await?.succeeded {
-            Ok(())
-        } else {
-            Err(conflict(stored.resource_type(), stored.name()))
-        }
+        self.write_existing(stored, kv.mod_revision, None).await.map(drop)
     }
 }
 
@@ -633,12 +772,19 @@ fn delete_response(obj: Object, pending: bool) -> apiv1::DeleteResponse {
     }
 }
 
-/// propagationPolicy is validated but nothing is recorded for it yet: there is no garbage
-/// collector, so dependents (ownerReferences) are left alone whatever the policy, as with
-/// "Orphan". The collector will read the policy when it exists.
-fn check_propagation_policy(p: &str) -> Result<()> {
+use berth_proto::finalizers::{FOREGROUND_DELETION, ORPHAN};
+/// The finalizers that carry a deletion's propagation policy to the garbage collector.
+const POLICY_FINALIZERS: [&str; 2] = [FOREGROUND_DELETION, ORPHAN];
+
+/// The finalizer a propagationPolicy adds, as Kubernetes: Foreground keeps the owner (marked)
+/// until the garbage collector has deleted its blocking dependents; Orphan until it has removed
+/// the owner's ownerReferences from the dependents; Background (the default) deletes the owner
+/// now and leaves the dependents to the collector.
+fn propagation_finalizer(p: &str) -> Result<Option<&'static str>> {
     match p {
-        "" | "Orphan" | "Background" | "Foreground" => Ok(()),
+        "" | "Background" => Ok(None),
+        "Foreground" => Ok(Some(FOREGROUND_DELETION)),
+        "Orphan" => Ok(Some(ORPHAN)),
         other => Err(ApiError::InvalidArgument {
             field: "options.propagationPolicy",
             reason: format!("{other:?}: must be Orphan, Background or Foreground"),
@@ -708,6 +854,10 @@ impl Filter {
                 reason,
             })?;
         Ok(Filter { labels, fields })
+    }
+
+    fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
     }
 
     fn matches(&self, obj: &Object) -> bool {
@@ -818,7 +968,10 @@ fn page(
 // ------------------------------------------------------------------ watch
 
 type WatchItem = Result<apiv1::WatchEvent, Status>;
-type EventSender = mpsc::Sender<WatchItem>;
+/// Events are queued boxed: a queue slot then costs a pointer, not the size of the largest
+/// kind's message (the Object oneof holds it inline, ~2 KB), which with 32-slot queue blocks
+/// would keep ~60 KB per watcher resident once the slots have been used.
+type EventSender = mpsc::Sender<Box<apiv1::WatchEvent>>;
 
 /// A watch ready to run: the initial ADDED events, then the store watcher.
 struct WatchPlan {
@@ -850,6 +1003,18 @@ fn translate(
         EventKind::Put => Some(decode(rt, &ev.kv)?),
         EventKind::Delete => None,
     };
+    // Without selectors a put needs no previous object (every object matches): decoding it
+    // for each of many watchers of a busy prefix would double the work of the fan-out.
+    if filter.is_everything() {
+        if let Some(n) = new {
+            let ty = if ev.kv.version == 1 {
+                EventType::Added
+            } else {
+                EventType::Modified
+            };
+            return Ok(Some(event(ty, Some(n), rev)));
+        }
+    }
     let old = ev.prev_kv.as_ref().map(|kv| decode(rt, kv)).transpose()?;
     let old_matched = old.as_ref().is_some_and(|o| filter.matches(o));
     match new {
@@ -937,7 +1102,7 @@ async fn send(tx: &EventSender, ev: apiv1::WatchEvent) -> Result<bool> {
 }
 
 async fn send_within(tx: &EventSender, ev: apiv1::WatchEvent, patience: Duration) -> Result<bool> {
-    match tokio::time::timeout(patience, tx.send(Ok(ev))).await {
+    match tokio::time::timeout(patience, tx.send(Box::new(ev))).await {
         Ok(sent) => Ok(sent.is_ok()),
         Err(_) => Err(ApiError::SlowClient(tx.max_capacity())),
     }
@@ -964,8 +1129,10 @@ async fn forward(shared: &Shared, plan: WatchPlan, tx: &EventSender) -> Result<(
             return Ok(());
         }
     }
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
+    // The first bookmark comes after a random half to whole interval: watches opened together
+    // (an informer fleet, a benchmark) then do not all ask for progress in the same instant.
+    let first = BOOKMARK_INTERVAL.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, BOOKMARK_INTERVAL);
     let mut seen = 0;
     loop {
         let msg = tokio::select! {
@@ -1070,8 +1237,9 @@ impl Resources for ResourcesService {
         Ok(Response::new(obj.into()))
     }
 
-    async fn patch(&self, _req: Request<apiv1::PatchRequest>) -> Result<Response<apiv1::Object>, Status> {
-        Err(ApiError::Unsupported("Resources.Patch").into())
+    async fn patch(&self, req: Request<apiv1::PatchRequest>) -> Result<Response<apiv1::Object>, Status> {
+        let _t = self.shared.metrics.time("Resources.Patch");
+        Ok(Response::new(self.patch_object(req.into_inner()).await?.into()))
     }
 
     async fn delete(
@@ -1090,7 +1258,9 @@ impl Resources for ResourcesService {
         let (end_tx, end_rx) = oneshot::channel::<Status>();
         tokio::spawn(run_watch(self.shared.clone(), plan, tx, end_tx));
         let tail = futures::stream::once(end_rx).filter_map(|r| futures::future::ready(r.ok().map(Err)));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).chain(tail))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|ev| Ok(*ev)).chain(tail),
+        )))
     }
 
     async fn apply(&self, req: Request<apiv1::ApplyRequest>) -> Result<Response<apiv1::Object>, Status> {

@@ -18,6 +18,8 @@ pub enum BenchCmd {
     /// Write continuously (one client, failing over across --server) and report the longest
     /// gap between two acknowledged writes: kill the leader meanwhile to measure failover.
     Failover(FailoverArgs),
+    /// Load the typed Resources API: pod creates/updates/lists, then a watch fan-out.
+    Api(crate::bench_api::ApiArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -115,6 +117,7 @@ fn write_json(path: &Option<PathBuf>, v: &impl Serialize) -> anyhow::Result<()> 
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
+        BenchCmd::Api(a) => crate::bench_api::run(a).await,
         BenchCmd::Failover(a) => {
             let r = failover(&a).await?;
             println!(

@@ -7,6 +7,7 @@
 //! what the client crate exposes.
 
 mod bench;
+mod bench_api;
 mod cluster;
 mod kubectl;
 mod rollout;

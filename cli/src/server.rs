@@ -61,6 +61,9 @@ pub struct ServerArgs {
     /// IPv4 range the nodes' pod CIDRs (/24 each) are carved from.
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// IPv4 range Service ClusterIPs are allocated from.
+    #[arg(long, default_value = berth_apiserver::service_ip::SERVICE_CIDR_DEFAULT)]
+    pub service_cidr: String,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -170,6 +173,10 @@ pub fn configs(a: &ServerArgs) -> anyhow::Result<(ApiConfig, RaftConfig)> {
     api.metrics_addr = a.metrics_addr.clone();
     api.max_request_bytes = a.max_request_bytes;
     api.max_txn_ops = a.max_txn_ops;
+    api.service_cidr = a
+        .service_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     let mut raft = RaftConfig::new(a.name.clone(), a.data_dir.clone(), peer_addr, client_addr);
     raft.initial_cluster = initial_cluster;
     raft.join = a.join.iter().map(|j| strip_scheme(j).to_string()).collect();
@@ -293,6 +300,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         no_controllers: false,
         node_grace_period_ms: 5000,
         cluster_cidr: "10.244.0.0/16".into(),
+        service_cidr: berth_apiserver::service_ip::SERVICE_CIDR_DEFAULT.into(),
     };
     eprintln!(
         "berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world",

@@ -52,6 +52,10 @@ pub enum ClientError {
     /// INVALID_ARGUMENT: the object or request is invalid.
     #[error("invalid: {message}")]
     Invalid { message: String },
+    /// PERMISSION_DENIED: an admission rule forbids the write (quota exceeded, LimitRange
+    /// violated, namespace terminating); the message says which.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// OUT_OF_RANGE (or a watch ERROR "Expired"): the revision was compacted; relist.
     #[error("expired: {0}")]
     Expired(String),
@@ -77,6 +81,7 @@ impl From<Status> for ClientError {
             Code::Aborted => ClientError::Conflict(m),
             Code::InvalidArgument => ClientError::Invalid { message: m },
             Code::OutOfRange => ClientError::Expired(m),
+            Code::PermissionDenied => ClientError::Forbidden(m),
             _ => ClientError::Status(s),
         }
     }
@@ -305,6 +310,10 @@ mod tests {
         assert!(matches!(e(Status::out_of_range("old")), ClientError::Expired(_)));
         assert!(matches!(
             e(Status::permission_denied("no")),
+            ClientError::Forbidden(m) if m == "no"
+        ));
+        assert!(matches!(
+            e(Status::failed_precondition("no")),
             ClientError::Status(_)
         ));
     }

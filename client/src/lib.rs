@@ -27,4 +27,4 @@ mod servers;
 
 pub use etcd::{ClientError, EtcdClient, EtcdWatch};
 pub use informer::{Informer, InformerEvent};
-pub use resources::{ListParams, Resource, ResourceClient, ResourceWatch, WatchEvent};
+pub use resources::{ListParams, PatchParams, Resource, ResourceClient, ResourceWatch, WatchEvent};

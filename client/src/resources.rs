@@ -97,6 +97,47 @@ impl ListParams {
     }
 }
 
+/// How a patch is read and what it patches.
+#[derive(Debug, Clone, Copy)]
+pub struct PatchParams {
+    pub patch_type: apiv1::PatchType,
+    /// Patch the status subresource only.
+    pub status: bool,
+    pub dry_run: bool,
+}
+
+impl PatchParams {
+    /// A JSON merge patch (RFC 7386) of spec and metadata.
+    pub fn merge() -> PatchParams {
+        PatchParams {
+            patch_type: apiv1::PatchType::Merge,
+            status: false,
+            dry_run: false,
+        }
+    }
+
+    /// A JSON Patch (RFC 6902) of spec and metadata.
+    pub fn json() -> PatchParams {
+        PatchParams {
+            patch_type: apiv1::PatchType::Json,
+            ..PatchParams::merge()
+        }
+    }
+
+    /// A Kubernetes strategic merge patch of spec and metadata (lists merged by merge key).
+    pub fn strategic() -> PatchParams {
+        PatchParams {
+            patch_type: apiv1::PatchType::StrategicMerge,
+            ..PatchParams::merge()
+        }
+    }
+
+    /// The same patch, of the status subresource.
+    pub fn status(self) -> PatchParams {
+        PatchParams { status: true, ..self }
+    }
+}
+
 /// One page of a list.
 #[derive(Debug, Clone)]
 pub struct ObjectList<T> {
@@ -209,6 +250,36 @@ impl ResourceClient {
             .unary(req, |mut c, r| async move {
                 Ok(c.update_status(r).await?.into_inner())
             })
+            .await?;
+        Self::typed(o)
+    }
+
+    /// Patches the object (`patch` is UTF-8 JSON in Kubernetes field names): a JSON merge patch
+    /// (RFC 7386) or JSON Patch (RFC 6902) as `params` says, of spec and metadata or, with
+    /// `params.status`, of the status only. A patch stating metadata.resourceVersion makes it a
+    /// precondition (`Conflict` when stale); otherwise the server retries lost races itself.
+    pub async fn patch<T: Resource>(
+        &self,
+        ns: &str,
+        name: &str,
+        params: &PatchParams,
+        patch: &[u8],
+    ) -> Result<T, ClientError> {
+        let req = apiv1::PatchRequest {
+            resource: T::RESOURCE.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            patch_type: params.patch_type as i32,
+            patch: patch.to_vec(),
+            dry_run: params.dry_run,
+            subresource: if params.status {
+                "status".into()
+            } else {
+                String::new()
+            },
+        };
+        let o = self
+            .unary(req, |mut c, r| async move { Ok(c.patch(r).await?.into_inner()) })
             .await?;
         Self::typed(o)
     }

@@ -33,6 +33,8 @@
 //! What it does not know: storage, MVCC, raft logic, networking (no listeners,
 //! no connections, no retries). Those live in the crates that use these types.
 
+pub mod codec;
+
 /// etcd v3 client API: services KV, Watch, Lease, Cluster, Maintenance, Auth.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod etcdserverpb {
@@ -125,6 +127,7 @@ pub use berth::meta::v1 as metav1;
 pub use berth::networking::v1 as networkingv1;
 
 pub mod defaults;
+pub mod finalizers;
 pub mod manifest;
 pub mod quantity;
 pub mod selector;
