@@ -118,6 +118,20 @@ pub enum WatchEvent<T> {
     Bookmark(String),
 }
 
+/// What a [`ResourceClient::bind`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BindOutcome {
+    /// The pod is bound; `node_alloc_revision` is the node allocation key's new revision.
+    Bound {
+        pod: corev1::Pod,
+        node_alloc_revision: i64,
+    },
+    /// Another binding to the node happened since the revision given; nothing was written.
+    /// The key is now at `node_alloc_revision`: a view of the node that includes every bind
+    /// up to that revision may try again with it.
+    NodeChanged { node_alloc_revision: i64 },
+}
+
 /// A client of the `Resources` service over one or more servers.
 #[derive(Clone)]
 pub struct ResourceClient {
@@ -299,6 +313,42 @@ impl ResourceClient {
             .unary(req, |mut c, r| async move { Ok(c.apply(r).await?.into_inner()) })
             .await?;
         Self::typed(o)
+    }
+
+    /// Binds pod `ns/name`, seen at `resource_version` (unbound), to `node`, if the node's
+    /// allocation key is still at `node_alloc_revision` (0: never bound to). A stale or
+    /// already bound pod is `Conflict`; a missing one `NotFound`.
+    pub async fn bind(
+        &self,
+        ns: &str,
+        name: &str,
+        resource_version: &str,
+        node: &str,
+        node_alloc_revision: i64,
+    ) -> Result<BindOutcome, ClientError> {
+        let req = apiv1::BindRequest {
+            namespace: ns.into(),
+            name: name.into(),
+            node_name: node.into(),
+            resource_version: resource_version.into(),
+            node_alloc_revision,
+        };
+        let resp = self
+            .unary(req, |mut c, r| async move { Ok(c.bind(r).await?.into_inner()) })
+            .await?;
+        if !resp.bound {
+            return Ok(BindOutcome::NodeChanged {
+                node_alloc_revision: resp.node_alloc_revision,
+            });
+        }
+        let pod = Self::typed(
+            resp.pod
+                .ok_or_else(|| ClientError::Decode("Bind: no pod in answer".into()))?,
+        )?;
+        Ok(BindOutcome::Bound {
+            pod,
+            node_alloc_revision: resp.node_alloc_revision,
+        })
     }
 
     /// A watch from `params.resource_version` that reconnects to any server after a failure
