@@ -123,7 +123,7 @@ pub enum WatchEvent<T> {
 pub enum BindOutcome {
     /// The pod is bound; `node_alloc_revision` is the node allocation key's new revision.
     Bound {
-        pod: corev1::Pod,
+        pod: Box<corev1::Pod>,
         node_alloc_revision: i64,
     },
     /// Another binding to the node happened since the revision given; nothing was written.
@@ -346,7 +346,7 @@ impl ResourceClient {
                 .ok_or_else(|| ClientError::Decode("Bind: no pod in answer".into()))?,
         )?;
         Ok(BindOutcome::Bound {
-            pod,
+            pod: Box::new(pod),
             node_alloc_revision: resp.node_alloc_revision,
         })
     }

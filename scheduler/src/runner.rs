@@ -1,0 +1,662 @@
+//! The scheduling loop of one instance: informer events in, decisions, binds out.
+//!
+//! How an instance knows which allocation revision its view of a node includes: the loop
+//! applies pod events in revision order and remembers the highest revision applied
+//! (`observed`). A revision `r` may be claimed for node N once `observed >= r` (every bind to N
+//! up to `r` is then in the view), or at once when `r` came back from this instance's own
+//! successful bind (nothing else was bound to N in between, and the pod is assumed on N).
+//! Sources of such revisions: own binds, the current revision a failed bind reports (claimed
+//! only after catching up to it), and pods seen going from unbound to bound (their event's
+//! revision is the bind's). A claim that is wrong only costs a retry: the server compares.
+//!
+//! Binds to one node from this instance are chained: a pod decided onto a node with a bind in
+//! flight waits for that bind's answer, whose revision it then claims; if that bind found the
+//! node changed, the waiting pods are decided again after catching up.
+
+use crate::algorithm::{self, PodCtx};
+use crate::model::{is_terminal, pod_key, pod_node, Cluster};
+use crate::{ring, SchedulerConfig};
+use berth_client::informer::InformerEvent;
+use berth_client::leader::{self, Clock, LeaderElectionConfig, LeaderElector, LeaseDecision};
+use berth_client::{BindOutcome, ClientError, Informer, ListParams, ResourceClient};
+use berth_proto::coordinationv1::Lease;
+use berth_proto::corev1::{Namespace, Node, Pod, PodCondition};
+use berth_proto::metav1::ObjectMeta;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Pods decided per turn of the loop before it looks at events again.
+const SCHEDULE_BATCH: usize = 64;
+/// Informer events applied per turn before scheduling again.
+const EVENTS_PER_TURN: usize = 4096;
+/// How often back-offs and the live instances are looked at.
+const TICK: Duration = Duration::from_millis(50);
+/// Back-off of an unschedulable pod: doubles per attempt from the initial to the max.
+const UNSCHEDULABLE_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const UNSCHEDULABLE_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Unschedulable pods are retried at least this often even when nothing seems to change.
+const UNSCHEDULABLE_FLUSH: Duration = Duration::from_secs(30);
+/// Retry of a pod whose bind failed for a reason other than the node's allocation changing.
+const BIND_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause between attempts to create the lease namespace at startup.
+const STARTUP_RETRY: Duration = Duration::from_millis(500);
+
+/// Counters of an instance (for tests, benchmarks and logs).
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    pub bound: AtomicU64,
+    /// Binds refused because the node's allocation had moved (another bind got there first).
+    pub node_conflicts: AtomicU64,
+    /// Binds refused because the pod had changed or was bound already.
+    pub pod_conflicts: AtomicU64,
+    /// Decisions that found no feasible node.
+    pub unschedulable: AtomicU64,
+    pub decisions: AtomicU64,
+}
+
+/// A running instance; dropping it stops it (its Lease then expires).
+pub struct Scheduler {
+    task: JoinHandle<()>,
+    stats: Arc<SchedulerStats>,
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scheduler {
+    /// Starts an instance over `client` (which may point at this very server).
+    pub fn start(
+        client: ResourceClient,
+        config: SchedulerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Scheduler, crate::SchedulerError> {
+        config.validate()?;
+        let stats = Arc::new(SchedulerStats::default());
+        let task = tokio::spawn(run(client, config, clock, stats.clone()));
+        Ok(Scheduler { task, stats })
+    }
+
+    pub fn stats(&self) -> Arc<SchedulerStats> {
+        self.stats.clone()
+    }
+
+    /// Stops the instance at once (as if its process died).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    /// In `active` (or about to be).
+    Queued,
+    /// In the back-off heap.
+    Backoff,
+    /// Fits nowhere; waits for a cluster change (then its back-off).
+    Unschedulable { retry_at: Instant },
+    /// Belongs to another live instance.
+    NotMine,
+    /// Assumed on the node; its bind is in flight.
+    Binding(String),
+    /// Assumed on the node; waits for the bind ahead of it on that node.
+    Chained(String),
+    /// Waits until the view has caught up to a revision.
+    CatchingUp,
+}
+
+struct PendingPod {
+    pod: Arc<Pod>,
+    state: State,
+    attempts: u32,
+}
+
+/// What this instance knows of a node's allocation key, and its chain of binds.
+#[derive(Default)]
+struct NodeBinds {
+    /// The revision to claim ...
+    alloc_revision: i64,
+    /// ... once the view has reached this revision.
+    usable_from: i64,
+    in_flight: Option<String>,
+    chained: VecDeque<String>,
+}
+
+struct BindResult {
+    key: String,
+    node: String,
+    result: Result<BindOutcome, ClientError>,
+}
+
+struct Runner {
+    cfg: SchedulerConfig,
+    client: ResourceClient,
+    clock: Arc<dyn Clock>,
+    stats: Arc<SchedulerStats>,
+    cluster: Cluster,
+    pending: HashMap<String, PendingPod>,
+    active: VecDeque<String>,
+    backoff: BinaryHeap<Reverse<(Instant, String)>>,
+    catching_up: BTreeMap<i64, Vec<String>>,
+    observed: i64,
+    nodes: HashMap<String, NodeBinds>,
+    leases: BTreeMap<String, Lease>,
+    live: Vec<String>,
+    in_flight: usize,
+    next_start: usize,
+    results_tx: mpsc::UnboundedSender<BindResult>,
+    last_flush: Instant,
+}
+
+async fn ensure_namespace(client: &ResourceClient, name: &str) {
+    let ns = Namespace {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    loop {
+        match client.create("", &ns).await {
+            Ok(_) | Err(ClientError::AlreadyExists(_)) => return,
+            Err(e) => tracing::debug!("scheduler: creating namespace {name}: {e}; retrying"),
+        }
+        tokio::time::sleep(STARTUP_RETRY).await;
+    }
+}
+
+async fn run(
+    client: ResourceClient,
+    cfg: SchedulerConfig,
+    clock: Arc<dyn Clock>,
+    stats: Arc<SchedulerStats>,
+) {
+    ensure_namespace(&client, &cfg.lease_namespace).await;
+    let lease_duration = cfg.lease_duration;
+    let elector = LeaderElector::start(
+        client.clone(),
+        LeaderElectionConfig {
+            namespace: cfg.lease_namespace.clone(),
+            lease_name: format!("{}{}", cfg.lease_prefix, cfg.instance),
+            identity: cfg.instance.clone(),
+            lease_duration,
+            renew_interval: lease_duration / 5,
+            renew_deadline: lease_duration * 3 / 5,
+        },
+        clock.clone(),
+    );
+    let (pods, mut pod_rx) = Informer::<Pod>::start(client.clone(), "", ListParams::default());
+    let (nodes, mut node_rx) = Informer::<Node>::start(client.clone(), "", ListParams::default());
+    let (leases, mut lease_rx) =
+        Informer::<Lease>::start(client.clone(), &cfg.lease_namespace, ListParams::default());
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+    let mut r = Runner {
+        cfg,
+        client,
+        clock,
+        stats,
+        cluster: Cluster::default(),
+        pending: HashMap::new(),
+        active: VecDeque::new(),
+        backoff: BinaryHeap::new(),
+        catching_up: BTreeMap::new(),
+        observed: 0,
+        nodes: HashMap::new(),
+        leases: BTreeMap::new(),
+        live: Vec::new(),
+        in_flight: 0,
+        next_start: 0,
+        results_tx,
+        last_flush: Instant::now(),
+    };
+    tracing::info!(instance = %r.cfg.instance, "scheduler started");
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Apply what has arrived, then decide a batch; wait only when there is nothing to do.
+        let mut n = 0;
+        while n < EVENTS_PER_TURN {
+            if let Ok(b) = results_rx.try_recv() {
+                r.on_bind_result(b);
+            } else if let Ok(e) = node_rx.try_recv() {
+                r.on_node(e);
+            } else if let Ok(e) = pod_rx.try_recv() {
+                r.on_pod(e);
+            } else if let Ok(e) = lease_rx.try_recv() {
+                r.on_lease(e);
+            } else {
+                break;
+            }
+            n += 1;
+        }
+        let synced = pods.has_synced() && nodes.has_synced() && leases.has_synced();
+        let me_live = elector.is_leader();
+        if r.can_schedule(synced, me_live) {
+            r.schedule_batch();
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            Some(b) = results_rx.recv() => r.on_bind_result(b),
+            Some(e) = node_rx.recv() => r.on_node(e),
+            Some(e) = pod_rx.recv() => r.on_pod(e),
+            Some(e) = lease_rx.recv() => r.on_lease(e),
+            _ = tick.tick() => r.on_tick(me_live),
+        }
+    }
+}
+
+fn backoff_for(attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(8);
+    (UNSCHEDULABLE_BACKOFF_INITIAL * 2u32.pow(exp)).min(UNSCHEDULABLE_BACKOFF_MAX)
+}
+
+fn pod_rv(pod: &Pod) -> i64 {
+    pod.metadata
+        .as_ref()
+        .and_then(|m| m.resource_version.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pod_uid(pod: &Pod) -> &str {
+    pod.metadata.as_ref().map_or("", |m| m.uid.as_str())
+}
+
+impl Runner {
+    fn is_ours(&self, pod: &Pod) -> bool {
+        let name = pod.spec.as_ref().map_or("", |s| s.scheduler_name.as_str());
+        let deleting = pod
+            .metadata
+            .as_ref()
+            .is_some_and(|m| !m.deletion_timestamp.is_empty());
+        !deleting
+            && !is_terminal(pod)
+            && (name == self.cfg.scheduler_name
+                || (name.is_empty() && self.cfg.scheduler_name == crate::DEFAULT_SCHEDULER_NAME))
+    }
+
+    fn can_schedule(&mut self, synced: bool, me_live: bool) -> bool {
+        synced && me_live && !self.active.is_empty() && self.in_flight < self.cfg.binds_in_flight_max
+    }
+
+    // ------------------------------------------------------------ events
+
+    fn on_pod(&mut self, ev: InformerEvent<Pod>) {
+        let (old, new, deleted) = match ev {
+            InformerEvent::Added(p) => (None, p, false),
+            InformerEvent::Updated { old, new } => (Some(old), new, false),
+            InformerEvent::Deleted(p) => (None, p, true),
+        };
+        let key = pod_key(&new);
+        let rv = pod_rv(&new);
+        if deleted {
+            self.cluster.unplace(&key);
+            self.pending.remove(&key);
+            self.cluster_changed();
+        } else if !pod_node(&new).is_empty() {
+            self.pending.remove(&key);
+            let node = pod_node(&new).to_string();
+            if is_terminal(&new) {
+                self.cluster.unplace(&key);
+                self.cluster_changed();
+            } else {
+                self.cluster.place(&key, &node, Arc::new(new));
+            }
+            if old.as_ref().is_some_and(|o| pod_node(o).is_empty()) {
+                self.learn_alloc(&node, rv);
+            }
+        } else if self.is_ours(&new) {
+            let pod = Arc::new(new);
+            match self.pending.get_mut(&key) {
+                Some(p) => p.pod = pod,
+                None => {
+                    self.pending.insert(
+                        key.clone(),
+                        PendingPod {
+                            pod,
+                            state: State::Queued,
+                            attempts: 0,
+                        },
+                    );
+                    self.active.push_back(key);
+                }
+            }
+        } else if self.pending.remove(&key).is_some() {
+            // No longer ours (deleting, or another scheduler's): forget any assumption.
+            self.cluster.unplace(&key);
+        }
+        self.observe(rv);
+    }
+
+    /// A pod went from unbound to bound at `rv`: the node's key moved to `rv`, which the view
+    /// (at `rv` now) includes.
+    fn learn_alloc(&mut self, node: &str, rv: i64) {
+        let nb = self.nodes.entry(node.to_string()).or_default();
+        if rv > nb.alloc_revision {
+            nb.alloc_revision = rv;
+            nb.usable_from = rv;
+        }
+    }
+
+    fn observe(&mut self, rv: i64) {
+        self.observed = self.observed.max(rv);
+        self.release_caught_up();
+    }
+
+    /// Requeues the pods waiting for a revision the view has reached.
+    fn release_caught_up(&mut self) {
+        if self
+            .catching_up
+            .first_key_value()
+            .is_none_or(|(r, _)| *r > self.observed)
+        {
+            return;
+        }
+        let later = self.catching_up.split_off(&(self.observed + 1));
+        let due = std::mem::replace(&mut self.catching_up, later);
+        for key in due.into_values().flatten() {
+            self.requeue(&key, State::CatchingUp);
+        }
+    }
+
+    /// Moves a pod in state `from` back to the active queue.
+    fn requeue(&mut self, key: &str, from: State) {
+        if let Some(p) = self.pending.get_mut(key) {
+            if p.state == from {
+                p.state = State::Queued;
+                self.active.push_back(key.to_string());
+            }
+        }
+    }
+
+    fn on_node(&mut self, ev: InformerEvent<Node>) {
+        match ev {
+            InformerEvent::Added(n) | InformerEvent::Updated { new: n, .. } => {
+                self.cluster.upsert_node(Arc::new(n));
+            }
+            InformerEvent::Deleted(n) => self.cluster.remove_node(crate::model::node_name(&n)),
+        }
+        self.cluster_changed();
+    }
+
+    /// Something that may make an unschedulable pod fit: retry them after their back-off.
+    fn cluster_changed(&mut self) {
+        let keys: Vec<(String, Instant)> = self
+            .pending
+            .iter()
+            .filter_map(|(k, p)| match p.state {
+                State::Unschedulable { retry_at } => Some((k.clone(), retry_at)),
+                _ => None,
+            })
+            .collect();
+        for (k, at) in keys {
+            self.pending.get_mut(&k).expect("listed").state = State::Backoff;
+            self.backoff.push(Reverse((at, k)));
+        }
+    }
+
+    fn on_lease(&mut self, ev: InformerEvent<Lease>) {
+        match ev {
+            InformerEvent::Added(l) | InformerEvent::Updated { new: l, .. } => {
+                let name = l.metadata.as_ref().map_or(String::new(), |m| m.name.clone());
+                if name.starts_with(&self.cfg.lease_prefix) {
+                    self.leases.insert(name, l);
+                }
+            }
+            InformerEvent::Deleted(l) => {
+                let name = l.metadata.as_ref().map_or("", |m| m.name.as_str());
+                self.leases.remove(name);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, me_live: bool) {
+        self.update_live(me_live);
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.backoff.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, key)) = self.backoff.pop().expect("peeked");
+            self.requeue(&key, State::Backoff);
+        }
+        if now - self.last_flush >= UNSCHEDULABLE_FLUSH {
+            self.last_flush = now;
+            self.cluster_changed();
+        }
+    }
+
+    /// The instances whose Lease has not expired (this one while it holds its own).
+    fn update_live(&mut self, me_live: bool) {
+        let now = self.clock.now_micros();
+        let mut live: Vec<String> = self
+            .leases
+            .values()
+            .filter_map(|l| {
+                let spec = l.spec.as_ref()?;
+                let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+                // As a candidate that is no instance: Wait means someone holds it, unexpired.
+                (leader::decide(spec, "\0", now) == LeaseDecision::Wait).then(|| holder.to_string())
+            })
+            .filter(|h| *h != self.cfg.instance)
+            .collect();
+        if me_live {
+            live.push(self.cfg.instance.clone());
+        }
+        live.sort();
+        live.dedup();
+        if live != self.live {
+            tracing::info!(instance = %self.cfg.instance, live = ?live, "scheduler instances");
+            self.live = live;
+            let parked: Vec<String> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.state == State::NotMine)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in parked {
+                self.requeue(&k, State::NotMine);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ decisions
+
+    fn schedule_batch(&mut self) {
+        let mut n = 0;
+        while n < SCHEDULE_BATCH && self.in_flight < self.cfg.binds_in_flight_max {
+            let Some(key) = self.active.pop_front() else { break };
+            let Some(p) = self.pending.get(&key) else { continue };
+            if p.state != State::Queued {
+                continue;
+            }
+            if ring::owner(pod_uid(&p.pod), &self.live) != Some(self.cfg.instance.as_str()) {
+                self.pending.get_mut(&key).expect("present").state = State::NotMine;
+                continue;
+            }
+            self.schedule(key);
+            n += 1;
+        }
+    }
+
+    fn schedule(&mut self, key: String) {
+        let pod = self.pending[&key].pod.clone();
+        self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        let start = self.next_start;
+        let decision = {
+            let ctx = PodCtx::new(&pod, &self.cluster);
+            algorithm::schedule_one(&ctx, &self.cluster, &self.cfg.algorithm, start)
+        };
+        let count = self.cluster.nodes().len().max(1);
+        self.next_start = (start + 1) % count;
+        match decision {
+            Err(fit) => self.unschedulable(&key, fit),
+            Ok(node) => self.assume_and_bind(key, node, pod),
+        }
+    }
+
+    fn unschedulable(&mut self, key: &str, fit: algorithm::FitError) {
+        self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
+        let p = self.pending.get_mut(key).expect("scheduling it");
+        p.attempts += 1;
+        p.state = State::Unschedulable {
+            retry_at: Instant::now() + backoff_for(p.attempts),
+        };
+        let message = fit.message();
+        tracing::debug!(pod = %key, "{message}");
+        if let Some(pod) = with_unschedulable_condition(&p.pod, &message, self.clock.now_micros()) {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client.update_status(&pod).await {
+                    tracing::debug!("scheduler: PodScheduled=False on {}: {e}", pod_key(&pod));
+                }
+            });
+        }
+    }
+
+    fn assume_and_bind(&mut self, key: String, node: String, pod: Arc<Pod>) {
+        let nb = self.nodes.entry(node.clone()).or_default();
+        if nb.usable_from > self.observed {
+            // The view misses binds to this node up to `usable_from`: decide again once it has them.
+            let at = nb.usable_from;
+            self.pending.get_mut(&key).expect("scheduling it").state = State::CatchingUp;
+            self.catching_up.entry(at).or_default().push(key);
+            return;
+        }
+        self.cluster.place(&key, &node, pod);
+        if nb.in_flight.is_some() {
+            nb.chained.push_back(key.clone());
+            self.pending.get_mut(&key).expect("scheduling it").state = State::Chained(node);
+        } else {
+            self.start_bind(key, node);
+        }
+    }
+
+    fn start_bind(&mut self, key: String, node: String) {
+        let nb = self.nodes.get_mut(&node).expect("node entry made before binding");
+        nb.in_flight = Some(key.clone());
+        let alloc = nb.alloc_revision;
+        let p = self.pending.get_mut(&key).expect("binding it");
+        p.state = State::Binding(node.clone());
+        let meta = p.pod.metadata.clone().unwrap_or_default();
+        let client = self.client.clone();
+        let tx = self.results_tx.clone();
+        self.in_flight += 1;
+        tokio::spawn(async move {
+            let result = client
+                .bind(&meta.namespace, &meta.name, &meta.resource_version, &node, alloc)
+                .await;
+            let _ = tx.send(BindResult { key, node, result });
+        });
+    }
+
+    /// Forgets the assumption of a pod still pending (a bound pod's placement is the real one).
+    fn unassume(&mut self, key: &str) {
+        if self.pending.contains_key(key) {
+            self.cluster.unplace(key);
+        }
+    }
+
+    fn on_bind_result(&mut self, b: BindResult) {
+        self.in_flight -= 1;
+        let nb = self.nodes.get_mut(&b.node).expect("node entry of a bind");
+        nb.in_flight = None;
+        match b.result {
+            Ok(BindOutcome::Bound {
+                pod,
+                node_alloc_revision,
+            }) => {
+                self.stats.bound.fetch_add(1, Ordering::Relaxed);
+                if node_alloc_revision > nb.alloc_revision {
+                    nb.alloc_revision = node_alloc_revision;
+                    nb.usable_from = 0;
+                }
+                if self.pending.remove(&b.key).is_some() {
+                    self.cluster.place(&b.key, &b.node, Arc::new(*pod));
+                }
+                self.next_in_chain(&b.node);
+            }
+            Ok(BindOutcome::NodeChanged { node_alloc_revision }) => {
+                self.stats.node_conflicts.fetch_add(1, Ordering::Relaxed);
+                nb.alloc_revision = node_alloc_revision;
+                nb.usable_from = node_alloc_revision;
+                let mut keys: Vec<String> = nb.chained.drain(..).collect();
+                keys.push(b.key);
+                for k in keys {
+                    self.unassume(&k);
+                    if let Some(p) = self.pending.get_mut(&k) {
+                        p.state = State::CatchingUp;
+                        self.catching_up.entry(node_alloc_revision).or_default().push(k);
+                    }
+                }
+                self.release_caught_up();
+            }
+            Err(e) => {
+                if matches!(e, ClientError::Conflict(_)) {
+                    self.stats.pod_conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(pod = %b.key, node = %b.node, "bind: {e}");
+                self.unassume(&b.key);
+                if let Some(p) = self.pending.get_mut(&b.key) {
+                    p.state = State::Backoff;
+                    self.backoff
+                        .push(Reverse((Instant::now() + BIND_RETRY_BACKOFF, b.key.clone())));
+                }
+                self.next_in_chain(&b.node);
+            }
+        }
+    }
+
+    /// Starts the next chained bind on `node`, if any pod still waits for it.
+    fn next_in_chain(&mut self, node: &str) {
+        loop {
+            let nb = self.nodes.get_mut(node).expect("node entry");
+            let Some(key) = nb.chained.pop_front() else { return };
+            let waiting = self
+                .pending
+                .get(&key)
+                .is_some_and(|p| p.state == State::Chained(node.to_string()));
+            if waiting {
+                self.start_bind(key, node.to_string());
+                return;
+            }
+        }
+    }
+}
+
+/// The pod with PodScheduled=False (Unschedulable, `message`), or None if it already says so.
+fn with_unschedulable_condition(pod: &Pod, message: &str, now_micros: i64) -> Option<Pod> {
+    let conds = pod.status.as_ref().map_or(&[][..], |s| s.conditions.as_slice());
+    let same = conds.iter().any(|c| {
+        c.r#type == "PodScheduled"
+            && c.status == "False"
+            && c.reason == "Unschedulable"
+            && c.message == message
+    });
+    if same {
+        return None;
+    }
+    let mut p = pod.clone();
+    let st = p.status.get_or_insert_with(Default::default);
+    st.conditions.retain(|c| c.r#type != "PodScheduled");
+    st.conditions.push(PodCondition {
+        r#type: "PodScheduled".into(),
+        status: "False".into(),
+        reason: "Unschedulable".into(),
+        message: message.into(),
+        last_transition_time: leader::format_micro_time(now_micros),
+        ..Default::default()
+    });
+    if st.phase.is_empty() {
+        st.phase = "Pending".into();
+    }
+    Some(p)
+}
