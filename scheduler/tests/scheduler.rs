@@ -57,14 +57,23 @@ async fn bind_compares_the_pod_and_the_node_allocation() {
         panic!("first bind to a fresh node binds")
     };
     assert_eq!(node_of(&pod), "n1");
-    assert_eq!(rv(&pod), r1.to_string(), "pod and allocation key move in one revision");
+    assert_eq!(
+        rv(&pod),
+        r1.to_string(),
+        "pod and allocation key move in one revision"
+    );
     assert_eq!(scheduled_condition(&pod).unwrap().status, "True");
     // The same pod again: it is bound already (and its revision moved).
     let again = c.bind("default", "a", &rv(&pod), "n1", r1).await;
     assert!(matches!(again, Err(ClientError::Conflict(m)) if m.contains("already assigned")));
     // Another pod, from a view that misses the first bind: refused, told the current revision.
     let stale = c.bind("default", "b", &rv(&b), "n1", 0).await.unwrap();
-    assert_eq!(stale, BindOutcome::NodeChanged { node_alloc_revision: r1 });
+    assert_eq!(
+        stale,
+        BindOutcome::NodeChanged {
+            node_alloc_revision: r1
+        }
+    );
     assert_eq!(node_of(&c.get::<Pod>("default", "b").await.unwrap()), "");
     // A stale pod revision.
     assert!(matches!(
@@ -91,19 +100,17 @@ async fn bind_compares_the_pod_and_the_node_allocation() {
 }
 
 /// Two instances on different members of a 3-member cluster race for one node with room for
-/// 3 of 10 pods: exactly 3 get bound, never more cpu than the node has; the rest are marked
-/// unschedulable with the reason counted.
+/// 10 of 30 pods, created all at once: exactly 10 get bound, never more cpu than the node has;
+/// the rest are marked unschedulable with the reason counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_never_overcommit_a_node() {
     let cluster = TestCluster::start(3).await;
     let c = cluster.client();
     namespace(&c, "race").await;
-    for i in 0..10 {
-        c.create("race", &pod("race", &format!("p{i}"), "300m")).await.unwrap();
-    }
+    create_node(&c, &node("small", "1", "8Gi")).await;
     let a = instance(cluster.client_of(0), "a");
     let b = instance(cluster.client_of(1), "b");
-    // Both instances live before the node appears, so both have pods to place on it.
+    // Both instances live before the pods appear, so both have pods to place on the node.
     eventually("both scheduler leases", || async {
         let l = c
             .list_all::<berth_proto::coordinationv1::Lease>("kube-system", &ListParams::default())
@@ -111,34 +118,62 @@ async fn two_instances_never_overcommit_a_node() {
         l.is_ok_and(|l| l.items.len() == 2)
     })
     .await;
-    create_node(&c, &node("small", "1", "8Gi")).await;
-    eventually("3 bound and 7 marked unschedulable", || async {
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let c = cluster.client_of(i % 3);
+        creates.spawn(async move { c.create("race", &pod("race", &format!("p{i}"), "100m")).await });
+    }
+    while let Some(r) = creates.join_next().await {
+        r.unwrap().unwrap();
+    }
+    const FULL: &str = "0/1 nodes are available: 1 Insufficient cpu.";
+    eventually("10 bound and 20 marked unschedulable", || async {
         let ps = pods(&c, "race").await;
         let bound = ps.iter().filter(|p| !node_of(p).is_empty()).count();
         let marked = ps
             .iter()
-            .filter(|p| scheduled_condition(p).is_some_and(|c| c.status == "False"))
+            .filter(|p| scheduled_condition(p).is_some_and(|c| c.status == "False" && c.message == FULL))
             .count();
-        bound == 3 && marked == 7
+        bound >= 10 || marked == 20
     })
     .await;
-    // Settled: no further binds come.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let ps = pods(&c, "race").await;
     let bound: Vec<&Pod> = ps.iter().filter(|p| !node_of(p).is_empty()).collect();
-    assert_eq!(bound.len(), 3);
-    assert!(bound.iter().map(|p| cpu_milli(p)).sum::<i128>() <= 1000);
+    assert!(
+        bound.iter().map(|p| cpu_milli(p)).sum::<i128>() <= 1000,
+        "overcommitted: {} pods of 100m bound",
+        bound.len()
+    );
+    eventually("10 bound", || async {
+        pods(&c, "race")
+            .await
+            .iter()
+            .filter(|p| !node_of(p).is_empty())
+            .count()
+            == 10
+    })
+    .await;
     let unschedulable = ps.iter().find(|p| node_of(p).is_empty()).unwrap();
-    let cond = scheduled_condition(unschedulable).unwrap();
-    assert_eq!(cond.reason, "Unschedulable");
-    assert_eq!(cond.message, "0/1 nodes are available: 1 Insufficient cpu.");
+    eventually("the reason on an unschedulable pod", || async {
+        let p = c
+            .get::<Pod>("race", &unschedulable.metadata.as_ref().unwrap().name)
+            .await
+            .unwrap();
+        scheduled_condition(&p).is_some_and(|c| c.reason == "Unschedulable" && c.message == FULL)
+    })
+    .await;
     let total = |s: &Scheduler| s.stats().bound.load(Ordering::Relaxed);
-    assert_eq!(total(&a) + total(&b), 3);
+    assert_eq!(total(&a) + total(&b), 10);
 
-    // A second node: the unschedulable pods are retried and 3 more fit.
+    // A second node: the unschedulable pods are retried and 10 more fit.
     create_node(&c, &node("small2", "1", "8Gi")).await;
-    eventually("6 bound", || async {
-        pods(&c, "race").await.iter().filter(|p| !node_of(p).is_empty()).count() == 6
+    eventually("20 bound", || async {
+        pods(&c, "race")
+            .await
+            .iter()
+            .filter(|p| !node_of(p).is_empty())
+            .count()
+            == 20
     })
     .await;
     let ps = pods(&c, "race").await;
@@ -160,7 +195,9 @@ async fn failover_to_the_remaining_instance() {
     let b = instance(cluster.client(), "b");
     // Both bind while both live.
     for i in 0..20 {
-        c.create("fo", &pod("fo", &format!("warm{i}"), "10m")).await.unwrap();
+        c.create("fo", &pod("fo", &format!("warm{i}"), "10m"))
+            .await
+            .unwrap();
     }
     eventually("warm-up pods bound by both instances", || async {
         let s = |x: &Scheduler| x.stats().bound.load(Ordering::Relaxed);

@@ -22,7 +22,10 @@ pub fn free_port() -> u16 {
     const FIRST: u32 = 20_000;
     const SPAN: u32 = 12_000;
     for _ in 0..SPAN {
-        let off = std::process::id().wrapping_mul(7919).wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let off = std::process::id()
+            .wrapping_mul(7919)
+            .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+            % SPAN;
         let port = (FIRST + off) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
