@@ -8,6 +8,8 @@
 
 mod bench;
 mod cluster;
+mod cordon;
+mod scheduler;
 mod server;
 mod snapshot;
 
@@ -51,6 +53,10 @@ enum Cmd {
     /// Backups: save from a running cluster, restore into a new data dir.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Mark a node unschedulable: the scheduler places no new pods on it.
+    Cordon(cordon::CordonArgs),
+    /// Mark a node schedulable again.
+    Uncordon(cordon::CordonArgs),
     /// Load generators and measurements.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -78,6 +84,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Up(args) => server::up(args).await,
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
+            Cmd::Cordon(a) => cordon::run(a, true).await,
+            Cmd::Uncordon(a) => cordon::run(a, false).await,
             Cmd::Bench(c) => bench::run(c).await,
         }
     })

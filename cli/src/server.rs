@@ -52,6 +52,8 @@ pub struct ServerArgs {
     /// "periodic" or "revision", as etcd.
     #[arg(long, default_value = "periodic")]
     pub auto_compaction_mode: String,
+    #[command(flatten)]
+    pub scheduler: crate::scheduler::SchedulerArgs,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -191,7 +193,11 @@ async fn resolve_join(client_addrs: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(peers)
 }
 
-async fn serve_until_signal(api: ApiConfig, mut raft: RaftConfig) -> anyhow::Result<()> {
+async fn serve_until_signal(
+    api: ApiConfig,
+    mut raft: RaftConfig,
+    scheduler: Option<berth_scheduler::SchedulerConfig>,
+) -> anyhow::Result<()> {
     if !raft.join.is_empty() {
         raft.join = resolve_join(&raft.join).await?;
     }
@@ -199,8 +205,12 @@ async fn serve_until_signal(api: ApiConfig, mut raft: RaftConfig) -> anyhow::Res
     let client = api.client_addr.clone();
     let server = Server::start(api, raft).await?;
     tracing::info!(member = %name, id = %format!("{:x}", server.raft.member_id()), client_addr = %client, "serving");
+    let scheduler = scheduler
+        .map(|c| crate::scheduler::start(c, &client))
+        .transpose()?;
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    drop(scheduler);
     server.shutdown().await;
     Ok(())
 }
@@ -217,7 +227,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let (api, raft) = configs(&a)?;
-    serve_until_signal(api, raft).await
+    let scheduler = crate::scheduler::config(&a.scheduler, &a.name)?;
+    serve_until_signal(api, raft, scheduler).await
 }
 
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
@@ -236,6 +247,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         snapshot_count: 10_000,
         auto_compaction_retention: "1h".into(),
         auto_compaction_mode: "periodic".into(),
+        scheduler: Default::default(),
     };
     eprintln!(
         "berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world",
