@@ -18,6 +18,8 @@ pub enum BenchCmd {
     /// Write continuously (one client, failing over across --server) and report the longest
     /// gap between two acknowledged writes: kill the leader meanwhile to measure failover.
     Failover(FailoverArgs),
+    /// Scheduling throughput and packing over hollow nodes, with 1..N scheduler instances.
+    Scheduler(crate::bench_scheduler::SchedulerBenchArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -115,6 +117,10 @@ fn write_json(path: &Option<PathBuf>, v: &impl Serialize) -> anyhow::Result<()> 
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
+        BenchCmd::Scheduler(a) => {
+            let r = crate::bench_scheduler::run(&a).await?;
+            write_json(&a.json, &r)
+        }
         BenchCmd::Failover(a) => {
             let r = failover(&a).await?;
             println!(

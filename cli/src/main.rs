@@ -7,6 +7,7 @@
 //! what the client crate exposes.
 
 mod bench;
+mod bench_scheduler;
 mod cluster;
 mod cordon;
 mod scheduler;
