@@ -168,21 +168,45 @@ pub fn nodes_to_find(n: usize, percentage: usize) -> usize {
 }
 
 /// Settings of the algorithm.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct AlgorithmConfig {
     pub policy: Policy,
     /// 0 = adaptive (see [`nodes_to_find`]); 100 = every node.
     pub percentage_of_nodes_to_score: usize,
+    /// A preferred node (see [`schedule_one`]) wins over better ones within this many points
+    /// of total score.
+    pub preferred_margin_points: f64,
 }
+
+impl Default for AlgorithmConfig {
+    fn default() -> Self {
+        AlgorithmConfig {
+            policy: Policy::default(),
+            percentage_of_nodes_to_score: 0,
+            preferred_margin_points: PREFERRED_MARGIN_POINTS,
+        }
+    }
+}
+
+/// Default of [`AlgorithmConfig::preferred_margin_points`]: the whole range of the resource
+/// score, so that with several instances each packs (or spreads) within its own share of the
+/// nodes first, and a node elsewhere wins only when the other scores (affinities, topology
+/// spread) favour it by more than that. Instances racing for the same fullest node would
+/// otherwise turn most binds into conflicts.
+pub const PREFERRED_MARGIN_POINTS: f64 = 100.0 * WEIGHT_RESOURCES;
 
 /// Picks a node for the pod: feasible nodes from `start` on (wrapping), until enough are found,
 /// then the best total score; ties go to the node with the highest hash of (pod uid, node),
-/// so that equal nodes are chosen evenly.
+/// so that equal nodes are chosen evenly. A node `preferred` says yes to wins over better
+/// ones within `preferred_margin_points`: scheduler instances prefer disjoint sets of nodes,
+/// so that they rarely bind to the same node at once (with every node preferred, as with one
+/// instance, this is plain best-score).
 pub fn schedule_one(
     ctx: &PodCtx,
     cluster: &Cluster,
     cfg: &AlgorithmConfig,
     start: usize,
+    preferred: &dyn Fn(&str) -> bool,
 ) -> Result<String, FitError> {
     let nodes = cluster.nodes();
     let want = nodes_to_find(nodes.len(), cfg.percentage_of_nodes_to_score);
@@ -211,15 +235,42 @@ pub fn schedule_one(
         });
     }
     let totals = score(ctx, cluster, cfg.policy, &feasible);
+    Ok(pick(
+        ctx,
+        &feasible,
+        &totals,
+        cfg.preferred_margin_points,
+        preferred,
+    ))
+}
+
+fn pick(
+    ctx: &PodCtx,
+    feasible: &[&NodeInfo],
+    totals: &[f64],
+    margin: f64,
+    preferred: &dyn Fn(&str) -> bool,
+) -> String {
+    const EPSILON: f64 = 1e-9;
     let best = totals.iter().copied().fold(f64::MIN, f64::max);
-    let pick = feasible
+    let best_preferred = feasible
         .iter()
-        .zip(&totals)
-        .filter(|(_, t)| **t >= best - 1e-9)
+        .zip(totals)
+        .filter(|(n, t)| **t >= best - margin - EPSILON && preferred(n.name()))
+        .map(|(_, t)| *t)
+        .fold(f64::MIN, f64::max);
+    let target = if best_preferred > f64::MIN {
+        best_preferred
+    } else {
+        best
+    };
+    feasible
+        .iter()
+        .zip(totals)
+        .filter(|(n, t)| **t >= target - EPSILON && (best_preferred == f64::MIN || preferred(n.name())))
         .max_by_key(|(n, _)| hash64(&[ctx.uid.as_bytes(), n.name().as_bytes()]))
         .map(|(n, _)| n.name().to_string())
-        .expect("feasible is not empty");
-    Ok(pick)
+        .expect("feasible is not empty")
 }
 
 /// The weighted total score of each candidate.

@@ -133,6 +133,8 @@ struct NodeBinds {
 struct BindResult {
     key: String,
     node: String,
+    /// The allocation revision the bind claimed.
+    claimed: i64,
     result: Result<BindOutcome, ClientError>,
 }
 
@@ -239,6 +241,8 @@ async fn run(
         }
         let synced = pods.has_synced() && nodes.has_synced() && leases.has_synced();
         let me_live = elector.is_leader();
+        // Ownership must follow the Leases as they are now, not as of the last tick.
+        r.update_live(me_live);
         if r.can_schedule(synced, me_live) {
             r.schedule_batch();
             tokio::task::yield_now().await;
@@ -493,7 +497,10 @@ impl Runner {
         let start = self.next_start;
         let decision = {
             let ctx = PodCtx::new(&pod, &self.cluster);
-            algorithm::schedule_one(&ctx, &self.cluster, &self.cfg.algorithm, start)
+            let (live, me) = (&self.live, self.cfg.instance.as_str());
+            // Instances prefer the nodes the ring gives them, so they seldom race for one node.
+            let mine = |node: &str| live.len() < 2 || ring::owner(node, live) == Some(me);
+            algorithm::schedule_one(&ctx, &self.cluster, &self.cfg.algorithm, start, &mine)
         };
         let count = self.cluster.nodes().len().max(1);
         self.next_start = (start + 1) % count;
@@ -554,7 +561,12 @@ impl Runner {
             let result = client
                 .bind(&meta.namespace, &meta.name, &meta.resource_version, &node, alloc)
                 .await;
-            let _ = tx.send(BindResult { key, node, result });
+            let _ = tx.send(BindResult {
+                key,
+                node,
+                claimed: alloc,
+                result,
+            });
         });
     }
 
@@ -586,6 +598,11 @@ impl Runner {
             }
             Ok(BindOutcome::NodeChanged { node_alloc_revision }) => {
                 self.stats.node_conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    pod = %b.key, node = %b.node, claimed = b.claimed, current = node_alloc_revision,
+                    observed = self.observed, mine = ring::owner(&b.node, &self.live) == Some(self.cfg.instance.as_str()),
+                    "bind: the node's allocation moved"
+                );
                 nb.alloc_revision = node_alloc_revision;
                 nb.usable_from = node_alloc_revision;
                 let mut keys: Vec<String> = nb.chained.drain(..).collect();

@@ -564,8 +564,9 @@ fn pick(c: &Cluster, p: &Pod, policy: Policy) -> Result<String, FitError> {
     let cfg = AlgorithmConfig {
         policy,
         percentage_of_nodes_to_score: 100,
+        ..Default::default()
     };
-    algorithm::schedule_one(&PodCtx::new(p, c), c, &cfg, 0)
+    algorithm::schedule_one(&PodCtx::new(p, c), c, &cfg, 0, &|_| true)
 }
 
 #[test]
@@ -705,4 +706,32 @@ fn cluster_keeps_counts_through_node_and_pod_changes() {
     c.unplace("default/a");
     assert_eq!(info(&c, "n").requested, Resources::default());
     assert_eq!(c.owner_count("rs", "n"), 0);
+}
+
+#[test]
+fn preferred_nodes_win_within_the_margin_only() {
+    let c = cluster(
+        vec![
+            node("full", "4", "4Gi", "10"),
+            node("some", "4", "4Gi", "10"),
+            node("empty", "4", "4Gi", "10"),
+        ],
+        vec![
+            ("full", pod("a", "3", "3Gi")),
+            ("some", pod("b", "2800m", "2800Mi")),
+        ],
+    );
+    let p = pod("p", "100m", "64Mi");
+    let cfg = AlgorithmConfig {
+        policy: Policy::MostAllocated,
+        percentage_of_nodes_to_score: 100,
+        preferred_margin_points: 10.0,
+    };
+    let run = |pref: &dyn Fn(&str) -> bool| {
+        algorithm::schedule_one(&PodCtx::new(&p, &c), &c, &cfg, 0, pref).unwrap()
+    };
+    assert_eq!(run(&|_| true), "full");
+    assert_eq!(run(&|_| false), "full", "nothing preferred: the best");
+    assert_eq!(run(&|n| n == "some"), "some", "within the margin");
+    assert_eq!(run(&|n| n == "empty"), "full", "beyond the margin");
 }
