@@ -23,7 +23,7 @@ use berth_proto::coordinationv1::Lease;
 use berth_proto::corev1::{Namespace, Node, Pod, PodCondition};
 use berth_proto::metav1::ObjectMeta;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +148,8 @@ struct Runner {
     active: VecDeque<String>,
     backoff: BinaryHeap<Reverse<(Instant, String)>>,
     catching_up: BTreeMap<i64, Vec<String>>,
+    /// Keys of the pods in state Unschedulable (possibly stale: the state decides).
+    unschedulable: HashSet<String>,
     observed: i64,
     nodes: HashMap<String, NodeBinds>,
     leases: BTreeMap<String, Lease>,
@@ -210,6 +212,7 @@ async fn run(
         active: VecDeque::new(),
         backoff: BinaryHeap::new(),
         catching_up: BTreeMap::new(),
+        unschedulable: HashSet::new(),
         observed: 0,
         nodes: HashMap::new(),
         leases: BTreeMap::new(),
@@ -386,24 +389,31 @@ impl Runner {
             InformerEvent::Added(n) | InformerEvent::Updated { new: n, .. } => {
                 self.cluster.upsert_node(Arc::new(n));
             }
-            InformerEvent::Deleted(n) => self.cluster.remove_node(crate::model::node_name(&n)),
+            InformerEvent::Deleted(n) => {
+                let name = crate::model::node_name(&n);
+                self.cluster.remove_node(name);
+                let idle = self
+                    .nodes
+                    .get(name)
+                    .is_some_and(|nb| nb.in_flight.is_none() && nb.chained.is_empty());
+                if idle {
+                    self.nodes.remove(name);
+                }
+            }
         }
         self.cluster_changed();
     }
 
     /// Something that may make an unschedulable pod fit: retry them after their back-off.
     fn cluster_changed(&mut self) {
-        let keys: Vec<(String, Instant)> = self
-            .pending
-            .iter()
-            .filter_map(|(k, p)| match p.state {
-                State::Unschedulable { retry_at } => Some((k.clone(), retry_at)),
-                _ => None,
-            })
-            .collect();
-        for (k, at) in keys {
-            self.pending.get_mut(&k).expect("listed").state = State::Backoff;
-            self.backoff.push(Reverse((at, k)));
+        for k in std::mem::take(&mut self.unschedulable) {
+            let Some(p) = self.pending.get_mut(&k) else {
+                continue;
+            };
+            if let State::Unschedulable { retry_at } = p.state {
+                p.state = State::Backoff;
+                self.backoff.push(Reverse((retry_at, k)));
+            }
         }
     }
 
@@ -517,6 +527,7 @@ impl Runner {
         p.state = State::Unschedulable {
             retry_at: Instant::now() + backoff_for(p.attempts),
         };
+        self.unschedulable.insert(key.to_string());
         let message = fit.message();
         tracing::debug!(pod = %key, "{message}");
         if let Some(pod) = with_unschedulable_condition(&p.pod, &message, self.clock.now_micros()) {
