@@ -1104,7 +1104,7 @@ impl Resources for ResourcesService {
 
     async fn bind(&self, req: Request<apiv1::BindRequest>) -> Result<Response<apiv1::BindResponse>, Status> {
         let _t = self.shared.metrics.time("Resources.Bind");
-        Ok(Response::new(self.bind_pod(req.into_inner()).await?))
+        Ok(Response::new(self.bind_pods(req.into_inner()).await?))
     }
 }
 

@@ -28,4 +28,7 @@ mod servers;
 
 pub use etcd::{ClientError, EtcdClient};
 pub use informer::{Informer, InformerEvent};
-pub use resources::{BindOutcome, ListParams, Resource, ResourceClient, ResourceWatch, WatchEvent};
+pub use resources::{
+    BindOutcome, BindRejectReason, BindRejected, ListParams, PodRef, Resource, ResourceClient, ResourceWatch,
+    WatchEvent,
+};

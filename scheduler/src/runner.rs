@@ -9,16 +9,20 @@
 //! only after catching up to it), and pods seen going from unbound to bound (their event's
 //! revision is the bind's). A claim that is wrong only costs a retry: the server compares.
 //!
-//! Binds to one node from this instance are chained: a pod decided onto a node with a bind in
-//! flight waits for that bind's answer, whose revision it then claims; if that bind found the
-//! node changed, the waiting pods are decided again after catching up.
+//! Binds to one node from this instance are chained: pods decided onto a node with a bind in
+//! flight wait for that bind's answer, whose revision they then claim, all together in the
+//! next bind (up to [`BIND_BATCH_MAX`] pods in one transaction, so that packing one node is
+//! not one round trip per pod); if that bind found the node changed, the waiting pods are
+//! decided again after catching up.
 
 use crate::algorithm::{self, PodCtx};
 use crate::model::{is_terminal, pod_key, pod_node, Cluster};
 use crate::{ring, SchedulerConfig};
 use berth_client::informer::InformerEvent;
 use berth_client::leader::{self, Clock, LeaderElectionConfig, LeaderElector, LeaseDecision};
-use berth_client::{BindOutcome, ClientError, Informer, ListParams, ResourceClient};
+use berth_client::{
+    BindOutcome, BindRejectReason, ClientError, Informer, ListParams, PodRef, ResourceClient,
+};
 use berth_proto::coordinationv1::Lease;
 use berth_proto::corev1::{Namespace, Node, Pod, PodCondition};
 use berth_proto::metav1::ObjectMeta;
@@ -44,6 +48,8 @@ const UNSCHEDULABLE_BACKOFF_MAX: Duration = Duration::from_secs(10);
 const UNSCHEDULABLE_FLUSH: Duration = Duration::from_secs(30);
 /// Retry of a pod whose bind failed for a reason other than the node's allocation changing.
 const BIND_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Most pods bound to one node in one call (the server's limit is `BIND_PODS_MAX`, 64).
+const BIND_BATCH_MAX: usize = 64;
 /// Pause between attempts to create the lease namespace at startup.
 const STARTUP_RETRY: Duration = Duration::from_millis(500);
 
@@ -126,12 +132,13 @@ struct NodeBinds {
     alloc_revision: i64,
     /// ... once the view has reached this revision.
     usable_from: i64,
-    in_flight: Option<String>,
+    /// The pods of the bind in flight (empty: none).
+    in_flight: Vec<String>,
     chained: VecDeque<String>,
 }
 
 struct BindResult {
-    key: String,
+    keys: Vec<String>,
     node: String,
     /// The allocation revision the bind claimed.
     claimed: i64,
@@ -395,7 +402,7 @@ impl Runner {
                 let idle = self
                     .nodes
                     .get(name)
-                    .is_some_and(|nb| nb.in_flight.is_none() && nb.chained.is_empty());
+                    .is_some_and(|nb| nb.in_flight.is_empty() && nb.chained.is_empty());
                 if idle {
                     self.nodes.remove(name);
                 }
@@ -550,30 +557,37 @@ impl Runner {
             return;
         }
         self.cluster.place(&key, &node, pod);
-        if nb.in_flight.is_some() {
+        if nb.in_flight.is_empty() {
+            self.start_bind(vec![key], node);
+        } else {
             nb.chained.push_back(key.clone());
             self.pending.get_mut(&key).expect("scheduling it").state = State::Chained(node);
-        } else {
-            self.start_bind(key, node);
         }
     }
 
-    fn start_bind(&mut self, key: String, node: String) {
+    /// Binds `keys` (pending, assumed on `node`) in one call.
+    fn start_bind(&mut self, keys: Vec<String>, node: String) {
+        let mut pods = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let p = self.pending.get_mut(k).expect("binding a pending pod");
+            p.state = State::Binding(node.clone());
+            let meta = p.pod.metadata.as_ref();
+            pods.push(PodRef {
+                namespace: meta.map_or(String::new(), |m| m.namespace.clone()),
+                name: meta.map_or(String::new(), |m| m.name.clone()),
+                resource_version: meta.map_or(String::new(), |m| m.resource_version.clone()),
+            });
+        }
         let nb = self.nodes.get_mut(&node).expect("node entry made before binding");
-        nb.in_flight = Some(key.clone());
+        nb.in_flight = keys.clone();
         let alloc = nb.alloc_revision;
-        let p = self.pending.get_mut(&key).expect("binding it");
-        p.state = State::Binding(node.clone());
-        let meta = p.pod.metadata.clone().unwrap_or_default();
         let client = self.client.clone();
         let tx = self.results_tx.clone();
         self.in_flight += 1;
         tokio::spawn(async move {
-            let result = client
-                .bind(&meta.namespace, &meta.name, &meta.resource_version, &node, alloc)
-                .await;
+            let result = client.bind(&node, alloc, &pods).await;
             let _ = tx.send(BindResult {
-                key,
+                keys,
                 node,
                 claimed: alloc,
                 result,
@@ -588,74 +602,138 @@ impl Runner {
         }
     }
 
-    fn on_bind_result(&mut self, b: BindResult) {
-        self.in_flight -= 1;
-        let nb = self.nodes.get_mut(&b.node).expect("node entry of a bind");
-        nb.in_flight = None;
-        match b.result {
-            Ok(BindOutcome::Bound {
-                pod,
-                node_alloc_revision,
-            }) => {
-                self.stats.bound.fetch_add(1, Ordering::Relaxed);
-                if node_alloc_revision > nb.alloc_revision {
-                    nb.alloc_revision = node_alloc_revision;
-                    nb.usable_from = 0;
-                }
-                if self.pending.remove(&b.key).is_some() {
-                    self.cluster.place(&b.key, &b.node, Arc::new(*pod));
-                }
-                self.next_in_chain(&b.node);
-            }
-            Ok(BindOutcome::NodeChanged { node_alloc_revision }) => {
-                self.stats.node_conflicts.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    pod = %b.key, node = %b.node, claimed = b.claimed, current = node_alloc_revision,
-                    observed = self.observed, mine = ring::owner(&b.node, &self.live) == Some(self.cfg.instance.as_str()),
-                    "bind: the node's allocation moved"
-                );
-                nb.alloc_revision = node_alloc_revision;
-                nb.usable_from = node_alloc_revision;
-                let mut keys: Vec<String> = nb.chained.drain(..).collect();
-                keys.push(b.key);
-                for k in keys {
-                    self.unassume(&k);
-                    if let Some(p) = self.pending.get_mut(&k) {
-                        p.state = State::CatchingUp;
-                        self.catching_up.entry(node_alloc_revision).or_default().push(k);
-                    }
-                }
-                self.release_caught_up();
-            }
-            Err(e) => {
-                if matches!(e, ClientError::Conflict(_)) {
-                    self.stats.pod_conflicts.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::debug!(pod = %b.key, node = %b.node, "bind: {e}");
-                self.unassume(&b.key);
-                if let Some(p) = self.pending.get_mut(&b.key) {
-                    p.state = State::Backoff;
-                    self.backoff
-                        .push(Reverse((Instant::now() + BIND_RETRY_BACKOFF, b.key.clone())));
-                }
-                self.next_in_chain(&b.node);
-            }
+    /// Back to the queue after a short pause (the informer brings the pod's news meanwhile).
+    fn retry_soon(&mut self, key: &str) {
+        self.unassume(key);
+        if let Some(p) = self.pending.get_mut(key) {
+            p.state = State::Backoff;
+            self.backoff
+                .push(Reverse((Instant::now() + BIND_RETRY_BACKOFF, key.to_string())));
         }
     }
 
-    /// Starts the next chained bind on `node`, if any pod still waits for it.
+    fn on_bind_result(&mut self, b: BindResult) {
+        self.in_flight -= 1;
+        self.nodes
+            .get_mut(&b.node)
+            .expect("node entry of a bind")
+            .in_flight
+            .clear();
+        let BindResult {
+            keys,
+            node,
+            claimed,
+            result,
+        } = b;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::debug!(node = %node, pods = keys.len(), "bind: {e}");
+                for k in &keys {
+                    self.retry_soon(k);
+                }
+                return self.next_in_chain(&node);
+            }
+        };
+        let mut rest: HashSet<String> = keys.iter().cloned().collect();
+        for r in &out.rejected {
+            let key = format!("{}/{}", r.namespace, r.name);
+            if matches!(
+                r.reason,
+                BindRejectReason::Conflict | BindRejectReason::AlreadyBound
+            ) {
+                self.stats.pod_conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(pod = %key, node = %node, "bind rejected: {}", r.message);
+            rest.remove(&key);
+            self.retry_soon(&key);
+        }
+        if out.bound {
+            self.on_bound(&node, out);
+        } else if out.node_alloc_revision != claimed {
+            self.on_node_changed(&node, &keys, claimed, out.node_alloc_revision, rest);
+        } else {
+            // Nothing written and the node unchanged (every pod in it was rejected, or one
+            // changed meanwhile): the others go first in the chain again.
+            let nb = self.nodes.get_mut(&node).expect("node entry");
+            for k in keys.iter().rev().filter(|k| rest.contains(*k)) {
+                nb.chained.push_front(k.clone());
+                if let Some(p) = self.pending.get_mut(k) {
+                    p.state = State::Chained(node.clone());
+                }
+            }
+            self.next_in_chain(&node);
+        }
+    }
+
+    fn on_bound(&mut self, node: &str, out: BindOutcome) {
+        self.stats
+            .bound
+            .fetch_add(out.pods.len() as u64, Ordering::Relaxed);
+        let nb = self.nodes.get_mut(node).expect("node entry");
+        if out.node_alloc_revision > nb.alloc_revision {
+            nb.alloc_revision = out.node_alloc_revision;
+            nb.usable_from = 0;
+        }
+        for pod in out.pods {
+            let key = pod_key(&pod);
+            if self.pending.remove(&key).is_some() {
+                self.cluster.place(&key, node, Arc::new(pod));
+            }
+        }
+        self.next_in_chain(node);
+    }
+
+    /// Another bind reached the node first: the pods decided onto it (in this bind and
+    /// chained behind it) are decided again once the view has caught up with it.
+    fn on_node_changed(
+        &mut self,
+        node: &str,
+        keys: &[String],
+        claimed: i64,
+        current: i64,
+        rest: HashSet<String>,
+    ) {
+        self.stats.node_conflicts.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            node,
+            pods = rest.len(),
+            claimed,
+            current,
+            observed = self.observed,
+            "bind: the node's allocation moved"
+        );
+        let nb = self.nodes.get_mut(node).expect("node entry");
+        nb.alloc_revision = current;
+        nb.usable_from = current;
+        let mut again: Vec<String> = nb.chained.drain(..).collect();
+        again.extend(keys.iter().filter(|k| rest.contains(*k)).cloned());
+        for k in again {
+            self.unassume(&k);
+            if let Some(p) = self.pending.get_mut(&k) {
+                p.state = State::CatchingUp;
+                self.catching_up.entry(current).or_default().push(k);
+            }
+        }
+        self.release_caught_up();
+    }
+
+    /// Starts one bind of the pods chained on `node` that still wait for it.
     fn next_in_chain(&mut self, node: &str) {
-        loop {
-            let nb = self.nodes.get_mut(node).expect("node entry");
-            let Some(key) = nb.chained.pop_front() else { return };
+        let nb = self.nodes.get_mut(node).expect("node entry");
+        let mut batch = Vec::new();
+        while batch.len() < BIND_BATCH_MAX {
+            let Some(key) = nb.chained.pop_front() else { break };
             let waiting = self
                 .pending
                 .get(&key)
                 .is_some_and(|p| p.state == State::Chained(node.to_string()));
             if waiting {
-                self.start_bind(key, node.to_string());
-                return;
+                batch.push(key);
             }
+        }
+        if !batch.is_empty() {
+            self.start_bind(batch, node.to_string());
         }
     }
 }

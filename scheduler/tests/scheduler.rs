@@ -4,7 +4,7 @@
 mod common;
 
 use berth_client::leader::SystemClock;
-use berth_client::{BindOutcome, ClientError, ListParams, ResourceClient};
+use berth_client::{BindRejectReason, ClientError, ListParams, PodRef, ResourceClient};
 use berth_proto::corev1::{Namespace, Pod};
 use berth_proto::metav1::ObjectMeta;
 use berth_proto::quantity::Quantity;
@@ -40,63 +40,103 @@ fn cpu_milli(p: &Pod) -> i128 {
     Quantity::parse(&r.requests["cpu"]).unwrap().milli_value()
 }
 
+fn pod_ref(p: &Pod) -> PodRef {
+    let m = p.metadata.as_ref().unwrap();
+    PodRef {
+        namespace: m.namespace.clone(),
+        name: m.name.clone(),
+        resource_version: m.resource_version.clone(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bind_compares_the_pod_and_the_node_allocation() {
+async fn bind_compares_the_pods_and_the_node_allocation() {
     let cluster = TestCluster::start(1).await;
     let c = cluster.client();
     create_node(&c, &node("n1", "4", "8Gi")).await;
-    let a = c.create("default", &pod("default", "a", "100m")).await.unwrap();
-    let b = c.create("default", &pod("default", "b", "100m")).await.unwrap();
-    let rv = |p: &Pod| p.metadata.as_ref().unwrap().resource_version.clone();
+    let mut pending = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        pending.push(c.create("default", &pod("default", name, "100m")).await.unwrap());
+    }
+    let (a, b, cc, d) = (&pending[0], &pending[1], &pending[2], &pending[3]);
 
-    let BindOutcome::Bound {
-        pod,
-        node_alloc_revision: r1,
-    } = c.bind("default", "a", &rv(&a), "n1", 0).await.unwrap()
-    else {
-        panic!("first bind to a fresh node binds")
-    };
-    assert_eq!(node_of(&pod), "n1");
+    let first = c.bind("n1", 0, &[pod_ref(a)]).await.unwrap();
+    assert!(first.bound && first.rejected.is_empty());
+    let r1 = first.node_alloc_revision;
+    let bound_a = &first.pods[0];
+    assert_eq!(node_of(bound_a), "n1");
     assert_eq!(
-        rv(&pod),
+        bound_a.metadata.as_ref().unwrap().resource_version,
         r1.to_string(),
         "pod and allocation key move in one revision"
     );
-    assert_eq!(scheduled_condition(&pod).unwrap().status, "True");
-    // The same pod again: it is bound already (and its revision moved).
-    let again = c.bind("default", "a", &rv(&pod), "n1", r1).await;
-    assert!(matches!(again, Err(ClientError::Conflict(m)) if m.contains("already assigned")));
-    // Another pod, from a view that misses the first bind: refused, told the current revision.
-    let stale = c.bind("default", "b", &rv(&b), "n1", 0).await.unwrap();
-    assert_eq!(
-        stale,
-        BindOutcome::NodeChanged {
-            node_alloc_revision: r1
-        }
-    );
+    assert_eq!(scheduled_condition(bound_a).unwrap().status, "True");
+
+    // From a view that misses the first bind: refused, told the current revision; nothing written.
+    let stale = c.bind("n1", 0, &[pod_ref(b)]).await.unwrap();
+    assert!(!stale.bound && stale.pods.is_empty() && stale.rejected.is_empty());
+    assert_eq!(stale.node_alloc_revision, r1);
     assert_eq!(node_of(&c.get::<Pod>("default", "b").await.unwrap()), "");
-    // A stale pod revision.
-    assert!(matches!(
-        c.bind("default", "b", "1", "n1", r1).await,
-        Err(ClientError::Conflict(_))
-    ));
-    // Unknown node, unknown pod.
-    assert!(matches!(
-        c.bind("default", "b", &rv(&b), "nope", 0).await,
-        Err(ClientError::NotFound(_))
-    ));
-    assert!(matches!(
-        c.bind("default", "nope", "5", "n1", r1).await,
-        Err(ClientError::NotFound(_))
-    ));
-    let BindOutcome::Bound {
-        node_alloc_revision: r2,
-        ..
-    } = c.bind("default", "b", &rv(&b), "n1", r1).await.unwrap()
-    else {
-        panic!("bind with the current revision binds")
+
+    // A batch: b and c bound together in one revision; a (bound already), d at a stale
+    // revision and a missing pod are rejected, each with its reason.
+    let mut stale_d = pod_ref(d);
+    stale_d.resource_version = "1".into();
+    let missing = PodRef {
+        namespace: "default".into(),
+        name: "nope".into(),
+        resource_version: "5".into(),
     };
+    let batch = c
+        .bind(
+            "n1",
+            r1,
+            &[pod_ref(b), pod_ref(bound_a), pod_ref(cc), stale_d, missing],
+        )
+        .await
+        .unwrap();
+    assert!(batch.bound);
+    let r2 = batch.node_alloc_revision;
     assert!(r2 > r1);
+    let names: Vec<&str> = batch
+        .pods
+        .iter()
+        .map(|p| p.metadata.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(names, ["b", "c"]);
+    assert!(batch
+        .pods
+        .iter()
+        .all(|p| p.metadata.as_ref().unwrap().resource_version == r2.to_string()));
+    let reasons: Vec<(&str, &BindRejectReason)> = batch
+        .rejected
+        .iter()
+        .map(|r| (r.name.as_str(), &r.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("a", &BindRejectReason::AlreadyBound),
+            ("d", &BindRejectReason::Conflict),
+            ("nope", &BindRejectReason::NotFound)
+        ]
+    );
+    // Every pod rejected: nothing written, the key unchanged.
+    let none = c.bind("n1", r2, &[pod_ref(b)]).await.unwrap();
+    assert!(!none.bound && none.node_alloc_revision == r2 && none.rejected.len() == 1);
+    // An unknown node; bad requests.
+    assert!(matches!(
+        c.bind("nope", 0, &[pod_ref(d)]).await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.bind("n1", r2, &[]).await,
+        Err(ClientError::Invalid { .. })
+    ));
+    assert!(matches!(
+        c.bind("n1", r2, &[pod_ref(d), pod_ref(d)]).await,
+        Err(ClientError::Invalid { .. })
+    ));
 }
 
 /// Two instances on different members of a 3-member cluster race for one node with room for

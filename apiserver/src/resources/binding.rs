@@ -1,22 +1,27 @@
-//! `Resources.Bind`: the pods/binding subresource the schedulers use.
+//! `Resources.Bind`: the pods/binding subresource the schedulers use, for one or more pods.
 //!
-//! One store transaction sets `spec.nodeName` (and the PodScheduled=True condition) and bumps
-//! the node's allocation key [`NODE_ALLOC_PREFIX`]`<node>`, comparing the pod's mod_revision
-//! with the resourceVersion the scheduler saw (so the pod is still unbound) and the allocation
-//! key's mod_revision with the one the scheduler's view of the node includes. Any number of
-//! scheduler instances can therefore bind at once: a pod is never bound twice, and no node
-//! receives a pod decided from a view that misses another bind to it (no overcommit).
+//! One store transaction sets `spec.nodeName` (and the PodScheduled=True condition) of every
+//! pod and bumps the node's allocation key [`NODE_ALLOC_PREFIX`]`<node>`, comparing each pod's
+//! mod_revision with the resourceVersion the scheduler saw (so the pod is still unbound) and the
+//! allocation key's mod_revision with the one the scheduler's view of the node includes. Any
+//! number of scheduler instances can therefore bind at once: a pod is never bound twice, and no
+//! node receives pods decided from a view that misses another bind to it (no overcommit).
+//! Several pods in one call share one transaction (one Raft entry): a scheduler packing one
+//! node binds the pods it decided meanwhile together instead of one round trip each.
 
-use super::{compare, conflict, namespace_for, not_found, now_rfc3339, put_op, resource_type};
+use super::{compare, namespace_for, not_found, now_rfc3339, put_op, resource_type};
 use super::{ResourcesService, Result};
 use crate::error::ApiError;
-use berth_proto::apiv1;
-use berth_proto::corev1::PodCondition;
+use berth_proto::apiv1::{self, BindRejection};
+use berth_proto::corev1::{Pod, PodCondition};
 use berth_proto::manifest::Object;
-use berth_store::{CompareTarget, PutRequest, RangeRequest, RequestOp, ResponseOp};
+use berth_store::{CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest};
+use std::collections::HashSet;
 
-/// Prefix of the per-node allocation keys (their value: the key of the pod bound last).
+/// Prefix of the per-node allocation keys (their value: the key of the last pod bound).
 pub const NODE_ALLOC_PREFIX: &str = "/registry/berth/node-alloc/";
+/// Most pods in one Bind (its transaction has one compare and one put per pod, plus one).
+pub const BIND_PODS_MAX: usize = 64;
 
 fn range_of(key: &str) -> RangeRequest {
     RangeRequest {
@@ -25,18 +30,15 @@ fn range_of(key: &str) -> RangeRequest {
     }
 }
 
-fn required(field: &'static str, v: &str) -> Result<()> {
-    if v.is_empty() {
-        return Err(ApiError::InvalidArgument {
-            field,
-            reason: "required".into(),
-        });
+fn invalid(field: &'static str, reason: &str) -> ApiError {
+    ApiError::InvalidArgument {
+        field,
+        reason: reason.into(),
     }
-    Ok(())
 }
 
 /// `pod` bound to `node`: nodeName and a PodScheduled=True condition.
-fn bound(mut pod: berth_proto::corev1::Pod, node: &str) -> berth_proto::corev1::Pod {
+fn bound(mut pod: Pod, node: &str) -> Pod {
     pod.spec.get_or_insert_with(Default::default).node_name = node.to_string();
     let status = pod.status.get_or_insert_with(Default::default);
     status.conditions.retain(|c| c.r#type != "PodScheduled");
@@ -49,85 +51,203 @@ fn bound(mut pod: berth_proto::corev1::Pod, node: &str) -> berth_proto::corev1::
     pod
 }
 
+fn rejection(p: &apiv1::PodRevision, ns: &str, reason: &str, message: String) -> BindRejection {
+    BindRejection {
+        namespace: ns.to_string(),
+        name: p.name.clone(),
+        reason: reason.into(),
+        message,
+    }
+}
+
+/// A pod that may be bound: its key, the revision read, and the object to store.
+struct Candidate {
+    key: String,
+    mod_revision: i64,
+    obj: Object,
+    ns: String,
+    name: String,
+}
+
+fn check_request(req: &apiv1::BindRequest) -> Result<()> {
+    if req.node_name.is_empty() {
+        return Err(invalid("nodeName", "required"));
+    }
+    if req.pods.is_empty() || req.pods.len() > BIND_PODS_MAX {
+        return Err(invalid(
+            "pods",
+            &format!("give 1 to {BIND_PODS_MAX} pods (got {})", req.pods.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for p in &req.pods {
+        if p.name.is_empty() || p.resource_version.is_empty() {
+            return Err(invalid("pods", "every pod needs a name and a resourceVersion"));
+        }
+        if !seen.insert((p.namespace.as_str(), p.name.as_str())) {
+            return Err(invalid("pods", &format!("pod {:?} appears twice", p.name)));
+        }
+    }
+    Ok(())
+}
+
 impl ResourcesService {
-    pub(super) async fn bind_pod(&self, req: apiv1::BindRequest) -> Result<apiv1::BindResponse> {
-        required("name", &req.name)?;
-        required("nodeName", &req.node_name)?;
-        required("resourceVersion", &req.resource_version)?;
+    /// The current revision of `key` (0 if absent), from a local read.
+    fn mod_revision_of(&self, key: &str) -> Result<i64> {
+        Ok(self
+            .range(&range_of(key))?
+            .kvs
+            .first()
+            .map_or(0, |kv| kv.mod_revision))
+    }
+
+    /// Reads the pods (after one linearizable read) and sorts them into candidates and
+    /// rejections.
+    fn candidates(&self, req: &apiv1::BindRequest) -> Result<(Vec<Candidate>, Vec<BindRejection>)> {
         let pods = resource_type("pods")?;
-        let nodes = resource_type("nodes")?;
-        let ns = namespace_for(pods, &req.namespace)?;
-        let pod_key = pods.key(&ns, &req.name);
-        let (stored, kv) = self.read_object(pods, &pod_key, &req.name).await?;
-        let Object::Pod(pod) = stored else {
+        let (mut ok, mut rejected) = (Vec::new(), Vec::new());
+        for p in &req.pods {
+            let ns = namespace_for(pods, &p.namespace)?;
+            let key = pods.key(&ns, &p.name);
+            let Some(kv) = self.range(&range_of(&key))?.kvs.into_iter().next() else {
+                rejected.push(rejection(
+                    p,
+                    &ns,
+                    "NotFound",
+                    format!("pods \"{}\" not found", p.name),
+                ));
+                continue;
+            };
+            match self.check_pod(p, &ns, pods, &kv)? {
+                Err(r) => rejected.push(r),
+                Ok(pod) => ok.push(Candidate {
+                    key,
+                    mod_revision: kv.mod_revision,
+                    obj: Object::Pod(bound(pod, &req.node_name)),
+                    ns,
+                    name: p.name.clone(),
+                }),
+            }
+        }
+        Ok((ok, rejected))
+    }
+
+    fn check_pod(
+        &self,
+        p: &apiv1::PodRevision,
+        ns: &str,
+        pods: &berth_proto::manifest::ResourceType,
+        kv: &KeyValue,
+    ) -> Result<std::result::Result<Pod, BindRejection>> {
+        let Object::Pod(pod) = super::decode(pods, kv)? else {
             unreachable!("pods decode as Pod")
         };
-        if req.resource_version != kv.mod_revision.to_string() {
-            return Err(conflict(pods, &req.name));
+        if p.resource_version != kv.mod_revision.to_string() {
+            let m = format!(
+                "pod \"{}\" has been modified (resourceVersion {})",
+                p.name, kv.mod_revision
+            );
+            return Ok(Err(rejection(p, ns, "Conflict", m)));
         }
         let assigned = pod.spec.as_ref().map_or("", |s| s.node_name.as_str());
         if !assigned.is_empty() {
-            return Err(ApiError::Conflict {
-                resource: pods.plural.into(),
-                name: format!("{}\" is already assigned to node \"{assigned}", req.name),
-            });
+            let m = format!("pod \"{}\" is already assigned to node \"{assigned}\"", p.name);
+            return Ok(Err(rejection(p, ns, "AlreadyBound", m)));
         }
         if pod
             .metadata
             .as_ref()
             .is_some_and(|m| !m.deletion_timestamp.is_empty())
         {
-            return Err(ApiError::Forbidden(format!(
-                "pod \"{}\" is being deleted, cannot be assigned to a node",
-                req.name
-            )));
+            let m = format!("pod \"{}\" is being deleted", p.name);
+            return Ok(Err(rejection(p, ns, "Deleting", m)));
         }
-        // The read above was linearizable: a local read sees the node as of then.
-        let node_key = nodes.key("", &req.node_name);
-        if self.range(&range_of(&node_key))?.kvs.is_empty() {
+        Ok(Ok(pod))
+    }
+
+    pub(super) async fn bind_pods(&self, req: apiv1::BindRequest) -> Result<apiv1::BindResponse> {
+        check_request(&req)?;
+        let nodes = resource_type("nodes")?;
+        self.linearizable().await?;
+        if self
+            .range(&range_of(&nodes.key("", &req.node_name)))?
+            .kvs
+            .is_empty()
+        {
             return Err(not_found(nodes, &req.node_name));
         }
-        let obj = Object::Pod(bound(pod, &req.node_name));
         let alloc_key = format!("{NODE_ALLOC_PREFIX}{}", req.node_name);
-        let txn = berth_store::TxnRequest {
-            compare: vec![
-                compare(&pod_key, CompareTarget::ModRevision(kv.mod_revision)),
-                compare(&alloc_key, CompareTarget::ModRevision(req.node_alloc_revision)),
-            ],
-            success: vec![
-                put_op(&pod_key, &obj),
-                RequestOp::Put(PutRequest {
-                    key: alloc_key.clone().into_bytes(),
-                    value: pod_key.clone().into_bytes(),
-                    ..Default::default()
-                }),
-            ],
-            failure: vec![
-                RequestOp::Range(range_of(&pod_key)),
-                RequestOp::Range(range_of(&alloc_key)),
-            ],
-        };
-        let r = self.propose_txn(txn).await?;
-        if r.succeeded {
-            let mut obj = obj;
-            obj.metadata_mut().resource_version = r.revision.to_string();
+        let (cands, mut rejected) = self.candidates(&req)?;
+        if cands.is_empty() {
             return Ok(apiv1::BindResponse {
-                bound: true,
-                pod: Some(obj.into()),
-                node_alloc_revision: r.revision,
+                bound: false,
+                node_alloc_revision: self.mod_revision_of(&alloc_key)?,
+                pods: vec![],
+                rejected,
             });
         }
-        let mod_revision = |i: usize| match r.responses.get(i) {
+        let mut cmp = vec![compare(
+            &alloc_key,
+            CompareTarget::ModRevision(req.node_alloc_revision),
+        )];
+        cmp.extend(
+            cands
+                .iter()
+                .map(|c| compare(&c.key, CompareTarget::ModRevision(c.mod_revision))),
+        );
+        let mut success: Vec<RequestOp> = cands.iter().map(|c| put_op(&c.key, &c.obj)).collect();
+        success.push(RequestOp::Put(PutRequest {
+            key: alloc_key.clone().into_bytes(),
+            value: cands.last().expect("non-empty").key.clone().into_bytes(),
+            ..Default::default()
+        }));
+        let mut failure = vec![RequestOp::Range(range_of(&alloc_key))];
+        failure.extend(cands.iter().map(|c| RequestOp::Range(range_of(&c.key))));
+        let r = self
+            .propose_txn(TxnRequest {
+                compare: cmp,
+                success,
+                failure,
+            })
+            .await?;
+        if r.succeeded {
+            let pods = cands
+                .into_iter()
+                .map(|mut c| {
+                    c.obj.metadata_mut().resource_version = r.revision.to_string();
+                    c.obj.into()
+                })
+                .collect();
+            return Ok(apiv1::BindResponse {
+                bound: true,
+                node_alloc_revision: r.revision,
+                pods,
+                rejected,
+            });
+        }
+        let current = |i: usize| match r.responses.get(i) {
             Some(ResponseOp::Range(rr)) => rr.kvs.first().map_or(0, |kv| kv.mod_revision),
-            other => unreachable!("the failure branch ranges twice, got {other:?}"),
+            other => unreachable!("the failure branch only ranges, got {other:?}"),
         };
-        if mod_revision(0) != kv.mod_revision {
-            return Err(conflict(pods, &req.name));
+        let alloc_now = current(0);
+        if alloc_now == req.node_alloc_revision {
+            // A pod changed between the read and the transaction: name it; bind nothing.
+            for (i, c) in cands.iter().enumerate() {
+                if current(i + 1) != c.mod_revision {
+                    rejected.push(BindRejection {
+                        namespace: c.ns.clone(),
+                        name: c.name.clone(),
+                        reason: "Conflict".into(),
+                        message: format!("pod \"{}\" has been modified", c.name),
+                    });
+                }
+            }
         }
         Ok(apiv1::BindResponse {
             bound: false,
-            pod: None,
-            node_alloc_revision: mod_revision(1),
+            node_alloc_revision: alloc_now,
+            pods: vec![],
+            rejected,
         })
     }
 }
