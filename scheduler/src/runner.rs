@@ -2,7 +2,8 @@
 //!
 //! How an instance knows which allocation revision its view of a node includes: the loop
 //! applies pod events in revision order and remembers the highest revision applied
-//! (`observed`). A revision `r` may be claimed for node N once `observed >= r` (every bind to N
+//! (`observed`: the highest event revision, or the pod informer's revision once every event
+//! sent before it has been applied). A revision `r` may be claimed for node N once `observed >= r` (every bind to N
 //! up to `r` is then in the view), or at once when `r` came back from this instance's own
 //! successful bind (nothing else was bound to N in between, and the pod is assumed on N).
 //! Sources of such revisions: own binds, the current revision a failed bind reports (claimed
@@ -234,7 +235,11 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Apply what has arrived, then decide a batch; wait only when there is nothing to do.
+        // Every pod event up to `pods_rev` is in the channel: once it is drained, the view
+        // includes the store up to that revision (bookmarks move it on when pods are quiet).
+        let pods_rev = pods.resource_version();
         let mut n = 0;
+        let mut drained = false;
         while n < EVENTS_PER_TURN {
             if let Ok(b) = results_rx.try_recv() {
                 r.on_bind_result(b);
@@ -245,10 +250,15 @@ async fn run(
             } else if let Ok(e) = lease_rx.try_recv() {
                 r.on_lease(e);
             } else {
+                drained = true;
                 break;
             }
             n += 1;
         }
+        if drained {
+            r.observe(pods_rev);
+        }
+        r.release_backoffs();
         let synced = pods.has_synced() && nodes.has_synced() && leases.has_synced();
         let me_live = elector.is_leader();
         // Ownership must follow the Leases as they are now, not as of the last tick.
@@ -439,8 +449,8 @@ impl Runner {
         }
     }
 
-    fn on_tick(&mut self, me_live: bool) {
-        self.update_live(me_live);
+    /// Requeues the pods whose back-off is over.
+    fn release_backoffs(&mut self) {
         let now = Instant::now();
         while let Some(Reverse((at, _))) = self.backoff.peek() {
             if *at > now {
@@ -449,6 +459,11 @@ impl Runner {
             let Reverse((_, key)) = self.backoff.pop().expect("peeked");
             self.requeue(&key, State::Backoff);
         }
+    }
+
+    fn on_tick(&mut self, me_live: bool) {
+        self.update_live(me_live);
+        let now = Instant::now();
         if now - self.last_flush >= UNSCHEDULABLE_FLUSH {
             self.last_flush = now;
             self.cluster_changed();

@@ -260,3 +260,37 @@ async fn failover_to_the_remaining_instance() {
     .await;
     assert_eq!(b.stats().bound.load(Ordering::Relaxed) - b_before, 20);
 }
+
+/// The pod informer's revision, which the scheduler's catching up relies on: every change up to
+/// it has been sent, and bookmarks move it on while pods are quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn informer_revision_covers_what_it_sent_and_moves_with_bookmarks() {
+    let cluster = TestCluster::start(1).await;
+    let c = cluster.client();
+    let (informer, mut rx) = berth_client::Informer::<Pod>::start(c.clone(), "", ListParams::default());
+    let p = c.create("default", &pod("default", "a", "100m")).await.unwrap();
+    let rv: i64 = p.metadata.as_ref().unwrap().resource_version.parse().unwrap();
+    eventually("the informer at the pod's revision", || async {
+        informer.resource_version() >= rv
+    })
+    .await;
+    let ev = rx
+        .try_recv()
+        .expect("the event was sent before the revision moved");
+    assert!(matches!(ev, berth_client::InformerEvent::Added(p) if p.metadata.as_ref().unwrap().name == "a"));
+    // A write to another kind: only a bookmark can carry the pod informer past it.
+    let ns = Namespace {
+        metadata: Some(ObjectMeta {
+            name: "other".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let other = c.create("", &ns).await.unwrap();
+    let other_rv: i64 = other.metadata.unwrap().resource_version.parse().unwrap();
+    eventually("a bookmark past the other write", || async {
+        informer.resource_version() >= other_rv
+    })
+    .await;
+    assert!(rx.try_recv().is_err(), "no pod event for a namespace");
+}
