@@ -7,8 +7,9 @@
 //! its uid ([`ring`]). So all instances work at once, and when one dies the others take its
 //! pods over within one lease duration. Each instance keeps informer caches of nodes and pods,
 //! decides with pure filters and scores ([`filters`], [`scores`], [`algorithm`]) and binds with
-//! `Resources.Bind`: one store transaction that compares the pod's revision (still unbound) and
-//! the node's allocation key revision that its view includes, and bumps that key.
+//! `Resources.Bind`: one store transaction that compares the revision of each pod it binds
+//! (still unbound) and the node's allocation key revision that its view includes, and bumps
+//! that key. With several live instances, each prefers the nodes the ring gives it.
 //!
 //! Invariants: a pod is never bound twice and no node is overcommitted by concurrent
 //! instances, because a bind only succeeds when no other bind to that node happened since the
