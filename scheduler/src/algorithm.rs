@@ -33,6 +33,9 @@ pub struct PodCtx<'a> {
     pub owner: Option<String>,
     pub preferred_nodes: Vec<(i32, NodeSelectorTerm)>,
     pub preferred_pods: Vec<WeightedTerm>,
+    /// The pod's own topologySpreadConstraints (when it states none, its owner's pods are
+    /// spread over hostname and zone instead).
+    pub spread: Vec<filters::SpreadConstraint>,
 }
 
 impl<'a> PodCtx<'a> {
@@ -99,6 +102,7 @@ impl<'a> PodCtx<'a> {
             owner: controller_uid(pod).map(String::from),
             preferred_nodes,
             preferred_pods,
+            spread: filters::SpreadConstraint::of(pod, cluster),
         }
     }
 }
@@ -127,7 +131,8 @@ pub fn filter(ctx: &PodCtx, node: &NodeInfo) -> FilterResult {
     filters::resources_fit(&ctx.requests, node)?;
     filters::pod_affinity(ctx.pod, &ctx.affinity, &ctx.affinity_domains, node)?;
     filters::pod_anti_affinity(&ctx.anti, &ctx.anti_domains, node)?;
-    filters::existing_anti_affinity(&ctx.forbidden, node)
+    filters::existing_anti_affinity(&ctx.forbidden, node)?;
+    filters::topology_spread(&ctx.spread, node)
 }
 
 /// Why a pod fits nowhere: how many nodes there were and how many failed for each reason.
@@ -284,7 +289,15 @@ pub fn score(ctx: &PodCtx, cluster: &Cluster, policy: Policy, nodes: &[&NodeInfo
             *t += w * v;
         }
     };
-    if let Some(owner) = &ctx.owner {
+    let soft: Vec<&filters::SpreadConstraint> = ctx.spread.iter().filter(|c| !c.hard).collect();
+    if !soft.is_empty() {
+        let raw: Vec<f64> = nodes
+            .iter()
+            .map(|n| soft.iter().map(|c| c.count_at(n).unwrap_or(0.0)).sum())
+            .collect();
+        add(WEIGHT_SPREAD, scores::fewer_is_better(&raw));
+    }
+    if let Some(owner) = ctx.owner.as_ref().filter(|_| ctx.spread.is_empty()) {
         let per_node: Vec<f64> = nodes
             .iter()
             .map(|n| f64::from(cluster.owner_count(owner, n.name())))

@@ -7,7 +7,7 @@ use berth_proto::corev1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration,
 };
 use berth_proto::selector::{Op, Requirement, Selector};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 /// Why a node was filtered out.
@@ -23,6 +23,7 @@ pub enum Reason {
     PodAntiAffinity,
     ExistingAntiAffinity,
     HostPorts,
+    TopologySpread,
 }
 
 impl fmt::Display for Reason {
@@ -40,6 +41,7 @@ impl fmt::Display for Reason {
                 write!(f, "node(s) didn't satisfy existing pods anti-affinity rules")
             }
             Reason::HostPorts => write!(f, "node(s) didn't have free ports for the requested pod ports"),
+            Reason::TopologySpread => write!(f, "node(s) didn't match pod topology spread constraints"),
         }
     }
 }
@@ -346,4 +348,82 @@ pub fn existing_anti_affinity(forbidden: &HashSet<(String, String)>, node: &Node
     } else {
         Ok(())
     }
+}
+
+/// A pod's topologySpreadConstraint made ready to check: matching pods per domain.
+#[derive(Debug, Clone)]
+pub struct SpreadConstraint {
+    pub topology_key: String,
+    pub max_skew: f64,
+    /// DoNotSchedule (a filter) rather than ScheduleAnyway (a score).
+    pub hard: bool,
+    /// Pods the selector matches (in the pod's namespace) per domain of every node with the key.
+    pub counts: HashMap<String, f64>,
+    /// 1 when the pod being placed matches its own selector (it will count once placed).
+    pub self_match: f64,
+}
+
+impl SpreadConstraint {
+    /// The constraints of `pod`, counted over `cluster` (unparseable selectors are skipped).
+    pub fn of(pod: &Pod, cluster: &Cluster) -> Vec<SpreadConstraint> {
+        let Some(spec) = pod.spec.as_ref() else {
+            return Vec::new();
+        };
+        let ns = pod_namespace(pod);
+        let mut out = Vec::new();
+        for c in &spec.topology_spread_constraints {
+            let Some(selector) = c
+                .label_selector
+                .as_ref()
+                .and_then(|s| Selector::from_label_selector(s).ok())
+            else {
+                continue;
+            };
+            let mut counts: HashMap<String, f64> = HashMap::new();
+            for n in cluster.nodes() {
+                let Some(v) = n.labels().get(&c.topology_key) else {
+                    continue;
+                };
+                let matching = n
+                    .pods
+                    .values()
+                    .filter(|p| pod_namespace(p) == ns && selector.matches(labels_of_pod(p)))
+                    .count();
+                *counts.entry(v.clone()).or_insert(0.0) += matching as f64;
+            }
+            out.push(SpreadConstraint {
+                topology_key: c.topology_key.clone(),
+                max_skew: f64::from(c.max_skew.max(1)),
+                hard: c.when_unsatisfiable != "ScheduleAnyway",
+                counts,
+                self_match: if selector.matches(labels_of_pod(pod)) {
+                    1.0
+                } else {
+                    0.0
+                },
+            });
+        }
+        out
+    }
+
+    /// Matching pods in the node's domain (None: the node lacks the topology key).
+    pub fn count_at(&self, node: &NodeInfo) -> Option<f64> {
+        let v = node.labels().get(&self.topology_key)?;
+        Some(self.counts.get(v).copied().unwrap_or(0.0))
+    }
+}
+
+/// DoNotSchedule constraints: placing the pod on the node keeps every skew (its domain's count
+/// plus itself, minus the least populated domain's) within maxSkew; a node without the key fails.
+pub fn topology_spread(constraints: &[SpreadConstraint], node: &NodeInfo) -> FilterResult {
+    for c in constraints.iter().filter(|c| c.hard) {
+        let Some(here) = c.count_at(node) else {
+            return fail(Reason::TopologySpread);
+        };
+        let min = c.counts.values().copied().fold(f64::MAX, f64::min);
+        if here + c.self_match - min > c.max_skew {
+            return fail(Reason::TopologySpread);
+        }
+    }
+    Ok(())
 }

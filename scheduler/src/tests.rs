@@ -735,3 +735,62 @@ fn preferred_nodes_win_within_the_margin_only() {
     assert_eq!(run(&|n| n == "some"), "some", "within the margin");
     assert_eq!(run(&|n| n == "empty"), "full", "beyond the margin");
 }
+
+fn spread_constraint(key: &str, skew: i32, when: &str) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: skew,
+        topology_key: key.into(),
+        when_unsatisfiable: when.into(),
+        label_selector: Some(LabelSelector {
+            match_labels: labels(&[("app", "web")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn topology_spread_constraints() {
+    let web = |n: &str| with_pod_labels(pod(n, "", ""), &[("app", "web")]);
+    let c = cluster(
+        vec![
+            with_labels(node("a1", "4", "4Gi", "10"), &[(ZONE_LABEL, "a")]),
+            with_labels(node("a2", "4", "4Gi", "10"), &[(ZONE_LABEL, "a")]),
+            with_labels(node("b1", "4", "4Gi", "10"), &[(ZONE_LABEL, "b")]),
+            node("nozone", "4", "4Gi", "10"),
+        ],
+        vec![("a1", web("w1")), ("a2", web("w2")), ("b1", web("w3"))],
+    );
+    let with = |constraints: Vec<TopologySpreadConstraint>| {
+        let mut p = web("new");
+        spec_mut(&mut p).topology_spread_constraints = constraints;
+        p
+    };
+    let hard_zone = with(vec![spread_constraint(ZONE_LABEL, 1, "DoNotSchedule")]);
+    let run = |p: &Pod, n: &str| algorithm::filter(&PodCtx::new(p, &c), &info(&c, n));
+    let spread = Err(vec![Reason::TopologySpread]);
+    // Zone a holds 2, zone b 1: a third in a gives skew 2.
+    let cases: Vec<(&str, &Pod, &str, filters::FilterResult)> = vec![
+        ("zone a would skew 2", &hard_zone, "a1", spread.clone()),
+        ("zone b evens out", &hard_zone, "b1", Ok(())),
+        ("a node without the key", &hard_zone, "nozone", spread.clone()),
+    ];
+    for (name, p, n, want) in cases {
+        assert_eq!(run(p, n), want, "{name}");
+    }
+    let two = with(vec![spread_constraint(ZONE_LABEL, 2, "DoNotSchedule")]);
+    assert_eq!(run(&two, "a1"), Ok(()), "maxSkew 2 allows it");
+    let other = pod("o", "", "");
+    assert_eq!(run(&other, "a1"), Ok(()), "no constraints");
+    // ScheduleAnyway only scores: the least populated zone wins.
+    let soft = with(vec![spread_constraint(ZONE_LABEL, 1, "ScheduleAnyway")]);
+    assert_eq!(run(&soft, "a1"), Ok(()));
+    let c2 = cluster(
+        vec![
+            with_labels(node("a1", "4", "4Gi", "10"), &[(ZONE_LABEL, "a")]),
+            with_labels(node("b1", "4", "4Gi", "10"), &[(ZONE_LABEL, "b")]),
+        ],
+        vec![("a1", web("w1"))],
+    );
+    assert_eq!(pick(&c2, &soft, Policy::MostAllocated).unwrap(), "b1");
+}
