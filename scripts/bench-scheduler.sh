@@ -8,6 +8,8 @@
 #
 # Defaults are small (200 nodes, 1000 pods, 3 members). BERTH_PROFILE=debug uses a debug build
 # (quick to build, slow to run: its figures only show that the bench works).
+# Raft timings are relaxed (100 ms heartbeats, 1 s election timeout) so that a busy shared
+# machine does not turn the run into leader elections.
 # Every server this starts listens on 127.0.0.1 and is stopped by its PID on exit.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,13 +42,18 @@ done
 for i in $(seq "$members"); do
   "$berth" server --name "s$i" --data-dir "$work/s$i" --peer-addr "127.0.0.1:2731$i" \
     --client-addr "127.0.0.1:2730$i" --initial-cluster "$initial" --no-scheduler \
+    --heartbeat-interval 100 --election-timeout 1000 \
     2>"$work/s$i.log" &
   pids+=($!)
 done
 for _ in $(seq 100); do "$berth" cluster members --server "$eps" >/dev/null 2>&1 && break; sleep 0.2; done
 
-"$berth" bench scheduler --server "$eps" --nodes "$nodes" --pods "$pods" \
-  --instances 1,3 --policies MostAllocated,LeastAllocated --json "$out_json" 2>"$work/bench.log"
+if ! "$berth" bench scheduler --server "$eps" --nodes "$nodes" --pods "$pods" \
+  --instances 1,3 --policies MostAllocated,LeastAllocated --json "$out_json" 2>"$work/bench.log"; then
+  grep -v '^ ' "$work/bench.log" | tail -20 >&2
+  for i in $(seq "$members"); do echo "== s$i" >&2; tail -5 "$work/s$i.log" >&2; done
+  exit 1
+fi
 python3 - "$out_json" "$out_png" "$profile" "$members" <<'PY'
 import json, sys
 src, png, profile, members = sys.argv[1:5]
