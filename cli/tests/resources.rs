@@ -35,9 +35,10 @@ fn client(c: &Cluster, i: usize) -> Client {
     ResourcesClient::new(ch)
 }
 
-/// A cluster whose `default` namespace the server has created.
+/// A cluster whose `default` namespace the server has created. No scheduler: these tests
+/// read back pending pods exactly as written, which a scheduler would mark unschedulable.
 async fn cluster(n: usize) -> (Cluster, Client) {
-    let c = Cluster::start(n, &[]).await;
+    let c = Cluster::start(n, &["--no-scheduler"]).await;
     let rc = client(&c, 0);
     eventually("namespace default", || {
         let mut rc = rc.clone();
