@@ -153,7 +153,10 @@ struct Runner {
     stats: Arc<SchedulerStats>,
     cluster: Cluster,
     pending: HashMap<String, PendingPod>,
-    active: VecDeque<String>,
+    /// Pods to decide: highest spec.priority first, then first in first out.
+    active: BinaryHeap<(i32, Reverse<u64>, String)>,
+    /// Arrival order in `active`.
+    next_seq: u64,
     backoff: BinaryHeap<Reverse<(Instant, String)>>,
     catching_up: BTreeMap<i64, Vec<String>>,
     /// Keys of the pods in state Unschedulable (possibly stale: the state decides).
@@ -217,7 +220,8 @@ async fn run(
         stats,
         cluster: Cluster::default(),
         pending: HashMap::new(),
-        active: VecDeque::new(),
+        active: BinaryHeap::new(),
+        next_seq: 0,
         backoff: BinaryHeap::new(),
         catching_up: BTreeMap::new(),
         unschedulable: HashSet::new(),
@@ -231,6 +235,7 @@ async fn run(
         last_flush: Instant::now(),
     };
     tracing::info!(instance = %r.cfg.instance, "scheduler started");
+    let mut synced = false;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -238,6 +243,8 @@ async fn run(
         // Every pod event up to `pods_rev` is in the channel: once it is drained, the view
         // includes the store up to that revision (bookmarks move it on when pods are quiet).
         let pods_rev = pods.resource_version();
+        let nodes_rev = nodes.resource_version();
+        let leases_rev = leases.resource_version();
         let mut n = 0;
         let mut drained = false;
         while n < EVENTS_PER_TURN {
@@ -259,7 +266,9 @@ async fn run(
             r.observe(pods_rev);
         }
         r.release_backoffs();
-        let synced = pods.has_synced() && nodes.has_synced() && leases.has_synced();
+        // Synced: each informer's first list has been sent whole and applied here, so no
+        // decision is made from a half-loaded cache.
+        synced |= drained && pods_rev > 0 && nodes_rev > 0 && leases_rev > 0;
         let me_live = elector.is_leader();
         // Ownership must follow the Leases as they are now, not as of the last tick.
         r.update_live(me_live);
@@ -350,7 +359,7 @@ impl Runner {
                             attempts: 0,
                         },
                     );
-                    self.active.push_back(key);
+                    self.activate(key);
                 }
             }
         } else if self.pending.remove(&key).is_some() {
@@ -391,12 +400,23 @@ impl Runner {
         }
     }
 
+    /// Queues a pending pod by its priority.
+    fn activate(&mut self, key: String) {
+        let priority = self
+            .pending
+            .get(&key)
+            .and_then(|p| p.pod.spec.as_ref()?.priority)
+            .unwrap_or(0);
+        self.next_seq += 1;
+        self.active.push((priority, Reverse(self.next_seq), key));
+    }
+
     /// Moves a pod in state `from` back to the active queue.
     fn requeue(&mut self, key: &str, from: State) {
         if let Some(p) = self.pending.get_mut(key) {
             if p.state == from {
                 p.state = State::Queued;
-                self.active.push_back(key.to_string());
+                self.activate(key.to_string());
             }
         }
     }
@@ -509,7 +529,9 @@ impl Runner {
     fn schedule_batch(&mut self) {
         let mut n = 0;
         while n < SCHEDULE_BATCH && self.in_flight < self.cfg.binds_in_flight_max {
-            let Some(key) = self.active.pop_front() else { break };
+            let Some((_, _, key)) = self.active.pop() else {
+                break;
+            };
             let Some(p) = self.pending.get(&key) else { continue };
             if p.state != State::Queued {
                 continue;

@@ -294,3 +294,30 @@ async fn informer_revision_covers_what_it_sent_and_moves_with_bookmarks() {
     .await;
     assert!(rx.try_recv().is_err(), "no pod event for a namespace");
 }
+
+/// Pods waiting when an instance starts are decided highest priority first (then in order):
+/// the one pod that fits goes to the high-priority pod, though it sorts last by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_pods_are_decided_first() {
+    let cluster = TestCluster::start(1).await;
+    let c = cluster.client();
+    create_node(&c, &node("one", "1", "8Gi")).await;
+    namespace(&c, "prio").await;
+    for name in ["a", "b", "c", "z"] {
+        let mut p = pod("prio", name, "1");
+        p.spec.as_mut().unwrap().priority = Some(if name == "z" { 100 } else { 0 });
+        c.create("prio", &p).await.unwrap();
+    }
+    let _s = instance(cluster.client(), "solo");
+    eventually("one pod bound", || async {
+        pods(&c, "prio").await.iter().any(|p| !node_of(p).is_empty())
+    })
+    .await;
+    let bound: Vec<String> = pods(&c, "prio")
+        .await
+        .iter()
+        .filter(|p| !node_of(p).is_empty())
+        .map(|p| p.metadata.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(bound, ["z"]);
+}
