@@ -595,15 +595,17 @@ impl Runner {
         }
         self.cluster.place(&key, &node, pod);
         if nb.in_flight.is_empty() {
-            self.start_bind(vec![key], node);
+            let claim = nb.alloc_revision;
+            self.start_bind(vec![key], node, claim);
         } else {
             nb.chained.push_back(key.clone());
             self.pending.get_mut(&key).expect("scheduling it").state = State::Chained(node);
         }
     }
 
-    /// Binds `keys` (pending, assumed on `node`) in one call.
-    fn start_bind(&mut self, keys: Vec<String>, node: String) {
+    /// Binds `keys` (pending, assumed on `node`) in one call, claiming `alloc`: the allocation
+    /// revision the view they were decided from includes.
+    fn start_bind(&mut self, keys: Vec<String>, node: String, alloc: i64) {
         let mut pods = Vec::with_capacity(keys.len());
         for k in &keys {
             let p = self.pending.get_mut(k).expect("binding a pending pod");
@@ -617,7 +619,6 @@ impl Runner {
         }
         let nb = self.nodes.get_mut(&node).expect("node entry made before binding");
         nb.in_flight = keys.clone();
-        let alloc = nb.alloc_revision;
         let client = self.client.clone();
         let tx = self.results_tx.clone();
         self.in_flight += 1;
@@ -669,7 +670,7 @@ impl Runner {
                 for k in &keys {
                     self.retry_soon(k);
                 }
-                return self.next_in_chain(&node);
+                return self.next_in_chain(&node, claimed);
             }
         };
         let mut rest: HashSet<String> = keys.iter().cloned().collect();
@@ -699,7 +700,7 @@ impl Runner {
                     p.state = State::Chained(node.clone());
                 }
             }
-            self.next_in_chain(&node);
+            self.next_in_chain(&node, claimed);
         }
     }
 
@@ -712,13 +713,17 @@ impl Runner {
             nb.alloc_revision = out.node_alloc_revision;
             nb.usable_from = 0;
         }
+        let bound_at = out.node_alloc_revision;
         for pod in out.pods {
             let key = pod_key(&pod);
             if self.pending.remove(&key).is_some() {
                 self.cluster.place(&key, node, Arc::new(pod));
             }
         }
-        self.next_in_chain(node);
+        // Not `alloc_revision`: it may have moved past this bind (another instance's bind seen
+        // meanwhile), which the chained pods were not decided with; claiming this bind's
+        // revision makes their bind fail then, and they are decided again.
+        self.next_in_chain(node, bound_at);
     }
 
     /// Another bind reached the node first: the pods decided onto it (in this bind and
@@ -755,8 +760,9 @@ impl Runner {
         self.release_caught_up();
     }
 
-    /// Starts one bind of the pods chained on `node` that still wait for it.
-    fn next_in_chain(&mut self, node: &str) {
+    /// Starts one bind of the pods chained on `node` that still wait for it, claiming `alloc`
+    /// (the revision their decisions' view includes: the answer of the bind ahead of them).
+    fn next_in_chain(&mut self, node: &str, alloc: i64) {
         let nb = self.nodes.get_mut(node).expect("node entry");
         let mut batch = Vec::new();
         while batch.len() < BIND_BATCH_MAX {
@@ -770,7 +776,7 @@ impl Runner {
             }
         }
         if !batch.is_empty() {
-            self.start_bind(batch, node.to_string());
+            self.start_bind(batch, node.to_string(), alloc);
         }
     }
 }
