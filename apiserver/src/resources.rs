@@ -44,6 +44,8 @@
 //! ([`WATCH_EVENT_QUEUE_LEN`]); a client that does not read for [`SLOW_CLIENT_TIMEOUT`] while
 //! it is full is cut off with RESOURCE_EXHAUSTED instead of growing memory.
 
+mod binding;
+
 use crate::error::ApiError;
 use crate::kv::unreachable_result;
 use crate::patch::Patch;
@@ -1268,6 +1270,11 @@ impl Resources for ResourcesService {
         let req = req.into_inner();
         let obj = self.apply_object(object_of(req.object)?, req.dry_run).await?;
         Ok(Response::new(obj.into()))
+    }
+
+    async fn bind(&self, req: Request<apiv1::BindRequest>) -> Result<Response<apiv1::BindResponse>, Status> {
+        let _t = self.shared.metrics.time("Resources.Bind");
+        Ok(Response::new(self.bind_pods(req.into_inner()).await?))
     }
 }
 

@@ -20,6 +20,8 @@ pub enum BenchCmd {
     Failover(FailoverArgs),
     /// Load the typed Resources API: pod creates/updates/lists, then a watch fan-out.
     Api(crate::bench_api::ApiArgs),
+    /// Scheduling throughput and packing over hollow nodes, with 1..N scheduler instances.
+    Scheduler(crate::bench_scheduler::SchedulerBenchArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -118,6 +120,10 @@ fn write_json(path: &Option<PathBuf>, v: &impl Serialize) -> anyhow::Result<()> 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Api(a) => crate::bench_api::run(a).await,
+        BenchCmd::Scheduler(a) => {
+            let r = crate::bench_scheduler::run(&a).await?;
+            write_json(&a.json, &r)
+        }
         BenchCmd::Failover(a) => {
             let r = failover(&a).await?;
             println!(

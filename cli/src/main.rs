@@ -8,10 +8,13 @@
 
 mod bench;
 mod bench_api;
+mod bench_scheduler;
 mod cluster;
+mod cordon;
+mod jepsen;
 mod kubectl;
 mod rollout;
-mod jepsen;
+mod scheduler;
 mod server;
 mod snapshot;
 
@@ -55,6 +58,10 @@ enum Cmd {
     /// Backups: save from a running cluster, restore into a new data dir.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Mark a node unschedulable: the scheduler places no new pods on it.
+    Cordon(cordon::CordonArgs),
+    /// Mark a node schedulable again.
+    Uncordon(cordon::CordonArgs),
     /// Load generators and measurements.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -108,6 +115,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Up(args) => server::up(args).await,
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
+            Cmd::Cordon(a) => cordon::run(a, true).await,
+            Cmd::Uncordon(a) => cordon::run(a, false).await,
             Cmd::Bench(c) => bench::run(c).await,
             Cmd::Apply(a) => kubectl::run(kubectl::apply::apply(a)).await,
             Cmd::Create(a) => kubectl::run(kubectl::apply::create(a)).await,

@@ -64,6 +64,8 @@ pub struct ServerArgs {
     /// IPv4 range Service ClusterIPs are allocated from.
     #[arg(long, default_value = berth_apiserver::service_ip::SERVICE_CIDR_DEFAULT)]
     pub service_cidr: String,
+    #[command(flatten)]
+    pub scheduler: crate::scheduler::SchedulerArgs,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -235,6 +237,7 @@ async fn serve_until_signal(
     api: ApiConfig,
     mut raft: RaftConfig,
     controllers: Option<berth_controllers::Config>,
+    scheduler: Option<berth_scheduler::SchedulerConfig>,
 ) -> anyhow::Result<()> {
     if !raft.join.is_empty() {
         raft.join = resolve_join(&raft.join).await?;
@@ -252,6 +255,9 @@ async fn serve_until_signal(
         }
         None => None,
     };
+    let scheduler = scheduler
+        .map(|c| crate::scheduler::start(c, &client))
+        .transpose()?;
     tokio::select! {
         r = wait_for_signal() => r?,
         _ = server.raft.core_stopped() => {
@@ -260,6 +266,7 @@ async fn serve_until_signal(
         }
     }
     tracing::info!("shutting down");
+    drop(scheduler);
     drop(manager);
     server.shutdown().await;
     Ok(())
@@ -278,7 +285,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let (api, raft) = configs(&a)?;
     let controllers = controllers_config(&a)?;
-    serve_until_signal(api, raft, controllers).await
+    let scheduler = crate::scheduler::config(&a.scheduler, &a.name)?;
+    serve_until_signal(api, raft, controllers, scheduler).await
 }
 
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
@@ -301,6 +309,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         node_grace_period_ms: 5000,
         cluster_cidr: "10.244.0.0/16".into(),
         service_cidr: berth_apiserver::service_ip::SERVICE_CIDR_DEFAULT.into(),
+        scheduler: Default::default(),
     };
     eprintln!(
         "berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world",

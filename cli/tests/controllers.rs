@@ -22,7 +22,10 @@ fn parse<T: Resource>(yaml: &str) -> T {
 }
 
 async fn started(extra: &[&str]) -> (Cluster, ResourceClient) {
-    let c = Cluster::start(1, extra).await;
+    // The tests play scheduler and kubelet themselves (they bind pods and mark them Ready).
+    let mut args = vec!["--no-scheduler"];
+    args.extend_from_slice(extra);
+    let c = Cluster::start(1, &args).await;
     let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(5)).unwrap();
     eventually("namespace default and the controller manager's lease", || {
         let rc = rc.clone();

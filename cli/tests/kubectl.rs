@@ -20,7 +20,7 @@ use std::time::Duration;
 /// A one-member cluster whose `default` namespace exists, and a client for checks.
 async fn cluster() -> (Cluster, ResourceClient) {
     // Control loops would add finalizers and status to what these tests read back.
-    let c = Cluster::start(1, &["--no-controllers"]).await;
+    let c = Cluster::start(1, &["--no-controllers", "--no-scheduler"]).await;
     let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(5)).unwrap();
     eventually("namespace default", || {
         let rc = rc.clone();

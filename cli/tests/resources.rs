@@ -36,10 +36,11 @@ fn client(c: &Cluster, i: usize) -> Client {
 }
 
 /// A cluster whose `default` namespace the server has created.
-/// Servers without controllers: these tests read back exactly what they wrote, and controllers
-/// would add to it (namespace finalizers, Deployment status and revisions, pods).
+/// Servers without control loops: these tests read back exactly what they wrote, and
+/// controllers (namespace finalizers, Deployment status and revisions, pods) and the scheduler
+/// (pending pods marked unschedulable) would add to it.
 async fn cluster(n: usize) -> (Cluster, Client) {
-    let c = Cluster::start(n, &["--no-controllers"]).await;
+    let c = Cluster::start(n, &["--no-controllers", "--no-scheduler"]).await;
     let rc = client(&c, 0);
     eventually("namespace default", || {
         let mut rc = rc.clone();

@@ -5,7 +5,7 @@
 use crate::etcd::ClientError;
 use crate::resources::{ListParams, Resource, ResourceClient, WatchEvent};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -54,6 +54,8 @@ pub fn label_index<T: Resource>(label: &str) -> IndexFn<T> {
 struct State<T> {
     cache: RwLock<BTreeMap<String, T>>,
     synced: AtomicBool,
+    /// The revision every change up to which has been handed to the channel.
+    revision: AtomicI64,
     indexes: RwLock<HashMap<String, IndexFn<T>>>,
 }
 
@@ -80,6 +82,7 @@ impl<T: Resource> Informer<T> {
         let state = Arc::new(State {
             cache: RwLock::new(BTreeMap::new()),
             synced: AtomicBool::new(false),
+            revision: AtomicI64::new(0),
             indexes: RwLock::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel(INFORMER_EVENT_QUEUE_LEN);
@@ -90,6 +93,13 @@ impl<T: Resource> Informer<T> {
     /// Whether the first list has been loaded into the cache.
     pub fn has_synced(&self) -> bool {
         self.state.synced.load(Ordering::Acquire)
+    }
+
+    /// The revision (list, watch events and bookmarks) up to which every cache change has been
+    /// sent to the channel: a consumer that has received everything sent before reading this
+    /// has seen the store as of it. 0 before the first list.
+    pub fn resource_version(&self) -> i64 {
+        self.state.revision.load(Ordering::Acquire)
     }
 
     /// The cached object under `key` (`namespace/name` or `name`).
@@ -175,6 +185,7 @@ async fn list_and_watch<T: Resource>(
     for c in changes {
         let _ = tx.send(c).await;
     }
+    advance(state, &list.resource_version);
     let mut w = client.watch::<T>(
         ns,
         &ListParams {
@@ -199,10 +210,22 @@ async fn list_and_watch<T: Resource>(
                     let last = cache.remove(&cache_key(&o)).unwrap_or(o);
                     InformerEvent::Deleted(last)
                 }
-                WatchEvent::Bookmark(_) => continue,
+                WatchEvent::Bookmark(rv) => {
+                    drop(cache);
+                    advance(state, &rv);
+                    continue;
+                }
             }
         };
         let _ = tx.send(change).await;
+        advance(state, w.resource_version());
+    }
+}
+
+/// Records that every change up to `rv` has been sent (revisions only grow).
+fn advance<T>(state: &State<T>, rv: &str) {
+    if let Ok(r) = rv.parse::<i64>() {
+        state.revision.fetch_max(r, Ordering::AcqRel);
     }
 }
 

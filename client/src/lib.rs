@@ -7,6 +7,7 @@
 //! variants callers match (NotFound, AlreadyExists, Conflict, Invalid, Expired, Unavailable);
 //! its watches reconnect to any server and resume from the last resourceVersion seen, and end
 //! with `Expired` when that revision was compacted (the caller relists).
+//! [`ResourceClient::bind`] is the pods/binding subresource schedulers bind with.
 //! [`Informer`] lists then watches one resource type into a cache (`namespace/name` -> object),
 //! relists on `Expired`, hands cache changes to a bounded channel, and answers by namespace or
 //! by registered index functions. [`leader::LeaderElector`] elects one leader per coordination
@@ -27,4 +28,7 @@ mod servers;
 
 pub use etcd::{ClientError, EtcdClient, EtcdWatch};
 pub use informer::{Informer, InformerEvent};
-pub use resources::{ListParams, PatchParams, Resource, ResourceClient, ResourceWatch, WatchEvent};
+pub use resources::{
+    BindOutcome, BindRejectReason, BindRejected, ListParams, PatchParams, PodRef, Resource, ResourceClient,
+    ResourceWatch, WatchEvent,
+};

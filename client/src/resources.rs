@@ -159,6 +159,46 @@ pub enum WatchEvent<T> {
     Bookmark(String),
 }
 
+/// A pod to bind: where it is and the resourceVersion it was seen at (unbound).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: String,
+}
+
+/// Why a pod was left out of a bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindRejectReason {
+    /// Its resourceVersion is stale.
+    Conflict,
+    AlreadyBound,
+    NotFound,
+    Deleting,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindRejected {
+    pub namespace: String,
+    pub name: String,
+    pub reason: BindRejectReason,
+    pub message: String,
+}
+
+/// What a [`ResourceClient::bind`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindOutcome {
+    /// True: every pod not rejected is bound (in `pods`). False: nothing was written.
+    pub bound: bool,
+    /// Bound: the node allocation key's new revision. Not bound: its current one; when that
+    /// differs from the revision given, another bind to the node happened since, and a view
+    /// that includes every bind up to this revision may try again with it.
+    pub node_alloc_revision: i64,
+    pub pods: Vec<corev1::Pod>,
+    pub rejected: Vec<BindRejected>,
+}
+
 /// A client of the `Resources` service over one or more servers.
 #[derive(Clone)]
 pub struct ResourceClient {
@@ -441,6 +481,54 @@ impl ResourceClient {
     /// [`ResourceClient::watch`] of any resource, yielding objects of any kind.
     pub fn watch_objects(&self, resource: &str, ns: &str, params: &ListParams) -> ResourceWatch<Object> {
         ResourceWatch::new(self.clone(), resource, ns, params, Ok)
+    }
+
+    /// Binds `pods` to `node` in one transaction, if the node's allocation key is still at
+    /// `node_alloc_revision` (0: never bound to). Pods that cannot be bound are answered in
+    /// `rejected`; a missing node is `NotFound`.
+    pub async fn bind(
+        &self,
+        node: &str,
+        node_alloc_revision: i64,
+        pods: &[PodRef],
+    ) -> Result<BindOutcome, ClientError> {
+        let req = apiv1::BindRequest {
+            node_name: node.into(),
+            node_alloc_revision,
+            pods: pods
+                .iter()
+                .map(|p| apiv1::PodRevision {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    resource_version: p.resource_version.clone(),
+                })
+                .collect(),
+        };
+        let resp = self
+            .unary(req, |mut c, r| async move { Ok(c.bind(r).await?.into_inner()) })
+            .await?;
+        let rejected = resp
+            .rejected
+            .into_iter()
+            .map(|r| BindRejected {
+                reason: match r.reason.as_str() {
+                    "Conflict" => BindRejectReason::Conflict,
+                    "AlreadyBound" => BindRejectReason::AlreadyBound,
+                    "NotFound" => BindRejectReason::NotFound,
+                    "Deleting" => BindRejectReason::Deleting,
+                    other => BindRejectReason::Other(other.to_string()),
+                },
+                namespace: r.namespace,
+                name: r.name,
+                message: r.message,
+            })
+            .collect();
+        Ok(BindOutcome {
+            bound: resp.bound,
+            node_alloc_revision: resp.node_alloc_revision,
+            pods: resp.pods.into_iter().map(Self::typed).collect::<Result<_, _>>()?,
+            rejected,
+        })
     }
 
     /// A watch from `params.resource_version` that reconnects to any server after a failure
