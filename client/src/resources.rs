@@ -279,7 +279,9 @@ impl ResourceClient {
             },
         };
         let o = self
-            .unary(Call::Write, req, |mut c, r| async move { Ok(c.patch(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.patch(r).await?.into_inner())
+            })
             .await?;
         Self::typed(o)
     }
@@ -319,7 +321,9 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .unary(Call::Write, req, |mut c, r| async move { Ok(c.create(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.create(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }
@@ -332,7 +336,9 @@ impl ResourceClient {
             name: name.into(),
         };
         let o = self
-            .unary(Call::Idempotent, req, |mut c, r| async move { Ok(c.get(r).await?.into_inner()) })
+            .unary(Call::Idempotent, req, |mut c, r| async move {
+                Ok(c.get(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }
@@ -350,7 +356,9 @@ impl ResourceClient {
             options: Some(params.to_wire(false)),
         };
         let resp = self
-            .unary(Call::Idempotent, req, |mut c, r| async move { Ok(c.list(r).await?.into_inner()) })
+            .unary(Call::Idempotent, req, |mut c, r| async move {
+                Ok(c.list(r).await?.into_inner())
+            })
             .await?;
         let meta = resp.metadata.unwrap_or_default();
         Ok(ObjectList {
@@ -393,7 +401,9 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .unary(Call::Write, req, |mut c, r| async move { Ok(c.update(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.update(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }
@@ -413,7 +423,9 @@ impl ResourceClient {
             options: Some(options),
         };
         let resp = self
-            .unary(Call::Write, req, |mut c, r| async move { Ok(c.delete(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.delete(r).await?.into_inner())
+            })
             .await?;
         let obj = resp.object.map(Self::untyped).transpose()?;
         Ok((obj, resp.pending))
@@ -433,7 +445,9 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .unary(Call::Write, req, |mut c, r| async move { Ok(c.apply(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.apply(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }

@@ -199,7 +199,10 @@ mod tests {
         let (second, server) = take_request_then_drop();
         let c = EtcdClient::new(&[refused(), second], REQUEST_TIMEOUT).unwrap();
         let r = c.put(b"k", b"v").await;
-        assert!(server.join().unwrap() > 0, "the write went on to the second server");
+        assert!(
+            server.join().unwrap() > 0,
+            "the write went on to the second server"
+        );
         assert!(matches!(r, Err(ClientError::Indeterminate(_))), "{r:?}");
     }
 
@@ -210,7 +213,10 @@ mod tests {
         let (second, s2) = take_request_then_drop();
         let c = EtcdClient::new(&[first, second], REQUEST_TIMEOUT).unwrap();
         let r = c.range(Default::default()).await;
-        assert!(s1.join().unwrap() > 0 && s2.join().unwrap() > 0, "both servers were asked");
+        assert!(
+            s1.join().unwrap() > 0 && s2.join().unwrap() > 0,
+            "both servers were asked"
+        );
         assert!(matches!(r, Err(ClientError::Unavailable(_))), "{r:?}");
     }
 
@@ -222,7 +228,10 @@ mod tests {
         assert!(matches!(r, Some(ClientError::Status(_))), "{r:?}");
         let r = after_failure(Call::Write, Status::unavailable("etcdserver: request timed out"));
         assert!(matches!(r, Some(ClientError::Indeterminate(_))), "{r:?}");
-        let r = after_failure(Call::Idempotent, Status::unavailable("etcdserver: request timed out"));
+        let r = after_failure(
+            Call::Idempotent,
+            Status::unavailable("etcdserver: request timed out"),
+        );
         assert!(matches!(r, Some(ClientError::Status(_))), "{r:?}");
     }
 }

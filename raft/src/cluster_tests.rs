@@ -627,7 +627,9 @@ async fn forwards_to_a_partitioned_leader_are_abandoned_for_the_new_leader() {
     let mut lost = Vec::new();
     for i in 0..crate::batch::BATCHES_IN_FLIGHT_MAX {
         let h = c.h(&f).clone();
-        lost.push(tokio::spawn(async move { h.propose(put(&format!("/lost{i}"), "x")).await }));
+        lost.push(tokio::spawn(async move {
+            h.propose(put(&format!("/lost{i}"), "x")).await
+        }));
         eventually("the forward is held by the partition", || async {
             (c.net.held_calls(&old, crate::PeerRpc::Forward) > i).then_some(())
         })

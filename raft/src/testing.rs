@@ -49,7 +49,10 @@ impl Held {
     fn new(net: &Arc<TestNet>, to: &str, rpc: PeerRpc) -> Held {
         let key = (to.to_string(), rpc);
         *net.state.lock().held.entry(key.clone()).or_default() += 1;
-        Held { net: net.clone(), key }
+        Held {
+            net: net.clone(),
+            key,
+        }
     }
 
     /// Never completes: the message (or its answer) is lost.
