@@ -9,9 +9,9 @@
 mod bench;
 mod bench_api;
 mod cluster;
-mod jepsen;
 mod kubectl;
 mod rollout;
+mod jepsen;
 mod server;
 mod snapshot;
 
