@@ -74,24 +74,11 @@ fn classify(addr: &str, s: &tonic::Status) -> TransportError {
     let text = format!("{addr}: {:?}: {}", s.code(), s.message());
     if s.source().is_none() {
         TransportError::Remote(text)
-    } else if never_connected(s) {
+    } else if berth_client::dial::never_connected(s) {
         TransportError::Unreachable(text)
     } else {
         TransportError::Network(text)
     }
-}
-
-/// Whether the error chain says the connection could not be made at all.
-fn never_connected(s: &tonic::Status) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(s);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if text.contains("tcp connect") || text.contains("dns error") {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 #[cfg(test)]

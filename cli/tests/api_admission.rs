@@ -12,7 +12,8 @@ use common::*;
 use std::time::Duration;
 
 async fn started(n: usize) -> (Cluster, ResourceClient) {
-    let c = Cluster::start(n, &[]).await;
+    // No control loops: these tests read back exactly what the API server wrote.
+    let c = Cluster::start(n, &["--no-controllers", "--no-scheduler"]).await;
     let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(10)).unwrap();
     eventually("namespace default", || {
         let rc = rc.clone();

@@ -1006,6 +1006,7 @@ async fn every_example_manifest_round_trips_through_the_cli() {
             let got = manifest::parse_one(&y).unwrap_or_else(|e| panic!("{path}: {plural}/{name}: {e}\n{y}"));
             let mut expected = expected;
             defaults::apply(&mut expected);
+            with_allocated_cluster_ip(&got, &mut expected);
             assert_eq!(
                 body(&got),
                 body(&expected),

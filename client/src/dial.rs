@@ -38,3 +38,19 @@ pub fn endpoint(addr: &str, request_timeout: Duration) -> Result<Endpoint, DialE
 pub fn lazy_channel(addr: &str, request_timeout: Duration) -> Result<Channel, DialError> {
     Ok(endpoint(addr, request_timeout)?.connect_lazy())
 }
+
+/// Whether a failed call's error chain says the connection could not be made at all, so the
+/// request was certainly never delivered (a status the server sent has no such chain). Both
+/// the clients' failover and the Raft transport tell "never delivered" from "maybe delivered"
+/// with this.
+pub fn never_connected(s: &tonic::Status) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(s);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if text.contains("tcp connect") || text.contains("dns error") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}

@@ -1,7 +1,7 @@
 //! A small etcd-v3 client with failover across server addresses.
 
 use crate::dial;
-use crate::servers::Servers;
+use crate::servers::{Call, Servers};
 use berth_proto::etcdserverpb as pb;
 use berth_proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
@@ -62,6 +62,11 @@ pub enum ClientError {
     /// Every server was unreachable.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A write whose outcome is unknown: it was sent, and the connection broke, the call
+    /// timed out, or the server could not tell. It may or may not have been applied (read
+    /// back to find out); it was not sent to another server.
+    #[error("indeterminate (the write may or may not have been applied): {0}")]
+    Indeterminate(String),
     /// A watch ended with an ERROR event other than "Expired".
     #[error("watch failed: {0}")]
     Watch(String),
@@ -101,6 +106,21 @@ pub(crate) fn is_unreachable(s: &Status) -> bool {
     ) && !s.message().starts_with("etcdserver:")
 }
 
+/// A transaction that only reads may be repeated anywhere; one that may write may not.
+fn txn_kind(req: &pb::TxnRequest) -> Call {
+    use pb::request_op::Request;
+    let reads_only = req
+        .success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| matches!(op.request, Some(Request::RequestRange(_))));
+    if reads_only {
+        Call::Idempotent
+    } else {
+        Call::Write
+    }
+}
+
 impl EtcdClient {
     pub fn new(addrs: &[String], request_timeout: Duration) -> Result<Self, ClientError> {
         Ok(EtcdClient {
@@ -112,12 +132,12 @@ impl EtcdClient {
         self.servers.addrs()
     }
 
-    async fn failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    async fn failover<T, F, Fut>(&self, kind: Call, call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.servers.failover(call).await
+        self.servers.failover(kind, call).await
     }
 
     pub fn kv_on(ch: Channel) -> KvClient<Channel> {
@@ -130,7 +150,7 @@ impl EtcdClient {
             value: value.to_vec(),
             ..Default::default()
         };
-        self.failover(|ch| {
+        self.failover(Call::Write, |ch| {
             let req = req.clone();
             async move { Ok(Self::kv_on(ch).put(req).await?.into_inner()) }
         })
@@ -138,17 +158,17 @@ impl EtcdClient {
     }
 
     pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {
-        self.failover(|ch| {
+        self.failover(Call::Idempotent, |ch| {
             let req = req.clone();
             async move { Ok(Self::kv_on(ch).range(req).await?.into_inner()) }
         })
         .await
     }
 
-    /// A transaction (compares, then the success or failure branch). Not retried on another
-    /// server after a definite answer, like every call.
+    /// A transaction (compares, then the success or failure branch). One that writes is sent
+    /// to another server only if it never reached the first (see [`crate::servers`]).
     pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
-        self.failover(|ch| {
+        self.failover(txn_kind(&req), |ch| {
             let req = req.clone();
             async move { Ok(Self::kv_on(ch).txn(req).await?.into_inner()) }
         })
@@ -159,7 +179,7 @@ impl EtcdClient {
         &self,
         req: pb::DeleteRangeRequest,
     ) -> Result<pb::DeleteRangeResponse, ClientError> {
-        self.failover(|ch| {
+        self.failover(Call::Write, |ch| {
             let req = req.clone();
             async move { Ok(Self::kv_on(ch).delete_range(req).await?.into_inner()) }
         })
@@ -170,7 +190,7 @@ impl EtcdClient {
     /// answers) and waits for the server to confirm its creation.
     pub async fn watch(&self, req: pb::WatchCreateRequest) -> Result<EtcdWatch, ClientError> {
         let stream = self
-            .failover(|ch| {
+            .failover(Call::Idempotent, |ch| {
                 let req = req.clone();
                 async move {
                     let (tx, rx) = tokio::sync::mpsc::channel(WATCH_REQUEST_QUEUE_LEN);
@@ -202,7 +222,7 @@ impl EtcdClient {
     }
 
     pub async fn lease_grant(&self, ttl_s: i64) -> Result<pb::LeaseGrantResponse, ClientError> {
-        self.failover(|ch| async move {
+        self.failover(Call::Write, |ch| async move {
             let req = pb::LeaseGrantRequest { ttl: ttl_s, id: 0 };
             Ok(LeaseClient::new(ch).lease_grant(req).await?.into_inner())
         })
@@ -210,7 +230,7 @@ impl EtcdClient {
     }
 
     pub async fn lease_revoke(&self, id: i64) -> Result<pb::LeaseRevokeResponse, ClientError> {
-        self.failover(|ch| async move {
+        self.failover(Call::Write, |ch| async move {
             let req = pb::LeaseRevokeRequest { id };
             Ok(LeaseClient::new(ch).lease_revoke(req).await?.into_inner())
         })
@@ -220,7 +240,7 @@ impl EtcdClient {
     /// One keep-alive round trip: the lease's refreshed TTL in seconds (0 or less: the lease
     /// no longer exists).
     pub async fn lease_keep_alive_once(&self, id: i64) -> Result<i64, ClientError> {
-        self.failover(|ch| async move {
+        self.failover(Call::Idempotent, |ch| async move {
             let req = pb::LeaseKeepAliveRequest { id };
             let mut responses = LeaseClient::new(ch)
                 .lease_keep_alive(tokio_stream::once(req))
@@ -235,7 +255,7 @@ impl EtcdClient {
     }
 
     pub async fn member_list(&self) -> Result<pb::MemberListResponse, ClientError> {
-        self.failover(|ch| async move {
+        self.failover(Call::Idempotent, |ch| async move {
             let req = pb::MemberListRequest { linearizable: true };
             Ok(ClusterClient::new(ch).member_list(req).await?.into_inner())
         })
@@ -243,7 +263,7 @@ impl EtcdClient {
     }
 
     pub async fn member_remove(&self, id: u64) -> Result<pb::MemberRemoveResponse, ClientError> {
-        self.failover(|ch| async move {
+        self.failover(Call::Write, |ch| async move {
             Ok(ClusterClient::new(ch)
                 .member_remove(pb::MemberRemoveRequest { id })
                 .await?
@@ -255,7 +275,7 @@ impl EtcdClient {
     /// A consistent backup streamed from the first server that answers (the bytes of
     /// `Maintenance.Snapshot`, in the backup format `berth snapshot restore` reads).
     pub async fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
-        self.failover(|ch| async move {
+        self.failover(Call::Idempotent, |ch| async move {
             let mut stream = MaintenanceClient::new(ch)
                 .max_decoding_message_size(RESPONSE_BYTES_MAX)
                 .snapshot(pb::SnapshotRequest {})
@@ -281,7 +301,7 @@ impl EtcdClient {
 
     /// Status from whichever server answers first.
     pub async fn status(&self) -> Result<pb::StatusResponse, ClientError> {
-        self.failover(|ch| async move {
+        self.failover(Call::Idempotent, |ch| async move {
             Ok(MaintenanceClient::new(ch)
                 .status(pb::StatusRequest {})
                 .await?

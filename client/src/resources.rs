@@ -3,7 +3,7 @@
 //! a definite answer).
 
 use crate::etcd::{is_unreachable, ClientError, RESPONSE_BYTES_MAX};
-use crate::servers::Servers;
+use crate::servers::{Call, Servers};
 use berth_proto::apiv1::{self, resources_client::ResourcesClient, watch_event::EventType};
 use berth_proto::manifest::Object;
 use berth_proto::{appsv1, coordinationv1, corev1, istiov1, metav1, networkingv1};
@@ -223,22 +223,22 @@ impl ResourceClient {
     }
 
     /// Runs `call` on the servers with the crate's failover rule.
-    async fn failover<R, F, Fut>(&self, mut call: F) -> Result<R, ClientError>
+    async fn failover<R, F, Fut>(&self, kind: Call, mut call: F) -> Result<R, ClientError>
     where
         F: FnMut(ResourcesClient<Channel>) -> Fut,
         Fut: Future<Output = Result<R, Status>>,
     {
-        self.inner.servers.failover(|ch| call(Self::rpc(ch))).await
+        self.inner.servers.failover(kind, |ch| call(Self::rpc(ch))).await
     }
 
-    /// One unary call with failover; `req` is cloned per attempt.
-    async fn unary<Q, R, F, Fut>(&self, req: Q, call: F) -> Result<R, ClientError>
+    /// One unary call with failover of its `kind`; `req` is cloned per attempt.
+    async fn unary<Q, R, F, Fut>(&self, kind: Call, req: Q, call: F) -> Result<R, ClientError>
     where
         Q: Clone,
         F: Fn(ResourcesClient<Channel>, Q) -> Fut,
         Fut: Future<Output = Result<R, Status>>,
     {
-        self.failover(|c| call(c, req.clone())).await
+        self.failover(kind, |c| call(c, req.clone())).await
     }
 
     fn untyped(o: apiv1::Object) -> Result<Object, ClientError> {
@@ -287,7 +287,7 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .unary(req, |mut c, r| async move {
+            .unary(Call::Write, req, |mut c, r| async move {
                 Ok(c.update_status(r).await?.into_inner())
             })
             .await?;
@@ -319,7 +319,9 @@ impl ResourceClient {
             },
         };
         let o = self
-            .unary(req, |mut c, r| async move { Ok(c.patch(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.patch(r).await?.into_inner())
+            })
             .await?;
         Self::typed(o)
     }
@@ -359,7 +361,9 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .unary(req, |mut c, r| async move { Ok(c.create(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.create(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }
@@ -372,7 +376,9 @@ impl ResourceClient {
             name: name.into(),
         };
         let o = self
-            .unary(req, |mut c, r| async move { Ok(c.get(r).await?.into_inner()) })
+            .unary(Call::Idempotent, req, |mut c, r| async move {
+                Ok(c.get(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }
@@ -390,7 +396,9 @@ impl ResourceClient {
             options: Some(params.to_wire(false)),
         };
         let resp = self
-            .unary(req, |mut c, r| async move { Ok(c.list(r).await?.into_inner()) })
+            .unary(Call::Idempotent, req, |mut c, r| async move {
+                Ok(c.list(r).await?.into_inner())
+            })
             .await?;
         let meta = resp.metadata.unwrap_or_default();
         Ok(ObjectList {
@@ -433,7 +441,9 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .unary(req, |mut c, r| async move { Ok(c.update(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.update(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }
@@ -453,7 +463,9 @@ impl ResourceClient {
             options: Some(options),
         };
         let resp = self
-            .unary(req, |mut c, r| async move { Ok(c.delete(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.delete(r).await?.into_inner())
+            })
             .await?;
         let obj = resp.object.map(Self::untyped).transpose()?;
         Ok((obj, resp.pending))
@@ -473,7 +485,9 @@ impl ResourceClient {
             dry_run: false,
         };
         let o = self
-            .unary(req, |mut c, r| async move { Ok(c.apply(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.apply(r).await?.into_inner())
+            })
             .await?;
         Self::untyped(o)
     }
@@ -505,7 +519,9 @@ impl ResourceClient {
                 .collect(),
         };
         let resp = self
-            .unary(req, |mut c, r| async move { Ok(c.bind(r).await?.into_inner()) })
+            .unary(Call::Write, req, |mut c, r| async move {
+                Ok(c.bind(r).await?.into_inner())
+            })
             .await?;
         let rejected = resp
             .rejected

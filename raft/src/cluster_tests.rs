@@ -581,3 +581,117 @@ async fn core_stopped_resolves_when_the_core_ends() {
         .expect("resolves after the core ended")
         .unwrap();
 }
+
+/// The request timeout of the partition tests: long, so that waiting for it cannot pass for
+/// the prompt recovery they check.
+const SLOW_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// How soon after a follower knows the new leader its next request must complete: a third of
+/// the request timeout (before the fix of JEPSEN.md bug 4 it waited for the whole timeout).
+const AFTER_NEW_LEADER: Duration = Duration::from_secs(10);
+
+fn slow_requests(cfg: &mut RaftConfig) {
+    cfg.request_timeout_ms = SLOW_REQUEST_TIMEOUT_MS;
+    // Elections slow enough that the test fills the follower's queue before one starts.
+    cfg.heartbeat_interval_ms = 100;
+    cfg.election_timeout_min_ms = 1_000;
+    cfg.election_timeout_max_ms = 2_000;
+}
+
+/// A 3-member cluster with [`slow_requests`], its leader and a follower (the follower's first
+/// write went through, so it knows the leader).
+async fn cluster_with_follower() -> (Cluster, String, String) {
+    let c = Cluster::start(3, slow_requests).await;
+    let old = c.leader().await;
+    let f = c.names.iter().find(|n| **n != old).unwrap().clone();
+    applied_ok(c.h(&f).propose(put("/before", "x")).await);
+    (c, old, f)
+}
+
+/// The leader `f` knows of once it is not `old`.
+async fn new_leader_known(c: &Cluster, f: &str, old: &str) -> u64 {
+    let old_id = c.h(old).member_id();
+    eventually("the follower knows a new leader", || async {
+        c.h(f).status().leader_id.filter(|l| *l != old_id)
+    })
+    .await
+}
+
+/// JEPSEN.md bug 4: the leader is partitioned away (its messages dropped) while a follower's
+/// forwarded batches fill every in-flight slot. Once the follower knows the new leader, those
+/// forwards end indeterminate (not re-sent: the old leader may have applied them) and the
+/// follower's next writes go to the new leader at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwards_to_a_partitioned_leader_are_abandoned_for_the_new_leader() {
+    let (c, old, f) = cluster_with_follower().await;
+    c.net.partition(&old);
+    let mut lost = Vec::new();
+    for i in 0..crate::batch::BATCHES_IN_FLIGHT_MAX {
+        let h = c.h(&f).clone();
+        lost.push(tokio::spawn(async move {
+            h.propose(put(&format!("/lost{i}"), "x")).await
+        }));
+        eventually("the forward is held by the partition", || async {
+            (c.net.held_calls(&old, crate::PeerRpc::Forward) > i).then_some(())
+        })
+        .await;
+    }
+    let queued = {
+        let h = c.h(&f).clone();
+        tokio::spawn(async move { h.propose(put("/queued", "q")).await })
+    };
+
+    new_leader_known(&c, &f, &old).await;
+    let after = tokio::time::timeout(AFTER_NEW_LEADER, c.h(&f).propose(put("/after", "y")))
+        .await
+        .expect("a write proposed once the new leader is known completes well before the request timeout");
+    applied_ok(after);
+    let queued = tokio::time::timeout(AFTER_NEW_LEADER, queued)
+        .await
+        .expect("the write queued behind the lost forwards completes");
+    applied_ok(queued.unwrap());
+    for l in lost {
+        let r = tokio::time::timeout(AFTER_NEW_LEADER, l)
+            .await
+            .expect("an abandoned forward answers at once")
+            .unwrap();
+        assert!(
+            matches!(r, Err(RaftError::Transport(_))),
+            "a forward that may have been delivered ends indeterminate: {r:?}"
+        );
+    }
+    // Not re-sent to the new leader (the old one, cut off, cannot commit them either).
+    let rest: Vec<&str> = c.names.iter().map(String::as_str).filter(|n| *n != old).collect();
+    let new = c.leader_among(&rest).await;
+    assert_eq!(get(c.h(&new), "/after"), Some(b"y".to_vec()));
+    assert_eq!(get(c.h(&new), "/lost0"), None);
+    assert_eq!(get(c.h(&new), "/lost1"), None);
+    c.shutdown_all().await;
+}
+
+/// The same for linearizable reads: a read-index round waiting on the partitioned leader is
+/// abandoned when the new leader is known, and the reads are served through the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_index_rounds_at_a_partitioned_leader_move_to_the_new_leader() {
+    let (c, old, f) = cluster_with_follower().await;
+    c.net.partition(&old);
+    let stuck = {
+        let h = c.h(&f).clone();
+        tokio::spawn(async move { h.read_linearizable().await })
+    };
+    eventually("the read-index call is held by the partition", || async {
+        (c.net.held_calls(&old, crate::PeerRpc::ReadIndex) > 0).then_some(())
+    })
+    .await;
+
+    new_leader_known(&c, &f, &old).await;
+    tokio::time::timeout(AFTER_NEW_LEADER, c.h(&f).read_linearizable())
+        .await
+        .expect("a read started once the new leader is known completes well before the request timeout")
+        .expect("read");
+    tokio::time::timeout(AFTER_NEW_LEADER, stuck)
+        .await
+        .expect("the read that waited on the old leader is retried at the new one")
+        .unwrap()
+        .expect("read");
+    c.shutdown_all().await;
+}

@@ -589,7 +589,7 @@ impl RaftHandle {
                     .serve_leader(req.clone(), deadline)
                     .await
                     .map_err(Attempt::classify),
-                Some((_, Some(node))) => self.forward(&node.peer_addr, &req, deadline).await,
+                Some((id, Some(node))) => self.forward(id, &node.peer_addr, &req, deadline).await,
                 _ => Err(Attempt::retry(RaftError::NoLeader)),
             };
             match attempt {
@@ -600,8 +600,14 @@ impl RaftHandle {
         }
     }
 
+    /// Forwards `req` to the leader `leader_id` at `addr`. The call is abandoned as soon as
+    /// this member knows another leader: an old leader cut off by a partition may never
+    /// answer, and its forwards would otherwise hold the batcher's in-flight slots until
+    /// their deadline while the new leader could already serve (JEPSEN.md, bug 4). An
+    /// abandoned write may have been delivered, so it ends indeterminate, never retried.
     async fn forward(
         &self,
+        leader_id: MemberId,
         addr: &str,
         req: &LeaderRequest,
         deadline: Instant,
@@ -612,7 +618,17 @@ impl RaftHandle {
         };
         let payload = encode_request(self.inner.cluster_id, &body).map_err(Attempt::fail)?;
         let call = self.inner.transport.call(addr, PeerRpc::Forward, payload);
-        let bytes = match tokio::time::timeout_at(deadline, call).await {
+        let answer = tokio::select! {
+            a = tokio::time::timeout_at(deadline, call) => a,
+            () = self.leader_moved_from(leader_id) => {
+                let err = RaftError::Transport(format!(
+                    "abandoned the request forwarded to {addr}: another leader was elected \
+                     (it may still be applied)"
+                ));
+                return Err(if req.idempotent() { Attempt::retry(err) } else { Attempt::fail(err) });
+            }
+        };
+        let bytes = match answer {
             Err(_) => {
                 return Err(Attempt::fail(RaftError::Timeout(format!(
                     "no answer from the leader at {addr} before the deadline"
@@ -634,6 +650,19 @@ impl RaftHandle {
         let res: Result<LeaderResponse, RaftError> =
             bincode::deserialize(&bytes).map_err(|e| Attempt::fail(RaftError::Protocol(e.to_string())))?;
         res.map_err(Attempt::classify)
+    }
+
+    /// Resolves once this member knows a leader other than `old` (itself included). Pending
+    /// forever if the Raft core stopped (the caller's deadline ends the wait then).
+    async fn leader_moved_from(&self, old: MemberId) {
+        let mut metrics = self.inner.raft.metrics();
+        let moved = metrics
+            .wait_for(|m| m.current_leader.is_some_and(|l| l != old))
+            .await
+            .is_ok();
+        if !moved {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Serves a leader request locally; `NotLeader` if this member is not the leader.
@@ -887,7 +916,17 @@ impl RaftHandle {
         let deadline = self.deadline();
         match self.leader() {
             Some((id, _)) if id == self.inner.id => self.leader_read_index(deadline).await,
-            Some((_, Some(node))) => self.remote_read_index(&node.peer_addr, deadline).await,
+            Some((id, Some(node))) => {
+                // A round waiting on a leader that was replaced ends at once (a read is safe
+                // to retry: the readers' loops start a new round at the new leader).
+                tokio::select! {
+                    r = self.remote_read_index(&node.peer_addr, deadline) => r,
+                    () = self.leader_moved_from(id) => Err(RaftError::NotLeader {
+                        leader_id: self.leader().map(|(l, _)| l),
+                        leader: self.leader().and_then(|(_, n)| n),
+                    }),
+                }
+            }
             _ => Err(RaftError::NoLeader),
         }
     }

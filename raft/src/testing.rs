@@ -18,6 +18,10 @@ struct NetState {
     isolated: BTreeSet<String>,
     /// Cut links, each as an ordered pair (a < b): cut both ways.
     cut: BTreeSet<(String, String)>,
+    /// Members whose every message is dropped (see [`TestNet::partition`]).
+    dropped: BTreeSet<String>,
+    /// Calls currently held by a drop, by destination and kind.
+    held: HashMap<(String, PeerRpc), usize>,
 }
 
 impl NetState {
@@ -28,6 +32,42 @@ impl NetState {
             (b.to_string(), a.to_string())
         };
         !self.isolated.contains(a) && !self.isolated.contains(b) && !self.cut.contains(&pair)
+    }
+
+    fn dropping(&self, a: &str, b: &str) -> bool {
+        self.dropped.contains(a) || self.dropped.contains(b)
+    }
+}
+
+/// Counts one call held by a drop while it lives (the caller gives up by dropping it).
+struct Held {
+    net: Arc<TestNet>,
+    key: (String, PeerRpc),
+}
+
+impl Held {
+    fn new(net: &Arc<TestNet>, to: &str, rpc: PeerRpc) -> Held {
+        let key = (to.to_string(), rpc);
+        *net.state.lock().held.entry(key.clone()).or_default() += 1;
+        Held {
+            net: net.clone(),
+            key,
+        }
+    }
+
+    /// Never completes: the message (or its answer) is lost.
+    async fn forever(self) -> Result<Vec<u8>, TransportError> {
+        let _held = self;
+        std::future::pending().await
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut s = self.net.state.lock();
+        if let Some(n) = s.held.get_mut(&self.key) {
+            *n -= 1;
+        }
     }
 }
 
@@ -75,11 +115,27 @@ impl TestNet {
         self.state.lock().cut.insert(pair);
     }
 
+    /// Drops every message to and from `addr`, as a firewall rule that drops packets does
+    /// (unlike [`TestNet::isolate`], whose calls fail at once as if refused): a call across
+    /// it never completes, only the caller's own timeout ends it, and the answer to a call
+    /// already in progress is lost.
+    pub fn partition(&self, addr: &str) {
+        self.state.lock().dropped.insert(addr.to_string());
+    }
+
+    /// Calls of kind `rpc` to `to` currently held by a [`TestNet::partition`] (sent, never
+    /// to be answered, their callers still waiting).
+    pub fn held_calls(&self, to: &str, rpc: PeerRpc) -> usize {
+        let key = (to.to_string(), rpc);
+        self.state.lock().held.get(&key).copied().unwrap_or(0)
+    }
+
     /// Restores every link.
     pub fn heal_all(&self) {
         let mut s = self.state.lock();
         s.isolated.clear();
         s.cut.clear();
+        s.dropped.clear();
     }
 }
 
@@ -98,6 +154,10 @@ impl PeerTransport for TestTransport {
         let (to, from, net) = (peer_addr.to_string(), self.from.clone(), self.net.clone());
         let target = {
             let s = net.state.lock();
+            if s.dropping(&from, &to) {
+                drop(s);
+                return Held::new(&net, &to, rpc).forever().boxed();
+            }
             if !s.linked(&from, &to) {
                 return futures::future::ready(Err(TransportError::Unreachable(format!(
                     "{from} -> {to}: link cut"
@@ -112,6 +172,9 @@ impl PeerTransport for TestTransport {
         };
         async move {
             let res = target.handle_peer(rpc, payload).await;
+            if net.state.lock().dropping(&from, &to) {
+                return Held::new(&net, &to, rpc).forever().await;
+            }
             if !net.state.lock().linked(&from, &to) {
                 return Err(TransportError::Network(format!(
                     "{from} -> {to}: link cut during the call"

@@ -163,6 +163,10 @@ pub fn client_error_text(e: &ClientError) -> String {
         ClientError::Expired(m) => format!("Error from server (Expired): {m}"),
         ClientError::Status(s) => format!("Error from server ({:?}): {}", s.code(), s.message()),
         ClientError::Unavailable(m) => format!("Unable to connect to the server: {m}"),
+        // Not retried elsewhere: the user reads back (get) to see whether it took effect.
+        ClientError::Indeterminate(m) => {
+            format!("Error: the request may or may not have been applied (no answer from the server): {m}")
+        }
         other => format!("error: {other}"),
     }
 }

@@ -270,3 +270,25 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A Service manifest without a clusterIP gets one from the server's --service-cidr (default
+/// 10.96.0.0/12): take it into what the manifest is expected to read back as.
+pub fn with_allocated_cluster_ip(
+    got: &berth_proto::manifest::Object,
+    expected: &mut berth_proto::manifest::Object,
+) {
+    use berth_proto::manifest::Object;
+    let (Object::Service(g), Object::Service(e)) = (got, expected) else {
+        return;
+    };
+    let (Some(gs), Some(es)) = (g.spec.as_ref(), e.spec.as_mut()) else {
+        return;
+    };
+    if es.cluster_ip.is_empty() && es.r#type != "ExternalName" {
+        let ip: std::net::Ipv4Addr = gs.cluster_ip.parse().expect("an allocated IPv4 address");
+        assert_eq!(ip.octets()[0], 10);
+        assert!((96..112).contains(&ip.octets()[1]), "{ip} outside 10.96.0.0/12");
+        es.cluster_ip = gs.cluster_ip.clone();
+        es.cluster_ips = gs.cluster_ips.clone();
+    }
+}
