@@ -44,6 +44,8 @@ fn client(c: &Cluster) -> ResourceClient {
     ResourceClient::new(&c.running_clients(), Duration::from_secs(5)).unwrap()
 }
 
+/// A Node with no agent behind it: nothing renews its Lease, so these tests run servers with
+/// `--no-controllers` (node lifecycle would mark the node NotReady and taint it).
 async fn create_node(c: &ResourceClient, name: &str) {
     let n: Node = parse(NODE, name);
     let created = c.create("", &n).await.unwrap();
@@ -89,7 +91,7 @@ fn berth(args: &[&str], server: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_servers_scheduler_binds_and_cordon_steers_it() {
-    let cluster = Cluster::start(1, &["--scheduler-lease-secs", "2"]).await;
+    let cluster = Cluster::start(1, &["--scheduler-lease-secs", "2", "--no-controllers"]).await;
     let c = client(&cluster);
     let server = cluster.endpoints();
     create_node(&c, "n1").await;
@@ -122,7 +124,7 @@ async fn the_servers_scheduler_binds_and_cordon_steers_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_scheduler_leaves_pods_pending() {
-    let cluster = Cluster::start(1, &["--no-scheduler"]).await;
+    let cluster = Cluster::start(1, &["--no-scheduler", "--no-controllers"]).await;
     let c = client(&cluster);
     create_node(&c, "n1").await;
     create_pod(&c, "p").await;
@@ -142,7 +144,7 @@ async fn no_scheduler_leaves_pods_pending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduling_survives_a_killed_member() {
-    let mut cluster = Cluster::start(3, &["--scheduler-lease-secs", "2"]).await;
+    let mut cluster = Cluster::start(3, &["--scheduler-lease-secs", "2", "--no-controllers"]).await;
     let c = client(&cluster);
     create_node(&c, "n1").await;
     eventually("three scheduler leases", || async {
