@@ -3,7 +3,7 @@
 # Safe to run again: it only installs what is missing. Extra package names may be given.
 set -euo pipefail
 need=()
-for pkg in libclang-dev clang protobuf-compiler etcd-client iproute2 curl "$@"; do
+for pkg in libclang-dev clang protobuf-compiler etcd-client iproute2 curl runc busybox-static util-linux "$@"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
