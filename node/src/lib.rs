@@ -16,8 +16,10 @@
 //! pod networking beyond the [`netns::PodNetwork`] trait (the net crate implements it).
 
 pub mod backoff;
+pub mod cgroups;
 pub mod env;
 mod error;
 pub mod image;
+pub mod netns;
 
 pub use error::Error;
