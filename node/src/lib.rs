@@ -20,6 +20,9 @@ pub mod cgroups;
 pub mod env;
 mod error;
 pub mod image;
+pub mod mount;
 pub mod netns;
+pub mod runtime;
+pub mod volumes;
 
 pub use error::Error;
