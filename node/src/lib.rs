@@ -23,6 +23,7 @@ pub mod image;
 pub mod mount;
 pub mod netns;
 pub mod runtime;
+pub mod status;
 pub mod volumes;
 
 pub use error::Error;
