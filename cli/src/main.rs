@@ -1,11 +1,12 @@
 //! The `berth` binary: argument parsing, output formatting, and wiring of the crates.
 //!
 //! Role: turn flags and environment variables into each crate's typed `Config`, start the
-//! processes (`server`, later `agent` and `up`), and run the CLI subcommands over the client
+//! processes (`server`, `agent`, later `up` with an agent), and run the CLI subcommands over the client
 //! crate. Invariant: this is the only crate that reads arguments or the environment.
 //! It deliberately does not know: storage layout, Raft internals, or the wire format beyond
 //! what the client crate exposes.
 
+mod agent;
 mod bench;
 mod cluster;
 mod server;
@@ -51,6 +52,11 @@ enum Cmd {
     /// Backups: save from a running cluster, restore into a new data dir.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Run a node agent: register the node and run the pods bound to it.
+    Agent(agent::AgentArgs),
+    /// A node's image store: build, import, list, remove.
+    #[command(subcommand)]
+    Image(agent::ImageCmd),
     /// Load generators and measurements.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -78,6 +84,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Up(args) => server::up(args).await,
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
+            Cmd::Agent(a) => agent::run(a).await,
+            Cmd::Image(c) => agent::image(c),
             Cmd::Bench(c) => bench::run(c).await,
         }
     })

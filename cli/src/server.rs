@@ -205,7 +205,7 @@ async fn serve_until_signal(api: ApiConfig, mut raft: RaftConfig) -> anyhow::Res
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

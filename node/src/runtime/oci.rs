@@ -30,8 +30,6 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
-/// Open files a container may hold.
-pub const NOFILE_MAX: u64 = 1_048_576;
 
 /// The OCI runtime spec for `c`.
 pub fn spec(c: &ContainerConfig) -> Value {
@@ -78,7 +76,6 @@ pub fn spec(c: &ContainerConfig) -> Value {
             "env": c.env,
             "cwd": if c.cwd.is_empty() { "/" } else { c.cwd.as_str() },
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE_MAX, "soft": NOFILE_MAX}],
             "noNewPrivileges": false,
         },
         "root": {"path": c.rootfs, "readonly": false},
