@@ -527,7 +527,7 @@ async fn memory_limit_oom_kills() {
         "spec": {"restartPolicy": "Never",
                  "containers": [{"name": "main", "image": IMAGE,
                     "resources": {"limits": {"memory": "16Mi", "cpu": "500m"}},
-                    "command": ["sh", "-c", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48; echo survived"]}]}
+                    "command": ["sh", "-c", "exec dd if=/dev/zero of=/dev/shm/fill bs=1M count=48"]}]}
     }))
     .await;
     let p = env.wait_pod("hog", "Failed", |p| phase(p) == "Failed").await;

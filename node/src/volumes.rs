@@ -101,6 +101,7 @@ fn prepare_one(v: &Volume, dirs: &VolumeDirs, src: &dyn Sources) -> Result<PathB
     }
     if let Some(s) = &v.secret {
         let dir = dirs.memory.join(&v.name);
+        std::fs::create_dir_all(&dirs.memory).map_err(|e| Error::io(&dirs.memory, e))?;
         if !mount::is_tmpfs(&dirs.memory) {
             return Err(bad(format!(
                 "{} is not a tmpfs: secrets never go to disk",
