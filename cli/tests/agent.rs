@@ -346,6 +346,7 @@ async fn pod_runs_reports_status_and_is_deleted_cleanly() {
                 "terminationGracePeriodSeconds": 2,
                 "containers": [
                     {"name": "main", "image": IMAGE, "workingDir": "/tmp",
+                     "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}},
                      "env": [{"name": "WHO", "value": "world"},
                              {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                              {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
@@ -394,6 +395,30 @@ async fn pod_runs_reports_status_and_is_deleted_cleanly() {
     assert_eq!(netns.len(), 1, "one network namespace for the pod: {netns:?}");
     let ns_file = env.cfg.run_dir.join("netns").join(uid(&pod));
     assert!(ns_file.exists());
+    // The limits are in the container's cgroup, the pids limit in the pod's.
+    let read = |rel: &str| {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(rel)).map(|s| s.trim().to_string())
+    };
+    let pod_rel = format!("{}/pod-{}", env.cfg.cgroup_parent, uid(&pod));
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert_eq!(read(&format!("{pod_rel}/main/cpu.max")).unwrap(), "50000 100000");
+        assert_eq!(
+            read(&format!("{pod_rel}/main/memory.max")).unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(&format!("{pod_rel}/pids.max")).unwrap(), "4096");
+    } else {
+        assert_eq!(
+            read(&format!("cpu/{pod_rel}/main/cpu.cfs_quota_us")).unwrap(),
+            "50000"
+        );
+        assert_eq!(read(&format!("cpu/{pod_rel}/main/cpu.shares")).unwrap(), "256");
+        assert_eq!(
+            read(&format!("memory/{pod_rel}/main/memory.limit_in_bytes")).unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(&format!("pids/{pod_rel}/pids.max")).unwrap(), "4096");
+    }
 
     env.delete_pod("web").await;
     assert!(env.pod_cgroups(&uid(&pod)).is_empty(), "pod cgroups removed");
@@ -561,6 +586,9 @@ async fn config_maps_and_secrets_as_env_and_volumes() {
     }))
     .unwrap();
     env.client.create("default", &secret).await.unwrap();
+    let mut other = secret.clone();
+    other.metadata.as_mut().unwrap().name = "unrelated".into();
+    env.client.create("default", &other).await.unwrap();
     let pod = env
         .create_pod(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -616,6 +644,150 @@ async fn config_maps_and_secrets_as_env_and_volumes() {
         async move { (std::fs::read_to_string(&file).ok()? == "green").then_some(()) }
     })
     .await;
+    // The node fetched only what its pod references.
+    let log = env.log();
+    assert!(
+        log.contains("name=creds") && log.contains("name=settings"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("name=unrelated"),
+        "an unreferenced secret was watched: {log}"
+    );
     env.delete_pod("cfg").await;
     assert!(!sec_dir.exists());
+}
+
+/// Probes: httpGet and tcpSocket readiness make the pod Ready; a failing exec liveness probe
+/// restarts its container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_gate_readiness_and_restart_on_liveness_failure() {
+    let env = Env::start().await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probed", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "web", "image": IMAGE,
+                 "ports": [{"name": "http", "containerPort": 8080}],
+                 "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                 "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1}},
+                {"name": "tcp", "image": IMAGE,
+                 "command": ["sh", "-c", "mkdir -p /www && exec httpd -f -p 9090 -h /www"],
+                 "readinessProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1}},
+                {"name": "notready", "image": IMAGE,
+                 "command": ["sh", "-c", "mkdir -p /www && exec httpd -f -p 7070 -h /www"],
+                 "readinessProbe": {"httpGet": {"path": "/missing", "port": 7070}, "periodSeconds": 1}},
+                {"name": "live", "image": IMAGE,
+                 "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 1000"],
+                 "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}}
+            ]
+        }
+    }))
+    .await;
+    let ready_of = |p: &Pod, name: &str| {
+        status_of(p)
+            .container_statuses
+            .iter()
+            .find(|c| c.name == name)
+            .is_some_and(|c| c.ready)
+    };
+    let p = env
+        .wait_pod("probed", "web and tcp ready", |p| {
+            ready_of(p, "web") && ready_of(p, "tcp")
+        })
+        .await;
+    assert!(!ready_of(&p, "notready"), "a 404 readiness probe fails");
+    assert_eq!(condition(&p, "Ready"), "False");
+    env.wait_pod("probed", "live restarted by its liveness probe", |p| {
+        status_of(p)
+            .container_statuses
+            .iter()
+            .any(|c| c.name == "live" && c.restart_count >= 1)
+    })
+    .await;
+    env.delete_pod("probed").await;
+}
+
+/// Deletion: a container handling SIGTERM gets it (and exits); one ignoring it is killed
+/// once the grace period is over; the pod object then goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_termination_and_host_path() {
+    let env = Env::start().await;
+    let host = env.cfg.data_dir.join("host-share");
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "grace", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "volumes": [{"name": "host", "hostPath": {"path": host, "type": "DirectoryOrCreate"}},
+                        {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+            "containers": [
+                {"name": "polite", "image": IMAGE,
+                 "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+                 "command": ["sh", "-c", "trap 'echo got TERM > /host/term; exit 0' TERM; echo up > /host/up; while true; do sleep 1; done"]},
+                {"name": "stubborn", "image": IMAGE,
+                 "volumeMounts": [{"name": "mem", "mountPath": "/mem"}],
+                 "command": ["sh", "-c", "grep ' /mem ' /proc/mounts > /dev/shm/m; dd if=/dev/zero of=/mem/big bs=1M count=2 2>/dev/null; ls -l /mem; exec sleep 1000"]}
+            ]
+        }
+    }))
+    .await;
+    let p = env.wait_pod("grace", "Running", |p| phase(p) == "Running").await;
+    let log = env.wait_log(&p, "stubborn", "big").await;
+    // sizeLimit bounds the memory-backed emptyDir: only 1 MiB of the 2 fit.
+    assert!(log.contains(" 1048576 "), "{log}");
+    eventually("hostPath written", || {
+        let f = host.join("up");
+        async move { f.exists().then_some(()) }
+    })
+    .await;
+    env.delete_pod("grace").await;
+    assert_eq!(std::fs::read_to_string(host.join("term")).unwrap(), "got TERM\n");
+}
+
+/// `berth image build --output`, `import`, `ls`, `rm` on a store of their own.
+#[test]
+fn image_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let berth = |args: &[&str]| {
+        let out = Command::new(berth_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let archive = dir.path().join("bb.tar");
+    let store = dir.path().join("node").display().to_string();
+    let out = berth(&[
+        "image",
+        "build",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--tag",
+        "bb:1",
+        "--output",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(out.starts_with("docker.io/library/bb:1 sha256:"), "{out}");
+    assert!(!Path::new(&store).exists(), "--output leaves the store alone");
+    let imported = berth(&["image", "import", archive.to_str().unwrap(), "--data-dir", &store]);
+    assert!(
+        imported.starts_with("docker.io/library/bb:1 sha256:"),
+        "{imported}"
+    );
+    let ls = berth(&["image", "ls", "--data-dir", &store]);
+    assert!(ls.lines().nth(1).unwrap().starts_with("bb:1 "), "{ls}");
+    berth(&["image", "rm", "bb:1", "--data-dir", &store]);
+    assert_eq!(berth(&["image", "ls", "--data-dir", &store]).lines().count(), 1);
+    let out = Command::new(berth_bin())
+        .args(["image", "rm", "bb:1", "--data-dir", &store])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found"));
 }

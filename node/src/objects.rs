@@ -155,6 +155,7 @@ impl ObjectCache {
 
     fn start(&self, key: &Key, uid: &str) -> Entry {
         let (kind, ns, name) = key;
+        tracing::info!(?kind, namespace = %ns, name = %name, "watching a referenced object");
         let params = ListParams {
             field_selector: format!("metadata.name={name}"),
             ..ListParams::default()
