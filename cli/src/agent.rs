@@ -40,9 +40,9 @@ pub struct AgentArgs {
     pub lease_duration_seconds: i32,
     #[arg(long, default_value_t = 10_000)]
     pub node_status_interval_ms: u64,
-    /// A runc-compatible OCI runtime.
-    #[arg(long, default_value = "runc")]
-    pub runtime: PathBuf,
+    /// `libcontainer` (youki's, embedded) or the path of a runc-compatible binary.
+    #[arg(long, default_value = "libcontainer")]
+    pub runtime: String,
     /// pids.max of each pod (0 = unlimited).
     #[arg(long, default_value_t = 4096)]
     pub pod_pids_max: u64,
@@ -85,7 +85,12 @@ pub fn config(a: &AgentArgs) -> anyhow::Result<berth_node::Config> {
     c.lease_renew_interval = Duration::from_millis(a.lease_renew_interval_ms);
     c.lease_duration_seconds = a.lease_duration_seconds;
     c.node_status_interval = Duration::from_millis(a.node_status_interval_ms);
-    c.runtime_binary = a.runtime.clone();
+    c.runtime = if a.runtime == "libcontainer" {
+        let exe = std::env::current_exe().context("the berth binary's path (for the runtime helper)")?;
+        berth_node::RuntimeKind::Libcontainer(vec![exe.display().to_string(), "runtime".into()])
+    } else {
+        berth_node::RuntimeKind::Runc(PathBuf::from(&a.runtime))
+    };
     c.pod_pids_max = (a.pod_pids_max > 0).then_some(a.pod_pids_max);
     Ok(c)
 }
@@ -203,4 +208,61 @@ fn tempfile_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
     let d = parent.join(format!(".berth-image-build-{}", std::process::id()));
     std::fs::create_dir_all(&d).with_context(|| format!("scratch dir {}", d.display()))?;
     Ok(d)
+}
+
+/// `berth runtime`: the embedded libcontainer helper the agent runs per container operation,
+/// with runc's command-line shape (`--root R run --keep --bundle B ID`, `kill ID SIG`,
+/// `delete --force ID`, `exec ID ARGV...`).
+#[derive(clap::Args, Debug)]
+pub struct RuntimeArgs {
+    #[arg(long)]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub cmd: RuntimeCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RuntimeCmd {
+    Run {
+        /// Accepted for runc compatibility: the state is always kept until `delete`.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        bundle: PathBuf,
+        id: String,
+    },
+    Kill {
+        id: String,
+        signal: i32,
+    },
+    Delete {
+        #[arg(long)]
+        force: bool,
+        id: String,
+    },
+    Exec {
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+/// Runs the helper (single-threaded: no async runtime exists in this process); returns the
+/// exit code.
+pub fn runtime_helper(a: RuntimeArgs) -> i32 {
+    use berth_node::runtime::youki::{run, Command};
+    let root = a.root;
+    let cmd = match a.cmd {
+        RuntimeCmd::Run { bundle, id, .. } => Command::Run { root, bundle, id },
+        RuntimeCmd::Kill { id, signal } => Command::Kill { root, id, signal },
+        RuntimeCmd::Delete { id, .. } => Command::Delete { root, id },
+        RuntimeCmd::Exec { id, argv } => Command::Exec { root, id, argv },
+    };
+    match run(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth runtime: {e}");
+            1
+        }
+    }
 }

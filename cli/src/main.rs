@@ -54,6 +54,9 @@ enum Cmd {
     Snapshot(snapshot::SnapshotCmd),
     /// Run a node agent: register the node and run the pods bound to it.
     Agent(agent::AgentArgs),
+    /// The embedded container runtime's helper (run by the agent, not by hand).
+    #[command(hide = true)]
+    Runtime(agent::RuntimeArgs),
     /// A node's image store: build, import, list, remove.
     #[command(subcommand)]
     Image(agent::ImageCmd),
@@ -76,6 +79,16 @@ fn init_tracing() {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Runtime(a) = cli.cmd {
+        // Before any thread exists: libcontainer clones this process. Its stderr is the
+        // container's log, so only errors are logged.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+        std::process::exit(agent::runtime_helper(a));
+    }
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -86,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Snapshot(c) => snapshot::run(c).await,
             Cmd::Agent(a) => agent::run(a).await,
             Cmd::Image(c) => agent::image(c),
+            Cmd::Runtime(_) => unreachable!("handled before the async runtime starts"),
             Cmd::Bench(c) => bench::run(c).await,
         }
     })

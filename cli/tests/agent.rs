@@ -1,4 +1,5 @@
-//! The node agent end to end: a real `berth server` and a real `berth agent` (runc, real
+//! The node agent end to end: a real `berth server` and a real `berth agent` (embedded
+//! libcontainer; runc in one test; real
 //! namespaces, cgroups and mounts on this machine), pods created through the API, observed
 //! through the API and on the machine. Busybox comes from Debian's busybox-static, packed into
 //! an image with `berth image build`, so everything works offline.
@@ -61,7 +62,12 @@ impl Drop for Env {
 }
 
 impl Env {
+    /// A server and an agent with the default runtime (embedded libcontainer).
     async fn start() -> Env {
+        Env::start_with_runtime("libcontainer").await
+    }
+
+    async fn start_with_runtime(runtime: &str) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let cluster = Cluster::start(1, &[]).await;
@@ -92,7 +98,7 @@ impl Env {
             .arg("--run-dir")
             .arg(&cfg.run_dir)
             .args(["--cgroup-parent", &tag, "--lease-renew-interval-ms", "200"])
-            .args(["--node-status-interval-ms", "500", "--node-ip", "127.0.0.1"])
+            .args(["--node-status-interval-ms", "500", "--node-ip", "127.0.0.1", "--runtime", runtime])
             .env("BERTH_LOG", "info,berth_node=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&agent_log).unwrap())
@@ -306,7 +312,7 @@ async fn node_registers_reports_and_renews_its_lease() {
         .iter()
         .any(|a| a.r#type == "InternalIP" && a.address == "127.0.0.1"));
     let info = st.node_info.unwrap();
-    assert!(info.container_runtime_version.starts_with("runc://"), "{info:?}");
+    assert_eq!(info.container_runtime_version, "libcontainer://0.7.0");
     assert_eq!(info.operating_system, "linux");
 
     let renew = |l: Lease| l.spec.unwrap().renew_time.unwrap_or_default();
@@ -790,4 +796,35 @@ fn image_commands() {
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+/// The same agent with runc (Debian's) as its runtime: a pod runs with its env and limits, an
+/// OOM kill is reported, deletion cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_runtime_runs_pods_too() {
+    let env = Env::start_with_runtime("runc").await;
+    let n = env.client.get::<Node>("", &env.node).await.unwrap();
+    let info = n.status.unwrap().node_info.unwrap();
+    assert!(info.container_runtime_version.starts_with("runc://"), "{info:?}");
+    let pod = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                {"name": "main", "image": IMAGE, "env": [{"name": "X", "value": "y"}],
+                 "command": ["sh", "-c", "echo x=$X host=$(hostname); exec sleep 1000"]},
+                {"name": "hog", "image": IMAGE, "resources": {"limits": {"memory": "16Mi"}},
+                 "command": ["sh", "-c", "exec dd if=/dev/zero of=/dev/shm/fill bs=1M count=48"]}]}
+        }))
+        .await;
+    env.wait_log(&pod, "main", "x=y host=r").await;
+    env.wait_pod("r", "hog OOMKilled", |p| {
+        status_of(p).container_statuses.iter().any(|c| {
+            let t = c.last_state.clone().and_then(|s| s.terminated).or(c.state.clone().and_then(|s| s.terminated));
+            c.name == "hog" && t.is_some_and(|t| t.reason == "OOMKilled")
+        })
+    })
+    .await;
+    env.delete_pod("r").await;
+    assert!(env.pod_cgroups(&uid(&pod)).is_empty());
 }

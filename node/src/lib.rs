@@ -73,8 +73,8 @@ pub struct Config {
     pub lease_renew_interval: Duration,
     pub lease_duration_seconds: i32,
     pub node_status_interval: Duration,
-    /// A runc-compatible runtime binary.
-    pub runtime_binary: PathBuf,
+    /// The container runtime.
+    pub runtime: RuntimeKind,
     /// pids.max of each pod's cgroup (None = unlimited).
     pub pod_pids_max: Option<u64>,
 }
@@ -97,7 +97,7 @@ impl Config {
             lease_renew_interval: Duration::from_secs(1),
             lease_duration_seconds: DEFAULT_LEASE_DURATION_SECONDS,
             node_status_interval: Duration::from_secs(10),
-            runtime_binary: PathBuf::from("runc"),
+            runtime: RuntimeKind::Runc(PathBuf::from("runc")),
             pod_pids_max: Some(4096),
         }
     }
@@ -118,11 +118,26 @@ impl Config {
         if self.servers.is_empty() {
             return Err(Error::Config("--server: at least one server address".into()));
         }
+        if matches!(&self.runtime, RuntimeKind::Libcontainer(h) if h.is_empty()) {
+            return Err(Error::Config(
+                "the libcontainer runtime needs its helper command".into(),
+            ));
+        }
         if self.lease_renew_interval.is_zero() {
             return Err(Error::Config("--lease-renew-interval-ms must be positive".into()));
         }
         Ok(())
     }
+}
+
+/// Which runtime starts containers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeKind {
+    /// youki's libcontainer, embedded, run through a helper command of the agent's own binary
+    /// (program and leading arguments, e.g. `[/usr/bin/berth, runtime]`).
+    Libcontainer(Vec<String>),
+    /// A runc-compatible binary.
+    Runc(PathBuf),
 }
 
 /// RFC 3339 with seconds, as Kubernetes writes most timestamps.
@@ -225,8 +240,13 @@ pub fn cleanup_leftovers(cfg: &Config) -> Result<(), Error> {
 
 impl Agent {
     pub fn new(cfg: Config) -> Agent {
-        let runtime = Arc::new(runtime::oci::OciCli {
-            binary: cfg.runtime_binary.clone(),
+        let runtime = Arc::new(match &cfg.runtime {
+            RuntimeKind::Runc(b) => runtime::oci::OciCli::runc(b.clone()),
+            RuntimeKind::Libcontainer(helper) => runtime::oci::OciCli {
+                binary: PathBuf::from(helper.first().cloned().unwrap_or_default()),
+                leading_args: helper.iter().skip(1).cloned().collect(),
+                version: Some(runtime::youki::VERSION.into()),
+            },
         });
         Agent {
             cfg,

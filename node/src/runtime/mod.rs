@@ -3,6 +3,7 @@
 //! cgroup parents; a runtime only starts and stops processes.
 
 pub mod oci;
+pub mod youki;
 
 use crate::cgroups::Limits;
 use crate::netns::PodNamespaces;

@@ -98,14 +98,28 @@ pub fn spec(c: &ContainerConfig) -> Value {
     })
 }
 
-/// A runc-compatible runtime binary.
+/// A runc-compatible runtime command line: a binary and the arguments that come first (the
+/// embedded libcontainer helper is `berth runtime`).
 pub struct OciCli {
     pub binary: PathBuf,
+    pub leading_args: Vec<String>,
+    /// Reported as the Node's runtime version; None asks the binary (`--version`).
+    pub version: Option<String>,
 }
 
 impl OciCli {
+    /// runc (or another runc-compatible binary).
+    pub fn runc(binary: PathBuf) -> OciCli {
+        OciCli {
+            binary,
+            leading_args: Vec::new(),
+            version: None,
+        }
+    }
+
     fn cmd(&self, state_root: &Path) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(&self.leading_args);
         cmd.arg("--root").arg(state_root);
         cmd.stdin(Stdio::null());
         cmd
@@ -129,6 +143,9 @@ fn not_found(stderr: &[u8]) -> bool {
 
 impl Runtime for OciCli {
     fn version(&self) -> String {
+        if let Some(v) = &self.version {
+            return v.clone();
+        }
         let out = std::process::Command::new(&self.binary).arg("--version").output();
         let v = out
             .ok()
