@@ -98,7 +98,14 @@ impl Env {
             .arg("--run-dir")
             .arg(&cfg.run_dir)
             .args(["--cgroup-parent", &tag, "--lease-renew-interval-ms", "200"])
-            .args(["--node-status-interval-ms", "500", "--node-ip", "127.0.0.1", "--runtime", runtime])
+            .args([
+                "--node-status-interval-ms",
+                "500",
+                "--node-ip",
+                "127.0.0.1",
+                "--runtime",
+                runtime,
+            ])
             .env("BERTH_LOG", "info,berth_node=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&agent_log).unwrap())
@@ -820,7 +827,11 @@ async fn runc_runtime_runs_pods_too() {
     env.wait_log(&pod, "main", "x=y host=r").await;
     env.wait_pod("r", "hog OOMKilled", |p| {
         status_of(p).container_statuses.iter().any(|c| {
-            let t = c.last_state.clone().and_then(|s| s.terminated).or(c.state.clone().and_then(|s| s.terminated));
+            let t = c
+                .last_state
+                .clone()
+                .and_then(|s| s.terminated)
+                .or(c.state.clone().and_then(|s| s.terminated));
             c.name == "hog" && t.is_some_and(|t| t.reason == "OOMKilled")
         })
     })
