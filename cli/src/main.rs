@@ -1,11 +1,12 @@
 //! The `berth` binary: argument parsing, output formatting, and wiring of the crates.
 //!
 //! Role: turn flags and environment variables into each crate's typed `Config`, start the
-//! processes (`server`, later `agent` and `up`), and run the CLI subcommands over the client
+//! processes (`server`, `agent`, later `up` with an agent), and run the CLI subcommands over the client
 //! crate. Invariant: this is the only crate that reads arguments or the environment.
 //! It deliberately does not know: storage layout, Raft internals, or the wire format beyond
 //! what the client crate exposes.
 
+mod agent;
 mod bench;
 mod bench_api;
 mod bench_scheduler;
@@ -62,6 +63,14 @@ enum Cmd {
     Cordon(cordon::CordonArgs),
     /// Mark a node schedulable again.
     Uncordon(cordon::CordonArgs),
+    /// Run a node agent: register the node and run the pods bound to it.
+    Agent(agent::AgentArgs),
+    /// The embedded container runtime's helper (run by the agent, not by hand).
+    #[command(hide = true)]
+    Runtime(agent::RuntimeArgs),
+    /// A node's image store: build, import, list, remove.
+    #[command(subcommand)]
+    Image(agent::ImageCmd),
     /// Load generators and measurements.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -103,6 +112,16 @@ fn init_tracing() {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Runtime(a) = cli.cmd {
+        // Before any thread exists: libcontainer clones this process. Its stderr is the
+        // container's log, so only errors are logged.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+        std::process::exit(agent::runtime_helper(a));
+    }
     init_tracing();
     // The runner builds its own runtime (its threads live in the lab's network namespace).
     if let Cmd::Jepsen(c) = cli.cmd {
@@ -117,6 +136,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Snapshot(c) => snapshot::run(c).await,
             Cmd::Cordon(a) => cordon::run(a, true).await,
             Cmd::Uncordon(a) => cordon::run(a, false).await,
+            Cmd::Agent(a) => agent::run(a).await,
+            Cmd::Image(c) => agent::image(c),
+            Cmd::Runtime(_) => unreachable!("handled before the async runtime starts"),
             Cmd::Bench(c) => bench::run(c).await,
             Cmd::Apply(a) => kubectl::run(kubectl::apply::apply(a)).await,
             Cmd::Create(a) => kubectl::run(kubectl::apply::create(a)).await,

@@ -1,0 +1,841 @@
+//! The node agent end to end: a real `berth server` and a real `berth agent` (embedded
+//! libcontainer; runc in one test; real
+//! namespaces, cgroups and mounts on this machine), pods created through the API, observed
+//! through the API and on the machine. Busybox comes from Debian's busybox-static, packed into
+//! an image with `berth image build`, so everything works offline.
+//! Names on the machine carry the prefix `bnode-`; everything is removed when a test ends.
+
+mod common;
+
+use berth_client::{ClientError, ResourceClient};
+use berth_proto::apiv1;
+use berth_proto::coordinationv1::Lease;
+use berth_proto::corev1::{ConfigMap, Node, Pod, Secret};
+use common::{berth_bin, eventually, Cluster};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const BUSYBOX: &str = "/bin/busybox";
+const IMAGE: &str = "busybox:1.36";
+
+/// A busybox root filesystem: the static binary and a link per applet.
+fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(BUSYBOX, bin.join("busybox")).expect("busybox-static installed (scripts/deps.sh)");
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    for d in ["etc", "tmp", "proc", "sys", "dev", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+}
+
+struct Env {
+    /// Kept for its servers (stopped on drop) and its directory.
+    _cluster: Cluster,
+    agent: Option<Child>,
+    cfg: berth_node::Config,
+    agent_log: PathBuf,
+    client: ResourceClient,
+    node: String,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
+            eprintln!("cleanup: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
+    }
+}
+
+impl Env {
+    /// A server and an agent with the default runtime (embedded libcontainer).
+    async fn start() -> Env {
+        Env::start_with_runtime("libcontainer").await
+    }
+
+    async fn start_with_runtime(runtime: &str) -> Env {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let cluster = Cluster::start(1, &[]).await;
+        let server = cluster.members[0].client.clone();
+        let node = format!("n{n}");
+        let tag = format!("bnode-{}-{n}", std::process::id());
+        let data_dir = cluster.dir.path().join("agent");
+        let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
+        cfg.run_dir = PathBuf::from("/run").join(&tag);
+        cfg.cgroup_parent = tag.clone();
+        let rootfs = cluster.dir.path().join("busybox-rootfs");
+        busybox_rootfs(&rootfs);
+        let out = Command::new(berth_bin())
+            .args(["image", "build", "--tag", IMAGE, "--rootfs"])
+            .arg(&rootfs)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let agent_log = cluster.dir.path().join("agent.log");
+        let agent = Command::new(berth_bin())
+            .args([
+                "agent", "--server", &server, "--name", &node, "--labels", "zone=a",
+            ])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--run-dir")
+            .arg(&cfg.run_dir)
+            .args(["--cgroup-parent", &tag, "--lease-renew-interval-ms", "200"])
+            .args([
+                "--node-status-interval-ms",
+                "500",
+                "--node-ip",
+                "127.0.0.1",
+                "--runtime",
+                runtime,
+            ])
+            .env("BERTH_LOG", "info,berth_node=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&agent_log).unwrap())
+            .spawn()
+            .unwrap();
+        let client = ResourceClient::new(&[server], Duration::from_secs(5)).unwrap();
+        let env = Env {
+            _cluster: cluster,
+            agent: Some(agent),
+            cfg,
+            agent_log,
+            client,
+            node,
+        };
+        env.wait_ready().await;
+        env
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self) {
+        let c = self.client.clone();
+        let node = self.node.clone();
+        eventually("node Ready", || {
+            let (c, node) = (c.clone(), node.clone());
+            async move {
+                let n = c.get::<Node>("", &node).await.ok()?;
+                let st = n.status?;
+                st.conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn create_pod(&self, mut pod: serde_json::Value) -> Pod {
+        pod["spec"]["nodeName"] = json!(self.node);
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        self.client.create("default", &pod).await.unwrap()
+    }
+
+    async fn pod(&self, name: &str) -> Option<Pod> {
+        match self.client.get::<Pod>("default", name).await {
+            Ok(p) => Some(p),
+            Err(ClientError::NotFound(_)) => None,
+            Err(e) => panic!("get pod {name}: {e}"),
+        }
+    }
+
+    /// Waits until `f` holds for the pod's status, with the agent's log on failure.
+    async fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Pod) -> bool) -> Pod {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.pod(name).await {
+                if f(&p) {
+                    return p;
+                }
+                if std::time::Instant::now() > deadline {
+                    panic!(
+                        "pod {name}: timed out waiting for {what}; status: {}\nagent log:\n{}",
+                        serde_json::to_string_pretty(&p.status).unwrap(),
+                        self.log()
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        let _ = self
+            .client
+            .delete::<Pod>("default", name, apiv1::DeleteOptions::default())
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.pod(name).await.is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pod {name} not deleted; agent log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn container_log(&self, pod: &Pod, container: &str) -> String {
+        let m = pod.metadata.clone().unwrap();
+        let p = self
+            .cfg
+            .data_dir
+            .join("logs")
+            .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
+            .join(format!("{container}.log"));
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    async fn wait_log(&self, pod: &Pod, container: &str, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let l = self.container_log(pod, container);
+            if l.contains(needle) {
+                return l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log of {container} lacks {needle:?}: {l:?}\nagent log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The pod's cgroup directories that exist on the machine (any hierarchy).
+    fn pod_cgroups(&self, uid: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let p = e.path().join(&self.cfg.cgroup_parent).join(format!("pod-{uid}"));
+            if p.exists() {
+                out.push(p);
+            }
+        }
+        let v2 = Path::new("/sys/fs/cgroup")
+            .join(&self.cfg.cgroup_parent)
+            .join(format!("pod-{uid}"));
+        if v2.exists() {
+            out.push(v2);
+        }
+        out
+    }
+}
+
+fn status_of(p: &Pod) -> berth_proto::corev1::PodStatus {
+    p.status.clone().unwrap_or_default()
+}
+
+fn phase(p: &Pod) -> String {
+    status_of(p).phase
+}
+
+fn condition(p: &Pod, kind: &str) -> String {
+    status_of(p)
+        .conditions
+        .iter()
+        .find(|c| c.r#type == kind)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.clone().unwrap().uid
+}
+
+fn pids_in(dirs: &[PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(rd) = walk(d) else { continue };
+        for f in rd {
+            if let Ok(s) = std::fs::read_to_string(f.join("cgroup.procs")) {
+                out.extend(s.lines().map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
+fn walk(d: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = vec![d.to_path_buf()];
+    for e in std::fs::read_dir(d)?.flatten() {
+        if e.file_type()?.is_dir() {
+            out.extend(walk(&e.path())?);
+        }
+    }
+    Ok(out)
+}
+
+/// Node registration, conditions, capacity and the node lease being renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_registers_reports_and_renews_its_lease() {
+    let env = Env::start().await;
+    let n = env.client.get::<Node>("", &env.node).await.unwrap();
+    let meta = n.metadata.clone().unwrap();
+    assert_eq!(meta.labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(meta.labels.get("kubernetes.io/hostname"), Some(&env.node));
+    let st = n.status.unwrap();
+    for c in ["cpu", "memory", "pods"] {
+        assert!(
+            st.capacity.contains_key(c) && st.allocatable.contains_key(c),
+            "{c}: {st:?}"
+        );
+    }
+    let kinds: Vec<(&str, &str)> = st
+        .conditions
+        .iter()
+        .map(|c| (c.r#type.as_str(), c.status.as_str()))
+        .collect();
+    for want in [
+        ("Ready", "True"),
+        ("MemoryPressure", "False"),
+        ("DiskPressure", "False"),
+        ("PIDPressure", "False"),
+    ] {
+        assert!(kinds.contains(&want), "{kinds:?}");
+    }
+    assert!(st
+        .addresses
+        .iter()
+        .any(|a| a.r#type == "InternalIP" && a.address == "127.0.0.1"));
+    let info = st.node_info.unwrap();
+    assert_eq!(info.container_runtime_version, "libcontainer://0.7.0");
+    assert_eq!(info.operating_system, "linux");
+
+    let renew = |l: Lease| l.spec.unwrap().renew_time.unwrap_or_default();
+    let c = env.client.clone();
+    let node = env.node.clone();
+    let first = eventually("node lease", || {
+        let (c, node) = (c.clone(), node.clone());
+        async move { c.get::<Lease>("kube-node-lease", &node).await.ok() }
+    })
+    .await;
+    assert_eq!(
+        first.spec.clone().unwrap().holder_identity.as_deref(),
+        Some(env.node.as_str())
+    );
+    let t1 = renew(first);
+    eventually("lease renewed", || {
+        let (c, node, t1) = (c.clone(), node.clone(), t1.clone());
+        async move {
+            let l = c.get::<Lease>("kube-node-lease", &node).await.ok()?;
+            (renew(l) > t1).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A long-running pod: Running with the status Kubernetes reports, hostname = pod name,
+/// output in its log file, shared namespaces; deleting it stops its processes and removes its
+/// cgroups and namespaces, then the pod object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_runs_reports_status_and_is_deleted_cleanly() {
+    let env = Env::start().await;
+    let pod = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "terminationGracePeriodSeconds": 2,
+                "containers": [
+                    {"name": "main", "image": IMAGE, "workingDir": "/tmp",
+                     "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}},
+                     "env": [{"name": "WHO", "value": "world"},
+                             {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                             {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                     "command": ["sh", "-c"],
+                     "args": ["echo hello $(WHO) from $(POD) on $(NODE) in $(pwd) as $(hostname); trap 'exit 0' TERM; while true; do sleep 1; done"]},
+                    {"name": "side", "image": "docker.io/library/busybox:1.36",
+                     "command": ["sh", "-c", "echo side $(hostname); exec sleep 1000"]}
+                ]
+            }
+        }))
+        .await;
+    let p = env
+        .wait_pod("web", "Running and Ready", |p| {
+            phase(p) == "Running" && condition(p, "Ready") == "True"
+        })
+        .await;
+    let st = status_of(&p);
+    assert_eq!(st.host_ip, "127.0.0.1");
+    assert!(!st.start_time.is_empty());
+    for k in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert_eq!(condition(&p, k), "True", "{k}");
+    }
+    assert_eq!(st.container_statuses.len(), 2);
+    for cs in &st.container_statuses {
+        let running = cs.state.as_ref().unwrap().running.as_ref().expect("running");
+        assert!(!running.started_at.is_empty());
+        assert!(cs.ready && cs.started == Some(true) && cs.restart_count == 0);
+        assert!(cs.image_id.starts_with("sha256:"));
+    }
+    assert_eq!(st.container_statuses[0].image, IMAGE);
+    let log = env.wait_log(&pod, "main", "hello").await;
+    assert!(log.contains("hello world from web on n"), "{log}");
+    assert!(log.contains(" in /tmp as web"), "{log}");
+    env.wait_log(&pod, "side", "side web").await;
+
+    // On the machine: both containers in the pod's cgroup and in the one network namespace.
+    let cgroups = env.pod_cgroups(&uid(&pod));
+    assert!(!cgroups.is_empty());
+    let pids = pids_in(&cgroups);
+    assert!(pids.len() >= 2, "{pids:?}");
+    let netns: std::collections::BTreeSet<String> = pids
+        .iter()
+        .filter_map(|p| std::fs::read_link(format!("/proc/{p}/ns/net")).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    assert_eq!(netns.len(), 1, "one network namespace for the pod: {netns:?}");
+    let ns_file = env.cfg.run_dir.join("netns").join(uid(&pod));
+    assert!(ns_file.exists());
+    // The limits are in the container's cgroup, the pids limit in the pod's.
+    let read = |rel: &str| {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(rel)).map(|s| s.trim().to_string())
+    };
+    let pod_rel = format!("{}/pod-{}", env.cfg.cgroup_parent, uid(&pod));
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert_eq!(read(&format!("{pod_rel}/main/cpu.max")).unwrap(), "50000 100000");
+        assert_eq!(
+            read(&format!("{pod_rel}/main/memory.max")).unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(&format!("{pod_rel}/pids.max")).unwrap(), "4096");
+    } else {
+        assert_eq!(
+            read(&format!("cpu/{pod_rel}/main/cpu.cfs_quota_us")).unwrap(),
+            "50000"
+        );
+        assert_eq!(read(&format!("cpu/{pod_rel}/main/cpu.shares")).unwrap(), "256");
+        assert_eq!(
+            read(&format!("memory/{pod_rel}/main/memory.limit_in_bytes")).unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(&format!("pids/{pod_rel}/pids.max")).unwrap(), "4096");
+    }
+
+    env.delete_pod("web").await;
+    assert!(env.pod_cgroups(&uid(&pod)).is_empty(), "pod cgroups removed");
+    for p in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "process {p} still there"
+        );
+    }
+    assert!(!ns_file.exists(), "netns file removed");
+    assert!(!env.cfg.run_dir.join("pods").join(uid(&pod)).exists());
+    assert!(!env.cfg.data_dir.join("pods").join(uid(&pod)).exists());
+}
+
+/// Exit codes map to phases; init containers run first, in order, sharing an emptyDir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_phases_and_init_containers() {
+    let env = Env::start().await;
+    let ok = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "ok", "namespace": "default"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "initContainers": [
+                    {"name": "one", "image": IMAGE, "command": ["sh", "-c", "echo one > /work/order"],
+                     "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                    {"name": "two", "image": IMAGE, "command": ["sh", "-c", "echo two >> /work/order"],
+                     "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+                ],
+                "containers": [{"name": "main", "image": IMAGE, "command": ["cat", "/work/order"],
+                                "volumeMounts": [{"name": "work", "mountPath": "/work"}]}]
+            }
+        }))
+        .await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "main", "image": IMAGE, "command": ["sh", "-c", "exit 3"]}]}
+    }))
+    .await;
+    let p = env.wait_pod("ok", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let st = status_of(&p);
+    let t = st.container_statuses[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_str()), (0, "Completed"));
+    assert_eq!(st.init_container_statuses.len(), 2);
+    assert_eq!(condition(&p, "Initialized"), "True");
+    assert_eq!(env.container_log(&ok, "main"), "one\ntwo\n");
+
+    let p = env.wait_pod("bad", "Failed", |p| phase(p) == "Failed").await;
+    let t = status_of(&p).container_statuses[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_str()), (3, "Error"));
+    assert_eq!(condition(&p, "Ready"), "False");
+
+    // A missing image waits with a reason, not a crash.
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "noimage", "namespace": "default"},
+        "spec": {"containers": [{"name": "main", "image": "nosuch:1"}]}
+    }))
+    .await;
+    let p = env
+        .wait_pod("noimage", "ErrImageNeverPull", |p| {
+            status_of(p)
+                .container_statuses
+                .first()
+                .and_then(|c| c.state.clone()?.waiting)
+                .map(|w| w.reason)
+                == Some("ErrImageNeverPull".into())
+        })
+        .await;
+    assert_eq!(phase(&p), "Pending");
+    for name in ["ok", "bad", "noimage"] {
+        env.delete_pod(name).await;
+    }
+}
+
+/// A crashing container is restarted, then held in CrashLoopBackOff with its last state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_container_backs_off() {
+    let env = Env::start().await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "crash", "namespace": "default"},
+        "spec": {"containers": [{"name": "main", "image": IMAGE, "command": ["sh", "-c", "echo boom; exit 1"]}]}
+    }))
+    .await;
+    let p = env
+        .wait_pod("crash", "CrashLoopBackOff after a restart", |p| {
+            let Some(cs) = status_of(p).container_statuses.first().cloned() else {
+                return false;
+            };
+            let waiting = cs.state.and_then(|s| s.waiting).map(|w| w.reason);
+            cs.restart_count >= 1 && waiting.as_deref() == Some("CrashLoopBackOff")
+        })
+        .await;
+    let cs = status_of(&p).container_statuses[0].clone();
+    let last = cs.last_state.unwrap().terminated.unwrap();
+    assert_eq!((last.exit_code, last.reason.as_str()), (1, "Error"));
+    assert_eq!(phase(&p), "Running", "restartPolicy Always keeps the pod Running");
+    assert!(!cs.ready);
+    // Back-off holds it: one restart, not a tight loop (the next one is 10 s after the exit).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = env.pod("crash").await.unwrap();
+    assert_eq!(
+        status_of(&again).container_statuses[0].restart_count,
+        cs.restart_count
+    );
+    env.delete_pod("crash").await;
+}
+
+/// A container over its memory limit is OOM-killed and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_oom_kills() {
+    let env = Env::start().await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "hog", "namespace": "default"},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "main", "image": IMAGE,
+                    "resources": {"limits": {"memory": "16Mi", "cpu": "500m"}},
+                    "command": ["sh", "-c", "exec dd if=/dev/zero of=/dev/shm/fill bs=1M count=48"]}]}
+    }))
+    .await;
+    let p = env.wait_pod("hog", "Failed", |p| phase(p) == "Failed").await;
+    let t = status_of(&p).container_statuses[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(t.reason, "OOMKilled", "{t:?}");
+    assert_eq!(t.exit_code, 137);
+    env.delete_pod("hog").await;
+}
+
+/// Env from a ConfigMap and a Secret, a secret volume on tmpfs (never the node's disk), a
+/// configMap volume that follows updates of the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_maps_and_secrets_as_env_and_volumes() {
+    let env = Env::start().await;
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "default"},
+        "data": {"color": "blue", "size": "9"}
+    }))
+    .unwrap();
+    env.client.create("default", &cm).await.unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "default"},
+        "data": {"password": "aHVudGVyMg=="}
+    }))
+    .unwrap();
+    env.client.create("default", &secret).await.unwrap();
+    let mut other = secret.clone();
+    other.metadata.as_mut().unwrap().name = "unrelated".into();
+    env.client.create("default", &other).await.unwrap();
+    let pod = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "cfg", "namespace": "default"},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "volumes": [
+                    {"name": "sec", "secret": {"secretName": "creds", "defaultMode": 256}},
+                    {"name": "conf", "configMap": {"name": "settings", "items": [{"key": "color", "path": "c/color"}]}}
+                ],
+                "containers": [{"name": "main", "image": IMAGE,
+                    "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "settings"}}],
+                    "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+                    "volumeMounts": [{"name": "sec", "mountPath": "/etc/creds", "readOnly": true},
+                                     {"name": "conf", "mountPath": "/etc/conf"}],
+                    "command": ["sh", "-c",
+                        "echo env $CFG_color $CFG_size $PW; echo file $(cat /etc/creds/password) $(cat /etc/conf/c/color); stat -c %a /etc/creds/..data/password; sleep 1000"]}]
+            }
+        }))
+        .await;
+    env.wait_pod("cfg", "Running", |p| phase(p) == "Running").await;
+    let log = env.wait_log(&pod, "main", "file ").await;
+    assert!(log.contains("env blue 9 hunter2\n"), "{log}");
+    assert!(log.contains("file hunter2 blue\n"), "{log}");
+    assert!(log.contains("400\n"), "defaultMode 0400: {log}");
+    // The secret's files are on the pod's tmpfs; nothing of it on the data dir's disk.
+    let sec_dir = env.cfg.run_dir.join("pods").join(uid(&pod)).join("volumes/sec");
+    assert!(berth_node::mount::is_tmpfs(&sec_dir));
+    let on_disk = Command::new("grep")
+        .args(["-rl", "hunter2"])
+        .arg(&env.cfg.data_dir)
+        .output()
+        .unwrap();
+    let hits = String::from_utf8_lossy(&on_disk.stdout).to_string();
+    // The container's own log holds what it printed; nothing else may.
+    assert!(
+        hits.lines().all(|l| l.ends_with("main.log")),
+        "secret on disk: {hits}"
+    );
+
+    // Only the referenced objects are watched by the agent, and updates reach the volume.
+    let mut cm = env.client.get::<ConfigMap>("default", "settings").await.unwrap();
+    cm.data.insert("color".into(), "green".into());
+    env.client.update(&cm).await.unwrap();
+    let file = env
+        .cfg
+        .data_dir
+        .join("pods")
+        .join(uid(&pod))
+        .join("volumes/conf/c/color");
+    eventually("configMap volume updated", || {
+        let file = file.clone();
+        async move { (std::fs::read_to_string(&file).ok()? == "green").then_some(()) }
+    })
+    .await;
+    // The node fetched only what its pod references.
+    let log = env.log();
+    assert!(
+        log.contains("name=creds") && log.contains("name=settings"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("name=unrelated"),
+        "an unreferenced secret was watched: {log}"
+    );
+    env.delete_pod("cfg").await;
+    assert!(!sec_dir.exists());
+}
+
+/// Probes: httpGet and tcpSocket readiness make the pod Ready; a failing exec liveness probe
+/// restarts its container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_gate_readiness_and_restart_on_liveness_failure() {
+    let env = Env::start().await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probed", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "web", "image": IMAGE,
+                 "ports": [{"name": "http", "containerPort": 8080}],
+                 "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                 "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1}},
+                {"name": "tcp", "image": IMAGE,
+                 "command": ["sh", "-c", "mkdir -p /www && exec httpd -f -p 9090 -h /www"],
+                 "readinessProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1}},
+                {"name": "notready", "image": IMAGE,
+                 "command": ["sh", "-c", "mkdir -p /www && exec httpd -f -p 7070 -h /www"],
+                 "readinessProbe": {"httpGet": {"path": "/missing", "port": 7070}, "periodSeconds": 1}},
+                {"name": "live", "image": IMAGE,
+                 "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 1000"],
+                 "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}}
+            ]
+        }
+    }))
+    .await;
+    let ready_of = |p: &Pod, name: &str| {
+        status_of(p)
+            .container_statuses
+            .iter()
+            .find(|c| c.name == name)
+            .is_some_and(|c| c.ready)
+    };
+    let p = env
+        .wait_pod("probed", "web and tcp ready", |p| {
+            ready_of(p, "web") && ready_of(p, "tcp")
+        })
+        .await;
+    assert!(!ready_of(&p, "notready"), "a 404 readiness probe fails");
+    assert_eq!(condition(&p, "Ready"), "False");
+    env.wait_pod("probed", "live restarted by its liveness probe", |p| {
+        status_of(p)
+            .container_statuses
+            .iter()
+            .any(|c| c.name == "live" && c.restart_count >= 1)
+    })
+    .await;
+    env.delete_pod("probed").await;
+}
+
+/// Deletion: a container handling SIGTERM gets it (and exits); one ignoring it is killed
+/// once the grace period is over; the pod object then goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_termination_and_host_path() {
+    let env = Env::start().await;
+    let host = env.cfg.data_dir.join("host-share");
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "grace", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "volumes": [{"name": "host", "hostPath": {"path": host, "type": "DirectoryOrCreate"}},
+                        {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+            "containers": [
+                {"name": "polite", "image": IMAGE,
+                 "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+                 "command": ["sh", "-c", "trap 'echo got TERM > /host/term; exit 0' TERM; echo up > /host/up; while true; do sleep 1; done"]},
+                {"name": "stubborn", "image": IMAGE,
+                 "volumeMounts": [{"name": "mem", "mountPath": "/mem"}],
+                 "command": ["sh", "-c", "grep ' /mem ' /proc/mounts > /dev/shm/m; dd if=/dev/zero of=/mem/big bs=1M count=2 2>/dev/null; ls -l /mem; exec sleep 1000"]}
+            ]
+        }
+    }))
+    .await;
+    let p = env.wait_pod("grace", "Running", |p| phase(p) == "Running").await;
+    let log = env.wait_log(&p, "stubborn", "big").await;
+    // sizeLimit bounds the memory-backed emptyDir: only 1 MiB of the 2 fit.
+    assert!(log.contains(" 1048576 "), "{log}");
+    eventually("hostPath written", || {
+        let f = host.join("up");
+        async move { f.exists().then_some(()) }
+    })
+    .await;
+    env.delete_pod("grace").await;
+    assert_eq!(std::fs::read_to_string(host.join("term")).unwrap(), "got TERM\n");
+}
+
+/// `berth image build --output`, `import`, `ls`, `rm` on a store of their own.
+#[test]
+fn image_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let berth = |args: &[&str]| {
+        let out = Command::new(berth_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let archive = dir.path().join("bb.tar");
+    let store = dir.path().join("node").display().to_string();
+    let out = berth(&[
+        "image",
+        "build",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--tag",
+        "bb:1",
+        "--output",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(out.starts_with("docker.io/library/bb:1 sha256:"), "{out}");
+    assert!(!Path::new(&store).exists(), "--output leaves the store alone");
+    let imported = berth(&["image", "import", archive.to_str().unwrap(), "--data-dir", &store]);
+    assert!(
+        imported.starts_with("docker.io/library/bb:1 sha256:"),
+        "{imported}"
+    );
+    let ls = berth(&["image", "ls", "--data-dir", &store]);
+    assert!(ls.lines().nth(1).unwrap().starts_with("bb:1 "), "{ls}");
+    berth(&["image", "rm", "bb:1", "--data-dir", &store]);
+    assert_eq!(berth(&["image", "ls", "--data-dir", &store]).lines().count(), 1);
+    let out = Command::new(berth_bin())
+        .args(["image", "rm", "bb:1", "--data-dir", &store])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+/// The same agent with runc (Debian's) as its runtime: a pod runs with its env and limits, an
+/// OOM kill is reported, deletion cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_runtime_runs_pods_too() {
+    let env = Env::start_with_runtime("runc").await;
+    let n = env.client.get::<Node>("", &env.node).await.unwrap();
+    let info = n.status.unwrap().node_info.unwrap();
+    assert!(info.container_runtime_version.starts_with("runc://"), "{info:?}");
+    let pod = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                {"name": "main", "image": IMAGE, "env": [{"name": "X", "value": "y"}],
+                 "command": ["sh", "-c", "echo x=$X host=$(hostname); exec sleep 1000"]},
+                {"name": "hog", "image": IMAGE, "resources": {"limits": {"memory": "16Mi"}},
+                 "command": ["sh", "-c", "exec dd if=/dev/zero of=/dev/shm/fill bs=1M count=48"]}]}
+        }))
+        .await;
+    env.wait_log(&pod, "main", "x=y host=r").await;
+    env.wait_pod("r", "hog OOMKilled", |p| {
+        status_of(p).container_statuses.iter().any(|c| {
+            let t = c
+                .last_state
+                .clone()
+                .and_then(|s| s.terminated)
+                .or(c.state.clone().and_then(|s| s.terminated));
+            c.name == "hog" && t.is_some_and(|t| t.reason == "OOMKilled")
+        })
+    })
+    .await;
+    env.delete_pod("r").await;
+    assert!(env.pod_cgroups(&uid(&pod)).is_empty());
+}

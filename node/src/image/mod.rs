@@ -1,0 +1,7 @@
+//! The node's image store and the formats it reads and writes.
+
+pub mod archive;
+pub mod reference;
+pub mod store;
+
+pub use store::{ImageInfo, ImageStore, ResolvedImage};
