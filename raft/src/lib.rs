@@ -19,7 +19,8 @@
 //!
 //! Data dir layout: `cluster_id` (hex, written before anything else), `db/` (the store's
 //! RocksDB, with the log in the [`LOG_CF`] and [`META_CF`] column families), `snapshot/current`
-//! (the latest snapshot, fsynced).
+//! (the latest snapshot, fsynced), `raft_durable` (the durable mark: last log id and vote
+//! acknowledged as durable; a member whose recovered log or vote is behind it refuses to start).
 //!
 //! For the API server: route every inbound peer message to [`RaftHandle::handle_peer`] (the
 //! [`PeerRpc`] kind plus the payload bytes; an `Err` there becomes the transport's
@@ -30,6 +31,7 @@
 
 mod batch;
 mod config;
+mod durable;
 mod error;
 mod leases;
 mod log_store;

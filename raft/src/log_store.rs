@@ -7,6 +7,11 @@
 //! on a sync. Because the log shares the WAL with the state machine, a synced append also makes
 //! every earlier state-machine write durable, and the WAL's prefix order means a purge record
 //! can never survive a crash that the state it relied on did not.
+//!
+//! Detecting a lost WAL tail: right after each WAL sync, before answering its waiters, the
+//! thread records the last log id and vote it just made durable in the data dir's durable mark
+//! ([`crate::durable`]); [`open_durable_mark`] compares the recovered state with that mark
+//! when the member starts and refuses a state that is behind it.
 
 // openraft's StorageError is what its storage traits return; our helpers return it unboxed too.
 #![allow(clippy::result_large_err)]
@@ -14,6 +19,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Weak};
 
@@ -22,6 +28,8 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError}
 use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use tokio::sync::oneshot;
 
+use crate::durable::{behind_error, rejoin_advice, DurableFile, Mark, Opened, DURABLE_FILE};
+use crate::error::RaftError;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Column family of the log entries.
@@ -32,6 +40,8 @@ pub const META_CF: &str = "raft_meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Present once this data dir's durable mark file was created: its absence later is a loss.
+const KEY_DURABLE_FILE: &[u8] = b"durable_file";
 
 /// Above every 8-byte index key: the exclusive end of "everything from here on".
 const KEY_BEYOND_LAST: [u8; 9] = [0xff; 9];
@@ -99,14 +109,21 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn spawn(db: &Arc<DB>, observer: Option<FsyncObserver>) -> io::Result<Syncer> {
-        Syncer::spawn_gated(db, None, observer)
+    /// `durable`: the data dir's durable mark, updated around every sync (`None` only in
+    /// tests of the thread itself).
+    pub(crate) fn spawn(
+        db: &Arc<DB>,
+        durable: Option<DurableFile>,
+        observer: Option<FsyncObserver>,
+    ) -> io::Result<Syncer> {
+        Syncer::spawn_gated(db, durable, None, observer)
     }
 
     /// With a gate, the thread waits for one token per batch after taking the batch's first
     /// waiter (tests use it to queue waiters behind a sync deterministically).
     fn spawn_gated(
         db: &Arc<DB>,
+        mut durable: Option<DurableFile>,
         gate: Option<mpsc::Receiver<()>>,
         observer: Option<FsyncObserver>,
     ) -> io::Result<Syncer> {
@@ -125,7 +142,7 @@ impl Syncer {
                     batch.extend(rx.try_iter());
                     let started = std::time::Instant::now();
                     let res = match weak.upgrade() {
-                        Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                        Some(db) => sync_marked(&db, durable.as_mut()),
                         None => Err("database closed".to_string()),
                     };
                     if let Some(observe) = &observer {
@@ -164,6 +181,74 @@ impl Syncer {
     }
 }
 
+/// Syncs the WAL and keeps the durable mark at or below what the WAL holds durably: a lower
+/// component (a truncated suffix) is recorded before the sync, a higher one after it, and
+/// only then are the waiters answered. The state is read after the batch was taken, so every
+/// waiter's write is in it. Costs one small `fdatasync` per group commit that appended or
+/// voted (none when nothing changed), amortized over the batch like the WAL sync.
+fn sync_marked(db: &Arc<DB>, durable: Option<&mut DurableFile>) -> Result<(), String> {
+    let Some(durable) = durable else {
+        return db.flush_wal(true).map_err(|e| e.to_string());
+    };
+    let now = LogReader { db: db.clone() }
+        .mark()
+        .map_err(|e| format!("reading the log state: {e}"))?;
+    let floor = now.min(&durable.mark());
+    durable
+        .record(floor)
+        .map_err(|e| format!("lowering the durable mark: {e}"))?;
+    db.flush_wal(true).map_err(|e| e.to_string())?;
+    durable
+        .record(now)
+        .map_err(|e| format!("writing the durable mark: {e}"))
+}
+
+/// Opens the durable mark of `data_dir` and checks that the Raft state recovered in `db`
+/// covers it; creates the mark for a data dir that has none yet (a new one, or one made
+/// before the mark existed). Fails with [`RaftError::StateBehind`] when the recovered log or
+/// vote is behind what the member acknowledged, or when the mark is damaged or missing although
+/// it was created: then what was acknowledged is unknown and the member must not serve.
+pub(crate) fn open_durable_mark(data_dir: &Path, db: &Arc<DB>) -> Result<DurableFile, RaftError> {
+    let storage = |e: StorageError| RaftError::Storage(e.to_string());
+    let reader = LogReader { db: db.clone() };
+    let found = reader.mark().map_err(storage)?;
+    let path = data_dir.join(DURABLE_FILE);
+    match DurableFile::open(data_dir) {
+        Ok(Opened::Found(f)) if found.covers(&f.mark()) => Ok(f),
+        Ok(Opened::Found(f)) => Err(behind_error(data_dir, &f.mark(), &found)),
+        Ok(Opened::Missing) => {
+            if reader
+                .get_meta::<bool>(KEY_DURABLE_FILE)
+                .map_err(storage)?
+                .is_some()
+            {
+                return Err(RaftError::StateBehind(format!(
+                    "data dir {}: {} is missing although this member created it, so what it \
+                     acknowledged is unknown. {}",
+                    data_dir.display(),
+                    path.display(),
+                    rejoin_advice(data_dir)
+                )));
+            }
+            let f = DurableFile::create(data_dir, found)
+                .map_err(|e| RaftError::Storage(format!("{}: {e}", path.display())))?;
+            let cf = cf(db, META_CF).map_err(storage)?;
+            let v = bincode::serialize(&true).map_err(|e| RaftError::Storage(e.to_string()))?;
+            let mut synced = WriteOptions::default();
+            synced.set_sync(true);
+            db.put_cf_opt(cf, KEY_DURABLE_FILE, v, &synced)
+                .map_err(|e| RaftError::Storage(e.to_string()))?;
+            Ok(f)
+        }
+        Err(e) => Err(RaftError::StateBehind(format!(
+            "data dir {}: {} unreadable ({e}), so what this member acknowledged is unknown. {}",
+            data_dir.display(),
+            path.display(),
+            rejoin_advice(data_dir)
+        ))),
+    }
+}
+
 /// Reads the log; cheap to clone (openraft gives one to each replication task).
 #[derive(Clone)]
 pub struct LogReader {
@@ -189,6 +274,17 @@ impl LogReader {
                 Ok(Some(bincode::deserialize::<LogId>(&v).map_err(read_err)?))
             }
         }
+    }
+}
+
+impl LogReader {
+    /// The last log id (the last purged one when the log is empty) and the vote, as stored.
+    pub(crate) fn mark(&self) -> Result<Mark, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        Ok(Mark {
+            last_log_id: self.last_log_id()?.or(last_purged),
+            vote: self.get_meta(KEY_VOTE)?,
+        })
     }
 }
 
@@ -366,7 +462,7 @@ mod tests {
         opts.create_if_missing(true);
         let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
         let (gate, gate_rx) = mpsc::channel();
-        let syncer = Syncer::spawn_gated(&db, Some(gate_rx), None).unwrap();
+        let syncer = Syncer::spawn_gated(&db, None, Some(gate_rx), None).unwrap();
 
         db.put_opt(b"k", b"v", &unsynced()).unwrap();
         let mut waiters: Vec<_> = (0..3)
@@ -399,7 +495,7 @@ mod tests {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
-        let syncer = Syncer::spawn(&db, None).unwrap();
+        let syncer = Syncer::spawn(&db, None, None).unwrap();
         drop(db);
         assert!(syncer.sync().await.is_err());
     }
