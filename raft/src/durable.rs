@@ -1,7 +1,8 @@
 //! The durable high-water mark: a small file in the data dir, outside RocksDB, recording the
-//! last log id and the vote this member has acknowledged as durable. The group-commit thread
-//! rewrites it (one small `pwrite` + `fdatasync`) right after each WAL sync and before it
-//! answers the sync's waiters; on start the member compares what RocksDB recovered with it and
+//! last log id and the vote this member has acknowledged as durable. After each WAL sync the
+//! group-commit thread hands the synced state to the mark thread, which rewrites the mark (one
+//! small `pwrite` + `fdatasync`, overlapping the next WAL sync) and only then answers that
+//! sync's waiters (see `log_store::Marker`); on start the member compares what RocksDB recovered with it and
 //! refuses to start when the recovered Raft state is behind (JEPSEN.md, bug 2).
 //!
 //! Why a separate file: RocksDB's default WAL recovery (point in time) silently stops at the
