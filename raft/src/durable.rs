@@ -8,11 +8,15 @@
 //! Why a separate file: RocksDB's default WAL recovery (point in time) silently stops at the
 //! first damaged record, so a WAL that lost its tail (a disk fault) reopens without error and
 //! the member would forget entries and votes it acknowledged — which breaks Raft's safety.
-//! The alternatives do not fit: `WALRecoveryMode::AbsoluteConsistency` refuses a torn,
-//! never-acknowledged tail after a plain crash (a large batch is written to the WAL in several
-//! `write()` calls, and a power loss keeps any prefix) yet misses a WAL cut exactly at a record
-//! boundary or a lost whole WAL file; `track_and_verify_wals_in_manifest` tracks only closed
-//! WALs, never the live one, which is where the loss happens.
+//! The alternatives do not fit. `WALRecoveryMode::AbsoluteConsistency` refuses a torn tail that
+//! was never acknowledged, and a plain crash can leave one (RocksDB writes a batch larger than
+//! its buffer in several `write()` calls, Linux stops a `write()` at a page boundary when a
+//! fatal signal is pending, and a power loss keeps any prefix); yet it opens a WAL cut exactly at
+//! a record boundary, or missing a whole file, without a word. Checked with rocksdb 0.24: a WAL
+//! holding a synced put and an unsynced 3 MiB put, cut mid-record, fails to open with
+//! "Corruption: truncated record body"; cut right after the synced put it opens and the
+//! 3 MiB put is silently gone. `track_and_verify_wals_in_manifest` tracks only closed WALs,
+//! never the live one (its documentation says so), which is where the loss happens.
 //!
 //! Invariant: at every instant, the state durable in the WAL is at or above the mark on disk,
 //! component by component (log id, vote). An increase is written after the WAL sync that made
