@@ -129,7 +129,7 @@ fn raft_status(e: &RaftError) -> Status {
         )),
         RaftError::Config(m) => Status::invalid_argument(format!("berth: {m}")),
         RaftError::Transport(_) | RaftError::Protocol(_) => etcd(Code::Unavailable, "leader changed"),
-        RaftError::Storage(_) => etcd(Code::DataLoss, "corrupt cluster"),
+        RaftError::Storage(_) | RaftError::StateBehind(_) => etcd(Code::DataLoss, "corrupt cluster"),
         RaftError::Fatal(_) => etcd(Code::Unavailable, "server stopped"),
     }
 }

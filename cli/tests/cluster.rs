@@ -327,3 +327,107 @@ async fn snapshot_save_and_restore_seed_a_new_cluster() {
     m.wait_leader().await;
     assert_all_present(&m.client(), &(0..10).collect::<Vec<_>>()).await;
 }
+
+/// Waits until member `i` has applied key `k` (a serializable read on it alone).
+async fn wait_member_has(c: &Cluster, i: usize, k: u64) {
+    let on_member =
+        berth_client::EtcdClient::new(&[c.members[i].client.clone()], Duration::from_secs(2)).unwrap();
+    eventually("the member applied the writes", || async {
+        let r = on_member
+            .range(pb::RangeRequest {
+                key: key(k),
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        (r.kvs.len() == 1).then_some(())
+    })
+    .await;
+}
+
+/// JEPSEN.md bug 2 with real processes: a follower SIGKILLed restarts fine; SIGKILLed again
+/// and its live WAL truncated to half (a disk fault), it refuses to start with an error that
+/// names its data dir and says to rejoin it empty, instead of serving a log that forgot
+/// entries it had acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_wal_lost_its_tail_exits_with_a_clear_error() {
+    let mut c = Cluster::start(3, &[]).await;
+    let client = c.client();
+    assert_eq!(write_range(&client, 0, 40).await.len(), 40);
+    let leader = c.wait_leader().await;
+    let victim = (leader + 1) % 3;
+    wait_member_has(&c, victim, 39).await;
+
+    c.members[victim].kill();
+    c.start_member(victim);
+    let client = c.client();
+    assert_eq!(write_range(&client, 40, 80).await.len(), 40);
+    wait_member_has(&c, victim, 79).await;
+    c.members[victim].kill();
+
+    let db = c.members[victim].data_dir.join("db");
+    let mut wals: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    wals.sort();
+    let wal = wals.pop().expect("a live WAL");
+    let len = std::fs::metadata(&wal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let m = &c.members[victim];
+    let stderr_path = c.dir.path().join("refused.stderr");
+    let mut child = std::process::Command::new(berth_bin())
+        .args([
+            "server",
+            "--name",
+            &m.name,
+            "--peer-addr",
+            &m.peer,
+            "--client-addr",
+            &m.client,
+        ])
+        .arg("--data-dir")
+        .arg(&m.data_dir)
+        .args(["--initial-cluster", &c.initial_cluster])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Before the fix it started and served: stop it by its PID and fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "a member with a truncated WAL kept running: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(!status.success(), "{stderr}");
+    for needle in [
+        "refusing to start",
+        &m.data_dir.display().to_string()[..],
+        "is behind what this member had acknowledged",
+        "rejoin it with an empty data dir",
+    ] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+    // The other two go on.
+    let client = c.client();
+    assert_eq!(write_range(&client, 80, 90).await.len(), 10);
+}

@@ -695,3 +695,179 @@ async fn read_index_rounds_at_a_partitioned_leader_move_to_the_new_leader() {
         .expect("read");
     c.shutdown_all().await;
 }
+
+// --- A member whose recovered Raft state is behind what it acknowledged (JEPSEN.md bug 2) ---
+
+/// The newest (live) WAL file of a member's database.
+fn live_wal(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(data_dir.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a WAL file")
+}
+
+/// Writes 40 puts through the leader and waits until `victim` has applied them (so it has
+/// acknowledged every entry holding them); returns the leader.
+async fn write_and_wait_applied(c: &Cluster, victim: &str, prefix: &str) -> String {
+    let leader = c.leader().await;
+    for i in 0..40 {
+        applied_ok(c.h(&leader).propose(put(&format!("/{prefix}{i:02}"), "v")).await);
+    }
+    let last = format!("/{prefix}39");
+    eventually("the victim applied every write", || async {
+        get(c.h(victim), &last).map(|_| ())
+    })
+    .await;
+    leader
+}
+
+fn assert_refused(res: Result<RaftHandle, RaftError>, data_dir: &std::path::Path, what: &str) {
+    let err = match res {
+        Ok(_) => panic!("a member with {what} started"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, RaftError::StateBehind(_)), "{what}: {msg}");
+    for needle in [
+        &data_dir.display().to_string()[..],
+        "behind",
+        "acknowledged",
+        "rejoin",
+        "empty data dir",
+    ] {
+        assert!(msg.contains(needle), "{what}: message lacks {needle:?}: {msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_wal_lost_its_tail_refuses_to_start() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let victim = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    write_and_wait_applied(&c, &victim, "t").await;
+    let data_dir = c.config(&victim).data_dir.clone();
+    c.stop_member(&victim).await.expect("stop");
+
+    // An untouched data dir restarts fine (and the stop did not leave the WAL empty).
+    c.start_member(&victim)
+        .await
+        .expect("restart of an untouched data dir");
+    write_and_wait_applied(&c, &victim, "u").await;
+    c.stop_member(&victim).await.expect("stop");
+
+    // The disk fault of the jepsen run: the live WAL truncated to half.
+    let wal = live_wal(&data_dir);
+    let len = std::fs::metadata(&wal).unwrap().len();
+    assert!(len > 4096, "the live WAL holds the writes ({len} bytes)");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let res = c.start_member(&victim).await;
+    assert_refused(res, &data_dir, "a truncated WAL");
+    // Refusing changed nothing: it refuses again.
+    assert_refused(
+        c.start_member(&victim).await,
+        &data_dir,
+        "a truncated WAL (again)",
+    );
+
+    // The others go on; the victim, wiped and rejoined empty, catches up.
+    let leader = c.leader().await;
+    applied_ok(c.h(&leader).propose(put("/after", "v")).await);
+    let victim_id = crate::member_id(&victim);
+    c.h(&leader)
+        .remove_member(victim_id)
+        .await
+        .expect("remove the victim");
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    let mut cfg = member_config(&victim, &data_dir, &[]);
+    cfg.join = vec![leader.clone()];
+    let h = c.start_with(cfg).await.expect("rejoin empty");
+    tokio::time::timeout(WAIT, h.joined())
+        .await
+        .expect("joined in time")
+        .expect("joined");
+    eventually("the rejoined member caught up", || async {
+        get(&h, "/after").map(|_| ())
+    })
+    .await;
+    assert_eq!(get(&h, "/u39"), Some(b"v".to_vec()));
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_lost_only_its_vote_refuses_to_start() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let victim = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    write_and_wait_applied(&c, &victim, "t").await;
+    let data_dir = c.config(&victim).data_dir.clone();
+    c.stop_member(&victim).await.expect("stop");
+
+    // Lose the vote record alone (the log stays intact).
+    {
+        let store = berth_store::Store::open(berth_store::StoreConfig {
+            path: data_dir.join("db"),
+            extra_column_families: vec![crate::LOG_CF.to_string(), crate::META_CF.to_string()],
+            watch_queue_len: berth_store::WATCH_QUEUE_LEN_DEFAULT,
+        })
+        .unwrap();
+        let db = store.db();
+        let meta = db.cf_handle(crate::META_CF).unwrap();
+        assert!(
+            db.get_cf(meta, b"vote").unwrap().is_some(),
+            "the member had voted"
+        );
+        let mut o = rocksdb::WriteOptions::default();
+        o.set_sync(true);
+        db.delete_cf_opt(meta, b"vote", &o).unwrap();
+    }
+    let res = c.start_member(&victim).await;
+    assert_refused(res, &data_dir, "a lost vote");
+    let msg = c.start_member(&victim).await.err().unwrap().to_string();
+    assert!(msg.contains("no vote"), "says what was found: {msg}");
+    c.shutdown_all().await;
+}
+
+/// What a kill -9 leaves: the files as they are while the member runs (the page cache keeps
+/// every written byte, synced or not). The mark is copied first, as a crash could find it no
+/// newer than the WAL written after it.
+fn copy_running_data_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to.join("db")).unwrap();
+    for f in ["raft_durable", "cluster_id"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(from.join("db")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join("db").join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_killed_without_closing_restarts_fine() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let victim = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    write_and_wait_applied(&c, &victim, "t").await;
+    let data_dir = c.config(&victim).data_dir.clone();
+    let image = c.dir.path().join("crash-image");
+    copy_running_data_dir(&data_dir, &image);
+    c.stop_member(&victim).await.expect("stop");
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::rename(&image, &data_dir).unwrap();
+
+    let h = c.start_member(&victim).await.expect("restart after a crash");
+    assert_eq!(get(&h, "/t39"), Some(b"v".to_vec()));
+    let leader = c.leader().await;
+    applied_ok(c.h(&leader).propose(put("/after", "v")).await);
+    eventually("caught up", || async { get(&h, "/after").map(|_| ()) }).await;
+    c.shutdown_all().await;
+}

@@ -53,6 +53,11 @@ pub enum RaftError {
     /// The log or the state machine failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The data dir's recovered Raft state (log, vote) is behind what the member had
+    /// acknowledged as durable (its WAL lost records): it must not serve; the message says
+    /// which data dir, what was expected and found, and how to rejoin it.
+    #[error("refusing to start: {0}")]
+    StateBehind(String),
     /// The Raft member stopped (shut down, or after a storage failure).
     #[error("fatal: {0}")]
     Fatal(String),

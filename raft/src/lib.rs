@@ -8,10 +8,13 @@
 //! WAL holding it is synced, with many appends grouped into one sync on a dedicated thread
 //! (the async runtime never waits on a sync); each batch of applied entries is one store
 //! write batch that also holds the applied marker (last log id + membership), so the data and
-//! the point it reached are atomic; a forwarded write is retried only when it certainly was
-//! not proposed, so no command is applied twice; only the leader expires leases, and a new
-//! leader gives every lease a fresh TTL first; members of different clusters never mix (every
-//! peer message carries the cluster id, and a data dir of another cluster is refused).
+//! the point it reached are atomic; acknowledged log entries and votes are also recorded in
+//! the data dir's durable mark, and a member whose recovered log or vote is behind it (its WAL
+//! lost records) refuses to start instead of serving; a forwarded write is retried only when
+//! it certainly was not proposed, so no command is applied twice; only the leader expires
+//! leases, and a new leader gives every lease a fresh TTL first; members of different clusters
+//! never mix (every peer message carries the cluster id, and a data dir of another cluster is
+//! refused).
 //!
 //! It does not know tonic/gRPC, HTTP or the wire format: peer messages are opaque payload
 //! bytes carried by a [`PeerTransport`] that the API server implements (and
@@ -19,7 +22,8 @@
 //!
 //! Data dir layout: `cluster_id` (hex, written before anything else), `db/` (the store's
 //! RocksDB, with the log in the [`LOG_CF`] and [`META_CF`] column families), `snapshot/current`
-//! (the latest snapshot, fsynced).
+//! (the latest snapshot, fsynced), `raft_durable` (the durable mark: last log id and vote
+//! acknowledged as durable; a member whose recovered log or vote is behind it refuses to start).
 //!
 //! For the API server: route every inbound peer message to [`RaftHandle::handle_peer`] (the
 //! [`PeerRpc`] kind plus the payload bytes; an `Err` there becomes the transport's
@@ -30,6 +34,7 @@
 
 mod batch;
 mod config;
+mod durable;
 mod error;
 mod leases;
 mod log_store;

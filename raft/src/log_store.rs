@@ -7,6 +7,11 @@
 //! on a sync. Because the log shares the WAL with the state machine, a synced append also makes
 //! every earlier state-machine write durable, and the WAL's prefix order means a purge record
 //! can never survive a crash that the state it relied on did not.
+//!
+//! Detecting a lost WAL tail: right after each WAL sync, before answering its waiters, the
+//! thread records the last log id and vote it just made durable in the data dir's durable mark
+//! ([`crate::durable`]); [`open_durable_mark`] compares the recovered state with that mark
+//! when the member starts and refuses a state that is behind it.
 
 // openraft's StorageError is what its storage traits return; our helpers return it unboxed too.
 #![allow(clippy::result_large_err)]
@@ -14,6 +19,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Weak};
 
@@ -22,6 +28,8 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError}
 use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use tokio::sync::oneshot;
 
+use crate::durable::{behind_error, rejoin_advice, DurableFile, Mark, Opened, DURABLE_FILE};
+use crate::error::RaftError;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Column family of the log entries.
@@ -32,6 +40,8 @@ pub const META_CF: &str = "raft_meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Present once this data dir's durable mark file was created: its absence later is a loss.
+const KEY_DURABLE_FILE: &[u8] = b"durable_file";
 
 /// Above every 8-byte index key: the exclusive end of "everything from here on".
 const KEY_BEYOND_LAST: [u8; 9] = [0xff; 9];
@@ -99,14 +109,21 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn spawn(db: &Arc<DB>, observer: Option<FsyncObserver>) -> io::Result<Syncer> {
-        Syncer::spawn_gated(db, None, observer)
+    /// `durable`: the data dir's durable mark, updated around every sync (`None` only in
+    /// tests of the thread itself).
+    pub(crate) fn spawn(
+        db: &Arc<DB>,
+        durable: Option<DurableFile>,
+        observer: Option<FsyncObserver>,
+    ) -> io::Result<Syncer> {
+        Syncer::spawn_gated(db, durable, None, observer)
     }
 
     /// With a gate, the thread waits for one token per batch after taking the batch's first
     /// waiter (tests use it to queue waiters behind a sync deterministically).
     fn spawn_gated(
         db: &Arc<DB>,
+        durable: Option<DurableFile>,
         gate: Option<mpsc::Receiver<()>>,
         observer: Option<FsyncObserver>,
     ) -> io::Result<Syncer> {
@@ -114,6 +131,10 @@ impl Syncer {
         let weak: Weak<DB> = Arc::downgrade(db);
         let syncs = Arc::new(AtomicU64::new(0));
         let counter = syncs.clone();
+        let mut marker = match durable {
+            Some(d) => Some(Marker::spawn(d)?),
+            None => None,
+        };
         std::thread::Builder::new()
             .name("raft-wal-sync".into())
             .spawn(move || {
@@ -125,7 +146,7 @@ impl Syncer {
                     batch.extend(rx.try_iter());
                     let started = std::time::Instant::now();
                     let res = match weak.upgrade() {
-                        Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                        Some(db) => sync_wal(&db, marker.as_mut()),
                         None => Err("database closed".to_string()),
                     };
                     if let Some(observe) = &observer {
@@ -135,8 +156,13 @@ impl Syncer {
                     if let Err(e) = &res {
                         tracing::error!(error = %e, "WAL sync failed");
                     }
-                    for w in batch {
-                        w.complete(res.clone());
+                    match (&mut marker, res) {
+                        (Some(m), res) => m.answer_after_mark(res, batch),
+                        (None, res) => {
+                            for w in batch {
+                                w.complete(res.clone().map(|_| ()));
+                            }
+                        }
                     }
                 }
             })?;
@@ -161,6 +187,174 @@ impl Syncer {
         self.enqueue(SyncWaiter::Notify(tx));
         rx.await
             .map_err(|_| io::Error::other("WAL sync thread stopped"))?
+    }
+}
+
+/// One job of the mark thread: record `mark` (only if the WAL sync before it succeeded),
+/// then answer `waiters` and `done` with the outcome.
+struct MarkJob {
+    mark: Mark,
+    wal: Result<(), String>,
+    waiters: Vec<SyncWaiter>,
+    done: Option<mpsc::Sender<Result<(), String>>>,
+}
+
+impl MarkJob {
+    fn fail(self, e: &str) {
+        for w in self.waiters {
+            w.complete(Err(e.to_string()));
+        }
+        if let Some(done) = self.done {
+            let _ = done.send(Err(e.to_string()));
+        }
+    }
+}
+
+/// The durable mark's own thread. The WAL sync thread hands it each synced batch, so the
+/// mark's `fdatasync` for batch N runs while the WAL sync of batch N+1 does: under load the two
+/// flushes overlap instead of adding up (one client still waits for both, in sequence).
+/// Jobs run in order, so waiters are answered in the order their batches were synced.
+struct Marker {
+    tx: mpsc::Sender<MarkJob>,
+    /// The last mark handed to the thread (it may not be written yet).
+    enqueued: Mark,
+}
+
+impl Marker {
+    fn spawn(mut durable: DurableFile) -> io::Result<Marker> {
+        let enqueued = durable.mark();
+        let (tx, rx) = mpsc::channel::<MarkJob>();
+        std::thread::Builder::new()
+            .name("raft-mark-sync".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let res = job.wal.and_then(|()| {
+                        durable
+                            .record(job.mark)
+                            .map_err(|e| format!("writing the durable mark: {e}"))
+                    });
+                    if let Err(e) = &res {
+                        tracing::error!(error = %e, "durable mark not written");
+                    }
+                    for w in job.waiters {
+                        w.complete(res.clone());
+                    }
+                    if let Some(done) = job.done {
+                        let _ = done.send(res);
+                    }
+                }
+            })?;
+        Ok(Marker { tx, enqueued })
+    }
+
+    fn send(&self, job: MarkJob) {
+        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
+            job.fail("durable mark thread stopped");
+        }
+    }
+
+    /// Records `mark` and waits until it is durable (used to lower the mark before a WAL
+    /// sync that may make a truncation durable).
+    fn record_now(&mut self, mark: Mark) -> Result<(), String> {
+        let (done, rx) = mpsc::channel();
+        self.send(MarkJob {
+            mark,
+            wal: Ok(()),
+            waiters: Vec::new(),
+            done: Some(done),
+        });
+        rx.recv()
+            .map_err(|_| "durable mark thread stopped".to_string())??;
+        self.enqueued = mark;
+        Ok(())
+    }
+
+    /// Hands a synced (or failed) batch over: its waiters are answered once the mark of the
+    /// state the sync made durable is durable too.
+    fn answer_after_mark(&mut self, synced: Result<Mark, String>, waiters: Vec<SyncWaiter>) {
+        let (mark, wal) = match synced {
+            Ok(m) => (m, Ok(())),
+            Err(e) => (self.enqueued, Err(e)),
+        };
+        self.enqueued = mark;
+        self.send(MarkJob {
+            mark,
+            wal,
+            waiters,
+            done: None,
+        });
+    }
+}
+
+/// Syncs the WAL; with a [`Marker`], returns the state (last log id, vote) this sync made
+/// durable, for the mark. The state is read after the batch was taken, so every waiter's
+/// write is in it. A component lower than the last mark (a truncated suffix) is recorded, and
+/// made durable, *before* the sync, since the sync may make the lowering durable; a higher
+/// one is recorded after it (by the mark thread, before the batch is answered). So the mark
+/// on disk never claims more than the WAL holds durably, and a plain crash never trips the
+/// check. Cost: one small `fdatasync` per group commit that appended or voted (none when
+/// nothing changed), overlapped with the next WAL sync.
+fn sync_wal(db: &Arc<DB>, marker: Option<&mut Marker>) -> Result<Mark, String> {
+    let Some(marker) = marker else {
+        db.flush_wal(true).map_err(|e| e.to_string())?;
+        return Ok(Mark::default());
+    };
+    let now = LogReader { db: db.clone() }
+        .mark()
+        .map_err(|e| format!("reading the log state: {e}"))?;
+    let floor = now.min(&marker.enqueued);
+    if floor != marker.enqueued {
+        marker
+            .record_now(floor)
+            .map_err(|e| format!("lowering the durable mark: {e}"))?;
+    }
+    db.flush_wal(true).map_err(|e| e.to_string())?;
+    Ok(now)
+}
+
+/// Opens the durable mark of `data_dir` and checks that the Raft state recovered in `db`
+/// covers it; creates the mark for a data dir that has none yet (a new one, or one made
+/// before the mark existed). Fails with [`RaftError::StateBehind`] when the recovered log or
+/// vote is behind what the member acknowledged, or when the mark is damaged or missing although
+/// it was created: then what was acknowledged is unknown and the member must not serve.
+pub(crate) fn open_durable_mark(data_dir: &Path, db: &Arc<DB>) -> Result<DurableFile, RaftError> {
+    let storage = |e: StorageError| RaftError::Storage(e.to_string());
+    let reader = LogReader { db: db.clone() };
+    let found = reader.mark().map_err(storage)?;
+    let path = data_dir.join(DURABLE_FILE);
+    match DurableFile::open(data_dir) {
+        Ok(Opened::Found(f)) if found.covers(&f.mark()) => Ok(f),
+        Ok(Opened::Found(f)) => Err(behind_error(data_dir, &f.mark(), &found)),
+        Ok(Opened::Missing) => {
+            if reader
+                .get_meta::<bool>(KEY_DURABLE_FILE)
+                .map_err(storage)?
+                .is_some()
+            {
+                return Err(RaftError::StateBehind(format!(
+                    "data dir {}: {} is missing although this member created it, so what it \
+                     acknowledged is unknown. {}",
+                    data_dir.display(),
+                    path.display(),
+                    rejoin_advice(data_dir)
+                )));
+            }
+            let f = DurableFile::create(data_dir, found)
+                .map_err(|e| RaftError::Storage(format!("{}: {e}", path.display())))?;
+            let cf = cf(db, META_CF).map_err(storage)?;
+            let v = bincode::serialize(&true).map_err(|e| RaftError::Storage(e.to_string()))?;
+            let mut synced = WriteOptions::default();
+            synced.set_sync(true);
+            db.put_cf_opt(cf, KEY_DURABLE_FILE, v, &synced)
+                .map_err(|e| RaftError::Storage(e.to_string()))?;
+            Ok(f)
+        }
+        Err(e) => Err(RaftError::StateBehind(format!(
+            "data dir {}: {} unreadable ({e}), so what this member acknowledged is unknown. {}",
+            data_dir.display(),
+            path.display(),
+            rejoin_advice(data_dir)
+        ))),
     }
 }
 
@@ -189,6 +383,17 @@ impl LogReader {
                 Ok(Some(bincode::deserialize::<LogId>(&v).map_err(read_err)?))
             }
         }
+    }
+}
+
+impl LogReader {
+    /// The last log id (the last purged one when the log is empty) and the vote, as stored.
+    pub(crate) fn mark(&self) -> Result<Mark, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        Ok(Mark {
+            last_log_id: self.last_log_id()?.or(last_purged),
+            vote: self.get_meta(KEY_VOTE)?,
+        })
     }
 }
 
@@ -366,7 +571,7 @@ mod tests {
         opts.create_if_missing(true);
         let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
         let (gate, gate_rx) = mpsc::channel();
-        let syncer = Syncer::spawn_gated(&db, Some(gate_rx), None).unwrap();
+        let syncer = Syncer::spawn_gated(&db, None, Some(gate_rx), None).unwrap();
 
         db.put_opt(b"k", b"v", &unsynced()).unwrap();
         let mut waiters: Vec<_> = (0..3)
@@ -393,13 +598,66 @@ mod tests {
         assert_eq!(syncer.syncs(), 2);
     }
 
+    fn db_with_log_cfs(dir: &Path) -> Arc<DB> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        Arc::new(DB::open_cf(&opts, dir.join("db"), [LOG_CF, META_CF]).unwrap())
+    }
+
+    fn put_log_ids(db: &DB, term: u64, indexes: std::ops::RangeInclusive<u64>) {
+        let cf = db.cf_handle(LOG_CF).unwrap();
+        for i in indexes {
+            let id = LogId::new(openraft::CommittedLeaderId::new(term, 1), i);
+            // The mark reads only an entry's leading log id.
+            db.put_cf_opt(cf, index_key(i), bincode::serialize(&id).unwrap(), &unsynced())
+                .unwrap();
+        }
+    }
+
+    fn mark_on_disk(dir: &Path) -> Mark {
+        match DurableFile::open(dir).unwrap() {
+            Opened::Found(f) => f.mark(),
+            Opened::Missing => panic!("no mark file"),
+        }
+    }
+
+    /// A sync is answered only once the mark on disk covers what it synced; a truncated
+    /// suffix lowers the mark (before the sync that makes the truncation durable).
+    #[tokio::test]
+    async fn the_mark_follows_the_synced_log_up_and_down() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = db_with_log_cfs(dir.path());
+        let durable = open_durable_mark(dir.path(), &db).unwrap();
+        let syncer = Syncer::spawn(&db, Some(durable), None).unwrap();
+        let id = |term, index| Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index));
+
+        put_log_ids(&db, 1, 1..=5);
+        syncer.sync().await.unwrap();
+        assert_eq!(mark_on_disk(dir.path()).last_log_id, id(1, 5));
+
+        let cf = db.cf_handle(LOG_CF).unwrap();
+        db.delete_range_cf_opt(cf, &index_key(3)[..], &KEY_BEYOND_LAST[..], &unsynced())
+            .unwrap();
+        syncer.sync().await.unwrap();
+        assert_eq!(mark_on_disk(dir.path()).last_log_id, id(1, 2));
+
+        put_log_ids(&db, 2, 3..=4);
+        syncer.sync().await.unwrap();
+        assert_eq!(mark_on_disk(dir.path()).last_log_id, id(2, 4));
+        assert!(
+            open_durable_mark(dir.path(), &db).is_ok(),
+            "the state covers its own mark"
+        );
+    }
+
     #[tokio::test]
     async fn waiters_fail_once_the_database_is_gone() {
         let dir = tempfile::TempDir::new().unwrap();
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         let db = Arc::new(DB::open(&opts, dir.path()).unwrap());
-        let syncer = Syncer::spawn(&db, None).unwrap();
+        let syncer = Syncer::spawn(&db, None, None).unwrap();
         drop(db);
         assert!(syncer.sync().await.is_err());
     }

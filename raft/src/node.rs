@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::config::RaftConfig;
 use crate::error::{RaftError, TransportError};
 use crate::leases::{Compactor, Leases};
-use crate::log_store::{LogStore, Syncer, LOG_CF, META_CF};
+use crate::log_store::{open_durable_mark, LogStore, Syncer, LOG_CF, META_CF};
 use crate::network::{
     decode_request, encode_request, ClusterInfo, Forwarded, JoinRequest, LeaderRequest, LeaderResponse,
     Network, PeerRpc, PeerTransport, ReadIndexRequest, ReadIndexResponse,
@@ -295,7 +295,9 @@ impl RaftHandle {
         })?;
         let committed = Arc::new(AtomicU64::new(0));
         let storage = |e: openraft::StorageError<MemberId>| RaftError::Storage(e.to_string());
-        let syncer = Syncer::spawn(store.db(), cfg.fsync_observer.clone())
+        // Before anything can write: a member whose WAL lost acknowledged records must not run.
+        let durable = open_durable_mark(&cfg.data_dir, store.db())?;
+        let syncer = Syncer::spawn(store.db(), Some(durable), cfg.fsync_observer.clone())
             .map_err(|e| RaftError::Storage(e.to_string()))?;
         let log = LogStore::new(store.db().clone(), syncer, committed.clone()).map_err(storage)?;
         let leases = Arc::new(Leases::new());

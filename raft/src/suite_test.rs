@@ -9,7 +9,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 
 use crate::leases::Leases;
-use crate::log_store::{LogStore, Syncer, LOG_CF, META_CF};
+use crate::log_store::{open_durable_mark, LogStore, Syncer, LOG_CF, META_CF};
 use crate::state_machine::StateMachine;
 use crate::types::{StorageError, TypeConfig};
 
@@ -24,7 +24,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             watch_queue_len: WATCH_QUEUE_LEN_DEFAULT,
         })
         .expect("open store");
-        let syncer = Syncer::spawn(store.db(), None).expect("sync thread");
+        // With the durable mark, as a member runs: the suite's truncations and purges go
+        // through the same group commit.
+        let durable = open_durable_mark(dir.path(), store.db()).expect("durable mark");
+        let syncer = Syncer::spawn(store.db(), Some(durable), None).expect("sync thread");
         let log = LogStore::new(store.db().clone(), syncer, Arc::new(AtomicU64::new(0)))?;
         let sm = StateMachine::new(
             store,
