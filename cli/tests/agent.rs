@@ -105,6 +105,8 @@ impl Env {
                 "127.0.0.1",
                 "--runtime",
                 runtime,
+                "--pod-network",
+                "none",
             ])
             .env("BERTH_LOG", "info,berth_node=debug")
             .stdout(Stdio::null())
