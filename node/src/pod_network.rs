@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-pub use berth_net::bridge::{BRIDGE_NAME_DEFAULT, VETH_PREFIX_DEFAULT};
+pub use berth_net::bridge::{host_veth_name, BRIDGE_NAME_DEFAULT, VETH_PREFIX_DEFAULT};
 
 /// How often the "waiting for a pod CIDR" line repeats while the node has none.
 const POD_CIDR_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
