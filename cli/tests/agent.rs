@@ -937,4 +937,49 @@ async fn bridge_network_gives_pods_addresses_that_reach_each_other() {
     })
     .await;
     env.delete_pod("server").await;
+
+    // Routes follow the Nodes: a peer Node (its InternalIP on the bridge's subnet, so the route
+    // is valid and no traffic leaves the machine) gets a route to its pod CIDR, removed with it.
+    let peer_ip = format!("{}.200", pod_cidr.rsplit_once('.').unwrap().0);
+    let peer: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "bnode-peer"}
+    }))
+    .unwrap();
+    env.client.create("", &peer).await.unwrap();
+    let c = env.client.clone();
+    let mut peer = eventually("the peer's pod CIDR", || {
+        let c = c.clone();
+        async move {
+            let n = c.get::<Node>("", "bnode-peer").await.ok()?;
+            (!n.spec.as_ref()?.pod_cidr.is_empty()).then_some(n)
+        }
+    })
+    .await;
+    let peer_cidr = peer.spec.as_ref().unwrap().pod_cidr.clone();
+    peer.status = Some(
+        serde_json::from_value(json!({"addresses": [{"type": "InternalIP", "address": peer_ip}]})).unwrap(),
+    );
+    env.client.update_status(&peer).await.unwrap();
+    let want = format!("{peer_cidr} via {peer_ip} dev {BRIDGE}");
+    let routes = || {
+        let out = Command::new("ip")
+            .args(["-4", "route", "show", "proto", "190"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eventually("a route to the peer's pod CIDR", || {
+        let found = routes().contains(&want);
+        async move { found.then_some(()) }
+    })
+    .await;
+    env.client
+        .delete::<Node>("", "bnode-peer", apiv1::DeleteOptions::default())
+        .await
+        .unwrap();
+    eventually("the peer's route removed", || {
+        let gone = !routes().contains(&peer_cidr);
+        async move { gone.then_some(()) }
+    })
+    .await;
 }
