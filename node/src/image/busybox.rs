@@ -64,7 +64,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         rootfs(d.path(), Path::new(BUSYBOX_BIN)).unwrap();
         assert!(d.path().join("bin/busybox").is_file());
-        assert_eq!(std::fs::read_link(d.path().join("bin/sh")).unwrap(), Path::new("busybox"));
+        assert_eq!(
+            std::fs::read_link(d.path().join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
         assert!(d.path().join("etc/passwd").is_file());
     }
 }
