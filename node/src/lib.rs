@@ -129,6 +129,9 @@ impl Config {
                 "the libcontainer runtime needs its helper command".into(),
             ));
         }
+        if let Some(b) = &self.bridge {
+            b.validate()?;
+        }
         if self.lease_renew_interval.is_zero() {
             return Err(Error::Config("--lease-renew-interval-ms must be positive".into()));
         }

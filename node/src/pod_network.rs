@@ -42,6 +42,31 @@ impl Default for BridgeSettings {
     }
 }
 
+impl BridgeSettings {
+    /// Checks the names before the agent waits for its pod CIDR (the net crate checks them
+    /// again, but only once the bridge is made).
+    pub fn validate(&self) -> Result<(), Error> {
+        use berth_net::bridge::{IFNAME_BYTES_MAX, VETH_PREFIX_BYTES_MAX};
+        let bad = |s: &str| {
+            s.chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        };
+        let b = &self.bridge_name;
+        if b.is_empty() || b.len() > IFNAME_BYTES_MAX || bad(b) {
+            return Err(Error::Config(format!(
+                "--bridge-name {b:?}: an interface name is 1 to {IFNAME_BYTES_MAX} bytes without '/', ':' or spaces"
+            )));
+        }
+        let v = &self.veth_prefix;
+        if v.is_empty() || v.len() > VETH_PREFIX_BYTES_MAX || bad(v) {
+            return Err(Error::Config(format!(
+                "--veth-prefix {v:?}: 1 to {VETH_PREFIX_BYTES_MAX} bytes without '/', ':' or spaces"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// [`BridgeNetwork`] as the agent's [`PodNetwork`]: every pod gets an address.
 pub struct Bridge(pub Arc<BridgeNetwork>);
 
@@ -204,6 +229,25 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn settings_are_checked_naming_the_flag() {
+        assert!(BridgeSettings::default().validate().is_ok());
+        let long = BridgeSettings {
+            bridge_name: "a-very-long-bridge".into(),
+            ..Default::default()
+        };
+        assert!(long.validate().unwrap_err().to_string().contains("--bridge-name"));
+        let prefix = BridgeSettings {
+            veth_prefix: "toolongx".into(),
+            ..Default::default()
+        };
+        assert!(prefix
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--veth-prefix"));
     }
 
     #[test]
