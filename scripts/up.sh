@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts a local single-member Berth cluster (data under ./berth-data). Installs what it needs.
+# Starts a local one-node Berth cluster with a demo workload (`berth up`; data under ./berth-data).
+# Installs what it needs (scripts/deps.sh) and builds. Run as root (namespaces, cgroups, a bridge).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/deps.sh"

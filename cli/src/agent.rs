@@ -46,6 +46,16 @@ pub struct AgentArgs {
     /// pids.max of each pod (0 = unlimited).
     #[arg(long, default_value_t = 4096)]
     pub pod_pids_max: u64,
+    /// `bridge` (pods get addresses from the node's spec.podCIDR on a bridge; needs the
+    /// controllers' node IPAM) or `none` (loopback only, pods share the node's address).
+    #[arg(long, default_value = "bridge")]
+    pub pod_network: String,
+    /// The pod bridge's name.
+    #[arg(long, default_value = berth_node::pod_network::BRIDGE_NAME_DEFAULT)]
+    pub bridge_name: String,
+    /// Prefix of the host ends of pod veths (at most 6 bytes); distinct per agent on a machine.
+    #[arg(long, default_value = berth_node::pod_network::VETH_PREFIX_DEFAULT)]
+    pub veth_prefix: String,
 }
 
 /// `k=v,...` pairs; `flag` names the flag in errors.
@@ -92,6 +102,14 @@ pub fn config(a: &AgentArgs) -> anyhow::Result<berth_node::Config> {
         berth_node::RuntimeKind::Runc(PathBuf::from(&a.runtime))
     };
     c.pod_pids_max = (a.pod_pids_max > 0).then_some(a.pod_pids_max);
+    c.bridge = match a.pod_network.as_str() {
+        "bridge" => Some(berth_node::pod_network::BridgeSettings {
+            bridge_name: a.bridge_name.clone(),
+            veth_prefix: a.veth_prefix.clone(),
+        }),
+        "none" => None,
+        other => bail!("--pod-network {other:?}: expected bridge or none"),
+    };
     Ok(c)
 }
 

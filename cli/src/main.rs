@@ -18,6 +18,7 @@ mod rollout;
 mod scheduler;
 mod server;
 mod snapshot;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -52,7 +53,7 @@ enum Cmd {
     /// Run one control-plane member: Raft member, replicated store and API server.
     Server(server::ServerArgs),
     /// A local single-member cluster with data under ./berth-data.
-    Up(server::UpArgs),
+    Up(up::UpArgs),
     /// Cluster membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
@@ -131,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Server(args) => server::run(args).await,
-            Cmd::Up(args) => server::up(args).await,
+            Cmd::Up(args) => up::up(args).await,
             Cmd::Cluster(c) => cluster::run(c).await,
             Cmd::Snapshot(c) => snapshot::run(c).await,
             Cmd::Cordon(a) => cordon::run(a, true).await,

@@ -1,4 +1,4 @@
-//! `berth server` and `berth up`: flags to configs, then run until SIGINT/SIGTERM.
+//! `berth server` (and the server half of `berth up`): flags to configs, then run until SIGINT/SIGTERM.
 
 use anyhow::{bail, Context};
 use berth_apiserver::{ApiConfig, Server, MAX_REQUEST_BYTES_DEFAULT, MAX_TXN_OPS_DEFAULT};
@@ -66,19 +66,6 @@ pub struct ServerArgs {
     pub service_cidr: String,
     #[command(flatten)]
     pub scheduler: crate::scheduler::SchedulerArgs,
-}
-
-#[derive(clap::Args, Clone, Debug)]
-pub struct UpArgs {
-    /// Where the local cluster keeps its data.
-    #[arg(long, default_value = "berth-data")]
-    pub data_dir: PathBuf,
-    #[arg(long, default_value = "127.0.0.1:2379")]
-    pub client_addr: String,
-    #[arg(long, default_value = "127.0.0.1:2380")]
-    pub peer_addr: String,
-    #[arg(long)]
-    pub metrics_addr: Option<String>,
 }
 
 /// `host:port` from `host:port` or `http(s)://host:port`.
@@ -289,15 +276,17 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     serve_until_signal(api, raft, controllers, scheduler).await
 }
 
-pub async fn up(a: UpArgs) -> anyhow::Result<()> {
-    let args = ServerArgs {
+/// The server half of `berth up`: a single member named `berth` with the controllers and the
+/// scheduler, data under `<data_dir>/server`.
+pub fn up_server_args(a: &crate::up::UpArgs) -> ServerArgs {
+    ServerArgs {
         name: "berth".into(),
         data_dir: a.data_dir.join("server"),
-        peer_addr: a.peer_addr,
+        peer_addr: a.peer_addr.clone(),
         client_addr: a.client_addr.clone(),
         initial_cluster: None,
         join: Vec::new(),
-        metrics_addr: a.metrics_addr,
+        metrics_addr: a.metrics_addr.clone(),
         max_request_bytes: MAX_REQUEST_BYTES_DEFAULT,
         max_txn_ops: MAX_TXN_OPS_DEFAULT,
         heartbeat_interval_ms: 50,
@@ -307,15 +296,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         auto_compaction_mode: "periodic".into(),
         no_controllers: false,
         node_grace_period_ms: 5000,
-        cluster_cidr: "10.244.0.0/16".into(),
+        cluster_cidr: a.cluster_cidr.clone(),
         service_cidr: berth_apiserver::service_ip::SERVICE_CIDR_DEFAULT.into(),
         scheduler: Default::default(),
-    };
-    eprintln!(
-        "berth up: a single-member cluster; try: etcdctl --endpoints {} put hello world",
-        a.client_addr
-    );
-    run(args).await
+    }
 }
 
 #[cfg(test)]

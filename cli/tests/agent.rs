@@ -18,24 +18,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "busybox:1.36";
 
 /// A busybox root filesystem: the static binary and a link per applet.
 fn busybox_rootfs(dir: &Path) {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(BUSYBOX, bin.join("busybox")).expect("busybox-static installed (scripts/deps.sh)");
-    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
-    }
-    for d in ["etc", "tmp", "proc", "sys", "dev", "root"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let bin = Path::new(berth_node::image::busybox::BUSYBOX_BIN);
+    berth_node::image::busybox::rootfs(dir, bin).expect("busybox rootfs");
 }
 
 struct Env {
@@ -68,9 +56,14 @@ impl Env {
     }
 
     async fn start_with_runtime(runtime: &str) -> Env {
+        Env::start_with(runtime, &[], &["--pod-network", "none"]).await
+    }
+
+    /// A server with `server_args` and an agent with `agent_args` added.
+    async fn start_with(runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let cluster = Cluster::start(1, &[]).await;
+        let cluster = Cluster::start(1, server_args).await;
         let server = cluster.members[0].client.clone();
         let node = format!("n{n}");
         let tag = format!("bnode-{}-{n}", std::process::id());
@@ -106,6 +99,7 @@ impl Env {
                 "--runtime",
                 runtime,
             ])
+            .args(agent_args)
             .env("BERTH_LOG", "info,berth_node=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&agent_log).unwrap())
@@ -838,4 +832,154 @@ async fn runc_runtime_runs_pods_too() {
     .await;
     env.delete_pod("r").await;
     assert!(env.pod_cgroups(&uid(&pod)).is_empty());
+}
+
+/// Deletes the test's bridge when the test ends (pass or fail).
+struct BridgeGuard(&'static str);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", self.0]).output();
+    }
+}
+
+/// Whether `ip` (dotted IPv4) lies in `cidr` (`a.b.c.d/len`).
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap();
+    let (ip, net): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (ip.parse().unwrap(), net.parse().unwrap());
+    let len: u32 = len.parse().unwrap();
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The bridge pod network: with the controllers assigning the node a pod CIDR, each pod gets
+/// its own address in it on the bridge, pods reach each other, and deleting a pod removes its
+/// veth and frees its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_network_gives_pods_addresses_that_reach_each_other() {
+    const BRIDGE: &str = "bu-br0";
+    const VETH_PREFIX: &str = "buv";
+    let _bridge = BridgeGuard(BRIDGE);
+    let env = Env::start_with(
+        "libcontainer",
+        &["--cluster-cidr", "10.213.0.0/16"],
+        &[
+            "--pod-network",
+            "bridge",
+            "--bridge-name",
+            BRIDGE,
+            "--veth-prefix",
+            VETH_PREFIX,
+        ],
+    )
+    .await;
+    let node = env.client.get::<Node>("", &env.node).await.unwrap();
+    let pod_cidr = node.spec.unwrap().pod_cidr;
+    assert!(
+        in_cidr(pod_cidr.split('/').next().unwrap(), "10.213.0.0/16"),
+        "{pod_cidr}"
+    );
+    assert!(link_exists(BRIDGE));
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "server", "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": IMAGE,
+            "command": ["sh", "-c", "mkdir -p /tmp/www && echo hello-from-server > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]}]}
+    }))
+    .await;
+    let server = env
+        .wait_pod("server", "Running with an IP", |p| {
+            phase(p) == "Running" && !status_of(p).pod_ip.is_empty()
+        })
+        .await;
+    let server_ip = status_of(&server).pod_ip;
+    assert!(in_cidr(&server_ip, &pod_cidr), "{server_ip} not in {pod_cidr}");
+    assert_eq!(status_of(&server).pod_ips.len(), 1);
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "client", "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": IMAGE,
+            "command": ["sh", "-c", format!("ip -4 addr show eth0; until wget -q -O- http://{server_ip}:8080/; do sleep 0.2; done; exec sleep 1000")]}]}
+    }))
+    .await;
+    let client = env
+        .wait_pod("client", "Running with an IP", |p| {
+            phase(p) == "Running" && !status_of(p).pod_ip.is_empty()
+        })
+        .await;
+    let client_ip = status_of(&client).pod_ip;
+    assert!(in_cidr(&client_ip, &pod_cidr), "{client_ip} not in {pod_cidr}");
+    assert_ne!(client_ip, server_ip);
+    let log = env.wait_log(&client, "main", "hello-from-server").await;
+    assert!(log.contains(&client_ip), "eth0 carries the pod IP: {log}");
+
+    let veth = berth_node::pod_network::host_veth_name(VETH_PREFIX, &uid(&client));
+    assert!(link_exists(&veth), "{veth}");
+    env.delete_pod("client").await;
+    let ipam = env.cfg.data_dir.join("net/ipam.json");
+    let (client_uid, server_uid) = (uid(&client), uid(&server));
+    eventually("client veth gone and address freed", || {
+        let (veth, ipam) = (veth.clone(), ipam.clone());
+        let (client_uid, server_uid) = (client_uid.clone(), server_uid.clone());
+        async move {
+            let state = std::fs::read_to_string(&ipam).ok()?;
+            (!link_exists(&veth) && !state.contains(&client_uid) && state.contains(&server_uid)).then_some(())
+        }
+    })
+    .await;
+    env.delete_pod("server").await;
+
+    // Routes follow the Nodes: a peer Node (its InternalIP on the bridge's subnet, so the route
+    // is valid and no traffic leaves the machine) gets a route to its pod CIDR, removed with it.
+    let peer_ip = format!("{}.200", pod_cidr.rsplit_once('.').unwrap().0);
+    let peer: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "bnode-peer"}
+    }))
+    .unwrap();
+    env.client.create("", &peer).await.unwrap();
+    let c = env.client.clone();
+    let mut peer = eventually("the peer's pod CIDR", || {
+        let c = c.clone();
+        async move {
+            let n = c.get::<Node>("", "bnode-peer").await.ok()?;
+            (!n.spec.as_ref()?.pod_cidr.is_empty()).then_some(n)
+        }
+    })
+    .await;
+    let peer_cidr = peer.spec.as_ref().unwrap().pod_cidr.clone();
+    peer.status = Some(
+        serde_json::from_value(json!({"addresses": [{"type": "InternalIP", "address": peer_ip}]})).unwrap(),
+    );
+    env.client.update_status(&peer).await.unwrap();
+    let want = format!("{peer_cidr} via {peer_ip} dev {BRIDGE}");
+    let routes = || {
+        let out = Command::new("ip")
+            .args(["-4", "route", "show", "proto", "190"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eventually("a route to the peer's pod CIDR", || {
+        let found = routes().contains(&want);
+        async move { found.then_some(()) }
+    })
+    .await;
+    env.client
+        .delete::<Node>("", "bnode-peer", apiv1::DeleteOptions::default())
+        .await
+        .unwrap();
+    eventually("the peer's route removed", || {
+        let gone = !routes().contains(&peer_cidr);
+        async move { gone.then_some(()) }
+    })
+    .await;
 }

@@ -13,7 +13,8 @@
 //! once its worker has finished tearing it down.
 //!
 //! It deliberately does not know: command-line flags, how the control plane stores objects,
-//! pod networking beyond the [`netns::PodNetwork`] trait (the net crate implements it).
+//! pod networking beyond the [`netns::PodNetwork`] trait and [`pod_network`]'s use of the net
+//! crate's bridge (addresses, veths and routes are the net crate's).
 
 pub mod backoff;
 pub mod cgroups;
@@ -25,6 +26,7 @@ pub mod mount;
 pub mod netns;
 pub mod node_status;
 pub mod objects;
+pub mod pod_network;
 pub mod pod_worker;
 pub mod probes;
 pub mod runtime;
@@ -77,6 +79,9 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// pids.max of each pod's cgroup (None = unlimited).
     pub pod_pids_max: Option<u64>,
+    /// The pod network: None = loopback only (or what [`Agent::with_network`] sets); Some =
+    /// the bridge network, once the node has a pod CIDR (state under `<data_dir>/net`).
+    pub bridge: Option<pod_network::BridgeSettings>,
 }
 
 impl Config {
@@ -99,6 +104,7 @@ impl Config {
             node_status_interval: Duration::from_secs(10),
             runtime: RuntimeKind::Runc(PathBuf::from("runc")),
             pod_pids_max: Some(4096),
+            bridge: None,
         }
     }
 
@@ -122,6 +128,9 @@ impl Config {
             return Err(Error::Config(
                 "the libcontainer runtime needs its helper command".into(),
             ));
+        }
+        if let Some(b) = &self.bridge {
+            b.validate()?;
         }
         if self.lease_renew_interval.is_zero() {
             return Err(Error::Config("--lease-renew-interval-ms must be positive".into()));
@@ -288,19 +297,8 @@ impl Agent {
         }
         let client = ResourceClient::new(&cfg.servers, cfg.request_timeout)?;
         let images = Arc::new(image::ImageStore::open(&cfg.data_dir.join("images"))?);
-        let host_ip = host_ip(&cfg).to_string();
-        let (poke_tx, poke_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            cfg: cfg.clone(),
-            client: client.clone(),
-            images,
-            runtime: self.runtime.clone(),
-            cgroups: cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent),
-            network: self.network.clone(),
-            objects: objects::ObjectCache::new(client.clone(), poke_tx),
-            clock: self.clock.clone(),
-            host_ip: host_ip.clone(),
-        });
+        let node_ip = host_ip(&cfg);
+        let host_ip = node_ip.to_string();
         loop {
             match node_status::register(&client, &cfg).await {
                 Ok(_) => break,
@@ -310,12 +308,40 @@ impl Agent {
                 }
             }
         }
+        let mut network = self.network.clone();
+        let mut routes_task = None;
+        if let Some(bridge) = &cfg.bridge {
+            let own_ip = match node_ip {
+                IpAddr::V4(ip) if !ip.is_loopback() => Some(ip),
+                _ => None,
+            };
+            let state_dir = cfg.data_dir.join("net");
+            let (bridge, task) =
+                pod_network::start_bridge(client.clone(), &cfg.node_name, own_ip, bridge, state_dir).await?;
+            network = Arc::new(pod_network::Bridge(bridge));
+            routes_task = Some(task);
+        }
+        let (poke_tx, poke_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            client: client.clone(),
+            images,
+            runtime: self.runtime.clone(),
+            cgroups: cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent),
+            network,
+            objects: objects::ObjectCache::new(client.clone(), poke_tx),
+            clock: self.clock.clone(),
+            host_ip: host_ip.clone(),
+        });
         tracing::info!(node = %cfg.node_name, host_ip = %host_ip, cgroups = ?shared.cgroups.version(), "registered");
         let lease_task = tokio::spawn(lease_loop(shared.clone()));
         let status_task = tokio::spawn(node_status_loop(shared.clone()));
         let r = pods_loop(shared, poke_rx, shutdown).await;
         lease_task.abort();
         status_task.abort();
+        if let Some(t) = routes_task {
+            t.abort();
+        }
         r
     }
 }

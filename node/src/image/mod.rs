@@ -1,6 +1,7 @@
 //! The node's image store and the formats it reads and writes.
 
 pub mod archive;
+pub mod busybox;
 pub mod reference;
 pub mod store;
 
