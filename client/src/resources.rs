@@ -253,6 +253,24 @@ impl ResourceClient {
         T::from_object(self.create_object(ns, obj.clone().into_object()).await?)
     }
 
+    /// Creates the Namespace `name` unless it exists (components create the system namespaces
+    /// they work in: `kube-system`, `kube-node-lease`).
+    pub async fn ensure_namespace(&self, name: &str) -> Result<(), ClientError> {
+        let ns = corev1::Namespace {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            metadata: Some(metav1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match self.create("", &ns).await {
+            Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn get<T: Resource>(&self, ns: &str, name: &str) -> Result<T, ClientError> {
         T::from_object(self.get_object(T::RESOURCE, ns, name).await?)
     }

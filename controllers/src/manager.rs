@@ -13,11 +13,10 @@ use crate::replicaset::{self, Expectations, ReplicaSetController};
 use crate::runtime::{pump, Controller, KeyFn, Reconciler, Sink, WorkQueue, WORK_QUEUE_CAPACITY};
 use crate::util::{join_key, key_of, meta};
 use berth_client::leader::{Clock, LeaderElectionConfig, LeaderElector, SystemClock};
-use berth_client::{ClientError, Informer, InformerEvent, ListParams, Resource, ResourceClient};
+use berth_client::{Informer, InformerEvent, ListParams, Resource, ResourceClient};
 use berth_proto::appsv1::{Deployment, ReplicaSet};
 use berth_proto::coordinationv1::Lease;
 use berth_proto::corev1::{ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service};
-use berth_proto::metav1::ObjectMeta;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -508,20 +507,8 @@ impl ControllerManager {
 /// Creates the system namespaces, retrying until the server answers.
 async fn ensure_system_namespaces(c: &ResourceClient) {
     for name in SYSTEM_NAMESPACES {
-        let ns = Namespace {
-            metadata: Some(ObjectMeta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        loop {
-            match c.create("", &ns).await {
-                Ok(_) | Err(ClientError::AlreadyExists(_)) => break,
-                Err(e) => {
-                    tracing::debug!(namespace = name, error = %e, "creating system namespace; retrying")
-                }
-            }
+        while let Err(e) = c.ensure_namespace(name).await {
+            tracing::debug!(namespace = name, error = %e, "creating system namespace; retrying");
             tokio::time::sleep(STARTUP_RETRY).await;
         }
     }

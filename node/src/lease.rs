@@ -6,25 +6,12 @@ use crate::{rfc3339_micro, Error};
 use berth_client::leader::Clock;
 use berth_client::{ClientError, ResourceClient};
 use berth_proto::coordinationv1::{Lease, LeaseSpec};
-use berth_proto::corev1::Namespace;
 use berth_proto::metav1::ObjectMeta;
 
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
 pub async fn ensure_namespace(client: &ResourceClient) -> Result<(), Error> {
-    let ns = Namespace {
-        api_version: "v1".into(),
-        kind: "Namespace".into(),
-        metadata: Some(ObjectMeta {
-            name: NODE_LEASE_NAMESPACE.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    match client.create("", &ns).await {
-        Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(client.ensure_namespace(NODE_LEASE_NAMESPACE).await?)
 }
 
 /// Renews node leases; keeps the Lease as last written to CAS on it.

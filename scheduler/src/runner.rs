@@ -25,8 +25,7 @@ use berth_client::{
     BindOutcome, BindRejectReason, ClientError, Informer, ListParams, PodRef, ResourceClient,
 };
 use berth_proto::coordinationv1::Lease;
-use berth_proto::corev1::{Namespace, Node, Pod, PodCondition};
-use berth_proto::metav1::ObjectMeta;
+use berth_proto::corev1::{Node, Pod, PodCondition};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,18 +171,8 @@ struct Runner {
 }
 
 async fn ensure_namespace(client: &ResourceClient, name: &str) {
-    let ns = Namespace {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    loop {
-        match client.create("", &ns).await {
-            Ok(_) | Err(ClientError::AlreadyExists(_)) => return,
-            Err(e) => tracing::debug!("scheduler: creating namespace {name}: {e}; retrying"),
-        }
+    while let Err(e) = client.ensure_namespace(name).await {
+        tracing::debug!("scheduler: creating namespace {name}: {e}; retrying");
         tokio::time::sleep(STARTUP_RETRY).await;
     }
 }
