@@ -300,13 +300,17 @@ async fn node_registers_reports_and_renews_its_lease() {
         .iter()
         .map(|c| (c.r#type.as_str(), c.status.as_str()))
         .collect();
-    for want in [
-        ("Ready", "True"),
-        ("MemoryPressure", "False"),
-        ("DiskPressure", "False"),
-        ("PIDPressure", "False"),
-    ] {
-        assert!(kinds.contains(&want), "{kinds:?}");
+    assert!(kinds.contains(&("Ready", "True")), "{kinds:?}");
+    // The pressure conditions follow this machine's memory, disk and pids, which the test does
+    // not control (a nearly full disk is DiskPressure=True, as the kubelet's 10% threshold):
+    // each must be reported, as True or False.
+    for want in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
+        assert!(
+            kinds
+                .iter()
+                .any(|(t, s)| *t == want && (*s == "True" || *s == "False")),
+            "{want}: {kinds:?}"
+        );
     }
     assert!(st
         .addresses
