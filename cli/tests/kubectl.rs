@@ -12,7 +12,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -883,37 +883,6 @@ async fn namespaces_from_flags_and_manifests() {
     assert_eq!(t.len(), manifest::RESOURCE_TYPES.len() + 1);
 }
 
-fn manifests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/manifests")
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out);
-        } else if matches!(
-            p.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(p);
-        }
-    }
-}
-
-/// Everything but metadata and status.
-fn body(o: &Object) -> Value {
-    let mut v = o.to_json_value();
-    let m = v.as_object_mut().unwrap();
-    m.remove("metadata");
-    m.remove("status");
-    v
-}
-
 fn meta(o: &Object) -> metav1::ObjectMeta {
     o.metadata().cloned().unwrap_or_default()
 }
@@ -924,8 +893,7 @@ fn meta(o: &Object) -> metav1::ObjectMeta {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_manifest_round_trips_through_the_cli() {
     let (c, _rc) = cluster().await;
-    let mut files = Vec::new();
-    walk(&manifests_dir(), &mut files);
+    let files = example_manifests();
     // Namespaces the examples live in, first.
     let mut namespaces = BTreeSet::new();
     for f in &files {

@@ -7,9 +7,7 @@ use berth_proto::apiv1::{self, resources_client::ResourcesClient, watch_event::E
 use berth_proto::manifest::{self, Object, ResourceType};
 use berth_proto::{defaults, metav1};
 use common::*;
-use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -123,15 +121,6 @@ fn namespace(name: &str) -> Object {
 
 fn meta(o: &Object) -> &metav1::ObjectMeta {
     o.metadata().unwrap()
-}
-
-/// Everything but metadata and status.
-fn body(o: &Object) -> Value {
-    let mut v = o.to_json_value();
-    let m = v.as_object_mut().unwrap();
-    m.remove("metadata");
-    m.remove("status");
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,32 +608,9 @@ async fn concurrent_updates_with_one_resource_version_one_wins() {
     }
 }
 
-fn manifests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/manifests")
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out);
-        } else if matches!(
-            p.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(p);
-        }
-    }
-}
-
 /// Every supported document of the example manifests, as (label, object).
 fn supported_documents() -> Vec<(String, Object)> {
-    let mut files = Vec::new();
-    walk(&manifests_dir(), &mut files);
+    let files = example_manifests();
     let mut out = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();

@@ -292,3 +292,39 @@ pub fn with_allocated_cluster_ip(
         es.cluster_ips = gs.cluster_ips.clone();
     }
 }
+
+/// Every example manifest (`.yaml`, `.yml`, `.json`) under ../shared/testdata/manifests/, sorted.
+pub fn example_manifests() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/manifests"),
+        &mut out,
+    );
+    out
+}
+
+/// An object as JSON without metadata and status (what a manifest round trip must keep).
+pub fn body(o: &berth_proto::manifest::Object) -> serde_json::Value {
+    let mut v = o.to_json_value();
+    let m = v.as_object_mut().unwrap();
+    m.remove("metadata");
+    m.remove("status");
+    v
+}
