@@ -56,6 +56,21 @@ pub struct AgentArgs {
     /// Prefix of the host ends of pod veths (at most 6 bytes); distinct per agent on a machine.
     #[arg(long, default_value = berth_node::pod_network::VETH_PREFIX_DEFAULT)]
     pub veth_prefix: String,
+    /// Cap of a container's current log file; over it the file is rotated to `.log.1`.
+    #[arg(long, default_value_t = berth_node::runtime::monitor::LOG_BYTES_MAX_DEFAULT)]
+    pub container_log_max_bytes: u64,
+    /// Pause between garbage-collection passes (orphan pods, unused images).
+    #[arg(long, default_value_t = berth_node::gc::GC_INTERVAL_DEFAULT.as_millis() as u64)]
+    pub gc_interval_ms: u64,
+    /// Image GC starts when the data dir's disk is more than this percent full...
+    #[arg(long, default_value_t = berth_node::gc::IMAGE_HIGH_PERCENT_DEFAULT)]
+    pub image_gc_high_percent: u8,
+    /// ...and removes unused images (least recently used first) until it is below this.
+    #[arg(long, default_value_t = berth_node::gc::IMAGE_LOW_PERCENT_DEFAULT)]
+    pub image_gc_low_percent: u8,
+    /// Images used or stored more recently than this are kept.
+    #[arg(long, default_value_t = berth_node::gc::IMAGE_MIN_AGE_DEFAULT.as_secs())]
+    pub image_gc_min_age_seconds: u64,
 }
 
 /// `k=v,...` pairs; `flag` names the flag in errors.
@@ -95,9 +110,19 @@ pub fn config(a: &AgentArgs) -> anyhow::Result<berth_node::Config> {
     c.lease_renew_interval = Duration::from_millis(a.lease_renew_interval_ms);
     c.lease_duration_seconds = a.lease_duration_seconds;
     c.node_status_interval = Duration::from_millis(a.node_status_interval_ms);
+    let exe = std::env::current_exe().context("the berth binary's path (for the runtime helper)")?;
+    let helper = vec![exe.display().to_string(), "runtime".to_string()];
+    // The container monitor is `berth runtime monitor` with either runtime.
+    c.monitor = helper.clone();
+    c.container_log_bytes_max = a.container_log_max_bytes;
+    c.gc = berth_node::gc::GcPolicy {
+        interval: Duration::from_millis(a.gc_interval_ms),
+        image_high_percent: a.image_gc_high_percent,
+        image_low_percent: a.image_gc_low_percent,
+        image_min_age: Duration::from_secs(a.image_gc_min_age_seconds),
+    };
     c.runtime = if a.runtime == "libcontainer" {
-        let exe = std::env::current_exe().context("the berth binary's path (for the runtime helper)")?;
-        berth_node::RuntimeKind::Libcontainer(vec![exe.display().to_string(), "runtime".into()])
+        berth_node::RuntimeKind::Libcontainer(helper)
     } else {
         berth_node::RuntimeKind::Runc(PathBuf::from(&a.runtime))
     };
@@ -230,7 +255,8 @@ fn tempfile_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 /// `berth runtime`: the embedded libcontainer helper the agent runs per container operation,
 /// with runc's command-line shape (`--root R run --keep --bundle B ID`, `kill ID SIG`,
-/// `delete --force ID`, `exec ID ARGV...`).
+/// `delete --force ID`, `exec ID ARGV...`), and the container monitor (`monitor ... -- CMD`)
+/// that runs either runtime's `run`.
 #[derive(clap::Args, Debug)]
 pub struct RuntimeArgs {
     #[arg(long)]
@@ -263,14 +289,52 @@ pub enum RuntimeCmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<String>,
     },
+    /// The container monitor: runs the runtime command after `--` as its child, copies its
+    /// output into the log (rotated at the cap), writes the exit file when it ends.
+    Monitor {
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long, default_value_t = berth_node::runtime::monitor::LOG_BYTES_MAX_DEFAULT)]
+        log_bytes_max: u64,
+        #[arg(long)]
+        exit_file: PathBuf,
+        #[arg(long)]
+        pid_file: PathBuf,
+        /// The cgroup file counting OOM kills, read at the exit.
+        #[arg(long, requires = "oom_key")]
+        oom_file: Option<PathBuf>,
+        #[arg(long)]
+        oom_key: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 /// Runs the helper (single-threaded: no async runtime exists in this process); returns the
 /// exit code.
 pub fn runtime_helper(a: RuntimeArgs) -> i32 {
+    use berth_node::runtime::monitor;
     use berth_node::runtime::youki::{run, Command};
     let root = a.root;
     let cmd = match a.cmd {
+        RuntimeCmd::Monitor {
+            log,
+            log_bytes_max,
+            exit_file,
+            pid_file,
+            oom_file,
+            oom_key,
+            command,
+        } => {
+            monitor::detach_session();
+            return monitor::run(monitor::MonitorArgs {
+                log_path: log,
+                log_bytes_max,
+                files: monitor::MonitorFiles { exit_file, pid_file },
+                oom_counter: oom_file.zip(oom_key),
+                command,
+            });
+        }
         RuntimeCmd::Run { bundle, id, .. } => Command::Run { root, bundle, id },
         RuntimeCmd::Kill { id, signal } => Command::Kill { root, id, signal },
         RuntimeCmd::Delete { id, .. } => Command::Delete { root, id },

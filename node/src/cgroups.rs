@@ -164,18 +164,21 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Whether the container's cgroup saw an OOM kill (read before the runtime deletes it).
-    pub fn oom_killed(&self, uid: &str, container: &str) -> bool {
+    /// The container cgroup's file counting OOM kills, and the counter's key.
+    pub fn oom_counter(&self, uid: &str, container: &str) -> (PathBuf, String) {
         let rel = self.container_path(uid, container);
         let rel = rel.trim_start_matches('/');
-        let (file, key) = match self.version {
-            Version::V2 => (self.root.join(rel).join("memory.events"), "oom_kill"),
-            Version::V1 => (
-                self.root.join("memory").join(rel).join("memory.oom_control"),
-                "oom_kill",
-            ),
+        let file = match self.version {
+            Version::V2 => self.root.join(rel).join("memory.events"),
+            Version::V1 => self.root.join("memory").join(rel).join("memory.oom_control"),
         };
-        counter(&file, key) > 0
+        (file, "oom_kill".into())
+    }
+
+    /// Whether the container's cgroup saw an OOM kill (read before the runtime deletes it).
+    pub fn oom_killed(&self, uid: &str, container: &str) -> bool {
+        let (file, key) = self.oom_counter(uid, container);
+        counter(&file, &key) > 0
     }
 
     /// Every process in the pod's cgroup (any hierarchy, any depth).

@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod cgroups;
 pub mod env;
 mod error;
+pub mod gc;
 pub mod image;
 pub mod lease;
 pub mod mount;
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod node_status;
 pub mod objects;
 pub mod pod_network;
+pub mod pod_state;
 pub mod pod_worker;
 pub mod probes;
 pub mod runtime;
@@ -38,7 +40,7 @@ pub use error::Error;
 use berth_client::leader::{format_micro_time, Clock, SystemClock};
 use berth_client::{InformerEvent, ListParams, ResourceClient};
 use berth_proto::corev1::{Node, Pod};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -82,6 +84,13 @@ pub struct Config {
     /// The pod network: None = loopback only (or what [`Agent::with_network`] sets); Some =
     /// the bridge network, once the node has a pod CIDR (state under `<data_dir>/net`).
     pub bridge: Option<pod_network::BridgeSettings>,
+    /// The container monitor's command (program and leading arguments, `[berth, runtime]`);
+    /// empty = the libcontainer helper's (required with runc).
+    pub monitor: Vec<String>,
+    /// Cap of a container's current log file before rotation.
+    pub container_log_bytes_max: u64,
+    /// Garbage collection of container instances, logs and images.
+    pub gc: gc::GcPolicy,
 }
 
 impl Config {
@@ -105,6 +114,17 @@ impl Config {
             runtime: RuntimeKind::Runc(PathBuf::from("runc")),
             pod_pids_max: Some(4096),
             bridge: None,
+            monitor: Vec::new(),
+            container_log_bytes_max: runtime::monitor::LOG_BYTES_MAX_DEFAULT,
+            gc: gc::GcPolicy::default(),
+        }
+    }
+
+    /// The monitor command in effect.
+    pub fn monitor_command(&self) -> Vec<String> {
+        match (&self.runtime, self.monitor.is_empty()) {
+            (RuntimeKind::Libcontainer(helper), true) => helper.clone(),
+            _ => self.monitor.clone(),
         }
     }
 
@@ -129,6 +149,15 @@ impl Config {
                 "the libcontainer runtime needs its helper command".into(),
             ));
         }
+        if self.monitor_command().is_empty() {
+            return Err(Error::Config(
+                "the container monitor needs its command (`berth runtime`)".into(),
+            ));
+        }
+        if self.container_log_bytes_max == 0 {
+            return Err(Error::Config("--container-log-max-bytes must be positive".into()));
+        }
+        self.gc.validate()?;
         if let Some(b) = &self.bridge {
             b.validate()?;
         }
@@ -209,11 +238,8 @@ pub fn host_ip(cfg: &Config) -> IpAddr {
     found.unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
-/// Removes what pods left on the node when an agent stopped without tearing them down:
-/// processes and cgroups under the agent's cgroup, namespace files, mounts, pod directories.
-/// The agent runs it at start (it does not adopt running containers yet); tests run it last.
-pub fn cleanup_leftovers(cfg: &Config) -> Result<(), Error> {
-    let cg = cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent);
+/// The pod uids that have something on the node: pod tmpfs or data dirs, namespace files.
+pub fn local_pod_uids(cfg: &Config) -> Vec<String> {
     let mut uids: Vec<String> = Vec::new();
     for dir in [cfg.run_dir.join("pods"), cfg.data_dir.join("pods")] {
         if let Ok(rd) = std::fs::read_dir(&dir) {
@@ -230,12 +256,53 @@ pub fn cleanup_leftovers(cfg: &Config) -> Result<(), Error> {
                 .to_string()
         }));
     }
+    uids.retain(|u| !u.is_empty());
     uids.sort();
     uids.dedup();
-    for uid in uids.iter().filter(|u| !u.is_empty()) {
-        cg.remove_pod(uid)?;
-        netns::remove(&netns::PodNamespaces::paths(&cfg.run_dir.join("netns"), uid))?;
+    uids
+}
+
+/// Removes everything pod `uid` has on the node without a worker: kills its processes (the
+/// pod cgroup's), removes its cgroups, namespace files, mounts, directories and logs. Its
+/// container monitors end with their containers. The pod network is the caller's (detach/gc).
+pub fn cleanup_pod(cfg: &Config, uid: &str) -> Result<(), Error> {
+    let cg = cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent);
+    cg.remove_pod(uid)?;
+    netns::remove(&netns::PodNamespaces::paths(&cfg.run_dir.join("netns"), uid))?;
+    for d in [cfg.run_dir.join("pods").join(uid), cfg.data_dir.join("pods").join(uid)] {
+        mount::unmount_all_under(&d)?;
+        if d.exists() {
+            std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
     }
+    // Log dirs are `<namespace>_<name>_<uid>`.
+    let logs = cfg.data_dir.join("logs");
+    let suffix = format!("_{uid}");
+    for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(&suffix) {
+            let p = e.path();
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    tracing::info!(pod = uid, "cleaned up a pod the API no longer has");
+    Ok(())
+}
+
+/// Removes the pods on the node that are not in `keep` (deleted, or replaced by a pod with
+/// another uid, while no agent ran); returns their uids. Adopted pods (`keep`) are untouched.
+pub fn cleanup_orphans(cfg: &Config, keep: &HashSet<String>) -> Result<Vec<String>, Error> {
+    let gone: Vec<String> = local_pod_uids(cfg).into_iter().filter(|u| !keep.contains(u)).collect();
+    for uid in &gone {
+        cleanup_pod(cfg, uid)?;
+    }
+    Ok(gone)
+}
+
+/// Removes everything every pod left on the node: processes and cgroups under the agent's
+/// cgroup, namespace files, mounts, pod directories. Tests run it last (an agent at start
+/// removes only the pods the API no longer has: [`cleanup_orphans`]).
+pub fn cleanup_leftovers(cfg: &Config) -> Result<(), Error> {
+    cleanup_orphans(cfg, &HashSet::new())?;
     mount::unmount_all_under(&cfg.run_dir)?;
     mount::unmount_all_under(&cfg.data_dir.join("pods"))?;
     for d in [cfg.run_dir.join("pods"), cfg.data_dir.join("pods")] {
@@ -243,18 +310,43 @@ pub fn cleanup_leftovers(cfg: &Config) -> Result<(), Error> {
             std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
     }
+    let cg = cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent);
     cg.remove_parent();
     Ok(())
+}
+
+/// The uids of the pods the API has bound to this node (retried until the API answers).
+async fn own_pod_uids(client: &ResourceClient, node: &str) -> HashSet<String> {
+    let params = ListParams {
+        field_selector: format!("spec.nodeName={node}"),
+        ..ListParams::default()
+    };
+    loop {
+        match client.list_all::<Pod>("", &params).await {
+            Ok(l) => {
+                return l
+                    .items
+                    .iter()
+                    .filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone()))
+                    .collect()
+            }
+            Err(e) => {
+                tracing::warn!("listing the node's pods: {e}");
+                tokio::time::sleep(REGISTER_RETRY).await;
+            }
+        }
+    }
 }
 
 impl Agent {
     pub fn new(cfg: Config) -> Agent {
         let runtime = Arc::new(match &cfg.runtime {
-            RuntimeKind::Runc(b) => runtime::oci::OciCli::runc(b.clone()),
+            RuntimeKind::Runc(b) => runtime::oci::OciCli::runc(b.clone(), cfg.monitor_command()),
             RuntimeKind::Libcontainer(helper) => runtime::oci::OciCli {
                 binary: PathBuf::from(helper.first().cloned().unwrap_or_default()),
                 leading_args: helper.iter().skip(1).cloned().collect(),
                 version: Some(runtime::youki::VERSION.into()),
+                monitor: cfg.monitor_command(),
             },
         });
         Agent {
@@ -288,13 +380,6 @@ impl Agent {
         ] {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let leftovers = cfg.clone();
-        tokio::task::spawn_blocking(move || cleanup_leftovers(&leftovers))
-            .await
-            .map_err(|e| Error::Pod(e.to_string()))??;
-        for d in [&cfg.run_dir.join("netns"), &cfg.run_dir.join("pods")] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-        }
         let client = ResourceClient::new(&cfg.servers, cfg.request_timeout)?;
         let images = Arc::new(image::ImageStore::open(&cfg.data_dir.join("images"))?);
         let node_ip = host_ip(&cfg);
@@ -308,6 +393,15 @@ impl Agent {
                 }
             }
         }
+        // Adoption: pods the API still has (same uid) keep running and their workers take
+        // them over; what else a previous run left is removed.
+        let keep = own_pod_uids(&client, &cfg.node_name).await;
+        let c2 = cfg.clone();
+        let keep2 = keep.clone();
+        let gone = tokio::task::spawn_blocking(move || cleanup_orphans(&c2, &keep2))
+            .await
+            .map_err(|e| Error::Pod(e.to_string()))??;
+        tracing::info!(node = %cfg.node_name, removed = ?gone, "pods of an earlier run not in the API removed");
         let mut network = self.network.clone();
         let mut routes_task = None;
         if let Some(bridge) = &cfg.bridge {
@@ -317,7 +411,8 @@ impl Agent {
             };
             let state_dir = cfg.data_dir.join("net");
             let (bridge, task) =
-                pod_network::start_bridge(client.clone(), &cfg.node_name, own_ip, bridge, state_dir).await?;
+                pod_network::start_bridge(client.clone(), &cfg.node_name, own_ip, bridge, state_dir, &keep)
+                    .await?;
             network = Arc::new(pod_network::Bridge(bridge));
             routes_task = Some(task);
         }
@@ -401,6 +496,42 @@ async fn node_status_loop(s: Arc<Shared>) {
     }
 }
 
+/// One garbage-collection pass (at most one at a time): pods on the node without a worker
+/// and not in the API (deleted between the start-up list and the informer), then images.
+async fn gc_pass(s: Arc<Shared>, pods: Vec<Pod>, workers: HashSet<String>) {
+    let mut known = workers;
+    let mut images = HashSet::new();
+    for p in &pods {
+        known.insert(p.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default());
+        for c in p.spec.iter().flat_map(|sp| sp.containers.iter().chain(&sp.init_containers)) {
+            images.insert(c.image.clone());
+        }
+    }
+    for uid in local_pod_uids(&s.cfg).into_iter().filter(|u| !known.contains(u)) {
+        let ns = netns::PodNamespaces::paths(&s.cfg.run_dir.join("netns"), &uid);
+        if let Err(e) = s.network.detach(&uid, &ns.net).await {
+            tracing::warn!(pod = %uid, "network detach: {e}");
+        }
+        let cfg = s.cfg.clone();
+        match tokio::task::spawn_blocking(move || cleanup_pod(&cfg, &uid)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("orphan pod cleanup: {e}"),
+            Err(e) => tracing::warn!("orphan pod cleanup task: {e}"),
+        }
+    }
+    let (store, policy, data_dir) = (s.images.clone(), s.cfg.gc.clone(), s.cfg.data_dir.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        let mut usage = || gc::disk_used_percent(&data_dir);
+        gc::collect_images(&store, &images, &policy, std::time::SystemTime::now(), &mut usage)
+    })
+    .await;
+    match r {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("image gc: {e}"),
+        Err(e) => tracing::warn!("image gc task: {e}"),
+    }
+}
+
 /// Watches the pods bound to this node and keeps one worker per pod.
 async fn pods_loop(
     s: Arc<Shared>,
@@ -411,13 +542,21 @@ async fn pods_loop(
         field_selector: format!("spec.nodeName={}", s.cfg.node_name),
         ..ListParams::default()
     };
-    let (_informer, mut events) = berth_client::Informer::<Pod>::start(s.client.clone(), "", params);
+    let (informer, mut events) = berth_client::Informer::<Pod>::start(s.client.clone(), "", params);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut workers: HashMap<String, pod_worker::WorkerHandle> = HashMap::new();
+    let mut gc_tick = tokio::time::interval(s.cfg.gc.interval);
+    gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gc_running: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
+            _ = gc_tick.tick() => {
+                if gc_running.as_ref().is_none_or(|t| t.is_finished()) && informer.has_synced() {
+                    gc_running = Some(tokio::spawn(gc_pass(s.clone(), informer.list(), workers.keys().cloned().collect())));
+                }
+            }
             ev = events.recv() => {
                 let Some(ev) = ev else { return Err(Error::Pod("pod informer stopped".into())) };
                 match ev {

@@ -121,14 +121,16 @@ fn peers(nodes: &[Node], own_name: &str) -> Vec<(Ipv4Net, Ipv4Addr)> {
 }
 
 /// Waits for this node's pod CIDR, creates the bridge, frees the addresses and veths of pods
-/// the agent no longer has (at start: every pod, the agent does not adopt running ones), and
-/// spawns the route keeper. The returned task runs until aborted.
+/// the agent no longer has (every pod not in `adopted`: adopted pods keep their veth and
+/// address, which their workers' idempotent `attach` finds again), and spawns the route
+/// keeper. The returned task runs until aborted.
 pub async fn start_bridge(
     client: ResourceClient,
     node_name: &str,
     node_ip: Option<Ipv4Addr>,
     settings: &BridgeSettings,
     state_dir: PathBuf,
+    adopted: &HashSet<String>,
 ) -> Result<(Arc<BridgeNetwork>, tokio::task::JoinHandle<()>), Error> {
     let (informer, mut events) = Informer::<Node>::start(client, "", ListParams::default());
     let pod_cidr = wait_for_pod_cidr(&informer, &mut events, node_name).await?;
@@ -137,7 +139,7 @@ pub async fn start_bridge(
     cfg.veth_prefix = settings.veth_prefix.clone();
     cfg.node_ip = node_ip;
     let network = Arc::new(BridgeNetwork::new(cfg).await.map_err(net_err)?);
-    network.gc(&HashSet::new()).await.map_err(net_err)?;
+    network.gc(adopted).await.map_err(net_err)?;
     tracing::info!(node = node_name, %pod_cidr, bridge = %settings.bridge_name, gateway = %network.gateway(), "pod network ready");
     let task = tokio::spawn(keep_routes(
         network.clone(),

@@ -11,9 +11,12 @@ use crate::env::{self, Sources};
 use crate::netns::{self, PodNamespaces};
 use crate::objects::{Kind, Lookup};
 use crate::probes::{self, ProbeKind, ProbeState};
+use crate::pod_state::{self, ContainerRecord, PodRecord, RunningRecord};
+use crate::runtime::monitor::{self, ExitStatus, MonitorFiles};
 use crate::runtime::{BindMount, ContainerConfig};
 use crate::status::{self, ContainerView, PodView, State, Terminated};
-use crate::{cgroups, mount, volumes, Shared};
+use crate::{cgroups, gc, mount, volumes, Shared};
+use futures::future::BoxFuture;
 use berth_client::ClientError;
 use berth_proto::apiv1;
 use berth_proto::corev1::{Container, Pod, PodStatus};
@@ -76,8 +79,10 @@ struct Exit {
     name: String,
     attempt: u32,
     code: i32,
+    signal: i32,
     oom: bool,
     finished_ms: u64,
+    message: String,
 }
 
 struct Sandbox {
@@ -135,6 +140,8 @@ pub fn spawn(shared: Arc<Shared>, pod: Pod, done: mpsc::UnboundedSender<String>)
         last_status: None,
     };
     tokio::spawn(async move {
+        let mut w = w;
+        w.adopt();
         w.run().await;
         let _ = done.send(uid);
     });
@@ -157,6 +164,126 @@ impl Worker {
     /// The pod's tmpfs.
     fn run_dir(&self) -> PathBuf {
         self.shared.cfg.run_dir.join("pods").join(&self.uid)
+    }
+
+    /// The worker's records for adoption by a later agent (on the pod's tmpfs).
+    fn state_dir(&self) -> PathBuf {
+        self.run_dir().join("state")
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.run_dir().join("runtime")
+    }
+
+    /// Takes over what an earlier agent left for this pod: start time, restart counts, last
+    /// terminations, and the running containers (their monitors are waited for; nothing is
+    /// restarted). Exits that happened meanwhile arrive at once, from the exit files.
+    fn adopt(&mut self) {
+        let (pod, ctrs) = pod_state::load(&self.state_dir());
+        if let Some(p) = pod {
+            self.start_time = p.start_time;
+        }
+        for (name, r) in ctrs {
+            let running = r.running.as_ref().map(|x| Running {
+                attempt: x.attempt,
+                id: x.id.clone(),
+                started_at: x.started_at.clone(),
+                started_ms: x.started_ms,
+            });
+            if let Some(run) = &running {
+                tracing::info!(pod = %self.uid, container = %name, attempt = run.attempt, restart_count = r.restart_count, "adopted running container");
+                self.spawn_waiter(name.clone(), run.attempt, None);
+            }
+            let ctr = Ctr {
+                image: r.image,
+                image_id: r.image_id,
+                attempts: r.attempts,
+                restart_count: r.restart_count,
+                running,
+                exited: r.exited,
+                previous: r.previous,
+                ..Ctr::default()
+            };
+            self.ctrs.insert(name, ctr);
+        }
+    }
+
+    /// Writes container `name`'s record (after a start or an exit).
+    fn persist(&self, name: &str) {
+        let Some(c) = self.ctrs.get(name) else { return };
+        let r = ContainerRecord {
+            image: c.image.clone(),
+            image_id: c.image_id.clone(),
+            attempts: c.attempts,
+            restart_count: c.restart_count,
+            running: c.running.as_ref().map(|x| RunningRecord {
+                attempt: x.attempt,
+                id: x.id.clone(),
+                started_at: x.started_at.clone(),
+                started_ms: x.started_ms,
+            }),
+            exited: c.exited.clone(),
+            previous: c.previous.clone(),
+        };
+        if let Err(e) = pod_state::save_container(&self.state_dir(), name, &r) {
+            tracing::warn!(pod = %self.uid, container = %name, "record: {e}");
+        }
+    }
+
+    /// Waits for container `name`'s instance `attempt` to end (`started`: the monitor this
+    /// agent spawned; None: an adopted one), removes what the instance left (runtime state,
+    /// rootfs mount, writable layer, bundle) and reports the exit to the worker.
+    fn spawn_waiter(&self, name: String, attempt: u32, started: Option<BoxFuture<'static, Result<ExitStatus, crate::Error>>>) {
+        let (shared, uid, tx) = (self.shared.clone(), self.uid.clone(), self.exit_tx.clone());
+        let state_root = self.state_root();
+        let cdir = self.data_dir().join("containers").join(&name);
+        let bundle = self.run_dir().join("bundles").join(&name);
+        tokio::spawn(async move {
+            let files = MonitorFiles::new(&state_root, &name);
+            let fresh = started.is_some();
+            let st = match started {
+                Some(w) => w.await,
+                None => monitor::wait_adopted(&files)
+                    .await
+                    .ok_or_else(|| crate::Error::Runtime("the container's monitor ended without an exit status".into())),
+            };
+            let now_ms = (shared.clock.now_micros() / 1000).max(0) as u64;
+            let oom_cgroup = shared.cgroups.oom_killed(&uid, &name);
+            let mut message = String::new();
+            let (code, signal, oom, finished_ms) = match st {
+                Ok(s) if fresh => (s.exit_code, s.signal, s.oom_killed || oom_cgroup, now_ms),
+                Ok(s) => (s.exit_code, s.signal, s.oom_killed || oom_cgroup, s.finished_at_ms),
+                Err(e) => {
+                    tracing::warn!(pod = %uid, container = %name, "wait: {e}");
+                    message = e.to_string();
+                    (128, 0, oom_cgroup, now_ms)
+                }
+            };
+            if let Err(e) = shared.runtime.delete(&state_root, &name).await {
+                tracing::warn!(pod = %uid, container = %name, "delete: {e}");
+            }
+            let rootfs = cdir.join("rootfs");
+            if let Err(e) = mount::unmount(&rootfs) {
+                tracing::warn!(pod = %uid, container = %name, "unmount rootfs: {e}");
+            }
+            // The exited instance's writable layer and bundle (its logs stay).
+            for d in [cdir.join("upper"), cdir.join("work"), bundle] {
+                if d.exists() {
+                    if let Err(e) = std::fs::remove_dir_all(&d) {
+                        tracing::warn!(pod = %uid, container = %name, "remove {}: {e}", d.display());
+                    }
+                }
+            }
+            let _ = tx.send(Exit {
+                name,
+                attempt,
+                code,
+                signal,
+                oom,
+                finished_ms,
+                message,
+            });
+        });
     }
 
     fn log_dir(pod: &Pod, cfg: &crate::Config) -> PathBuf {
@@ -372,6 +499,11 @@ impl Worker {
         };
         write("hosts", &hosts)?;
         write("hostname", &format!("{hostname}\n"))?;
+        // On the tmpfs, now that it is mounted (written earlier it would be hidden by it).
+        let record = PodRecord {
+            start_time: self.start_time.clone(),
+        };
+        pod_state::save_pod(&self.state_dir(), &record)?;
         self.sandbox = Some(Sandbox { ns, pod_ip });
         Ok(())
     }
@@ -380,7 +512,15 @@ impl Worker {
     async fn start(&mut self, pod: &Pod, c: &Container) -> Result<(), (String, String)> {
         let images = self.shared.images.clone();
         let image_ref = c.image.clone();
-        let image = tokio::task::spawn_blocking(move || images.resolve(&image_ref))
+        let image = tokio::task::spawn_blocking(move || {
+            let r = images.resolve(&image_ref);
+            if let Ok(i) = &r {
+                if let Err(e) = gc::mark_used(&images, &i.name) {
+                    tracing::warn!(image = %i.name, "image last use: {e}");
+                }
+            }
+            r
+        })
             .await
             .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?
             .map_err(|e| match e {
@@ -470,7 +610,7 @@ impl Worker {
         let sandbox = self.sandbox.as_ref().expect("sandbox before containers");
         let cfg = ContainerConfig {
             id: c.name.clone(),
-            state_root: self.run_dir().join("runtime"),
+            state_root: self.state_root(),
             bundle: self.run_dir().join("bundles").join(&c.name),
             rootfs: rootfs.clone(),
             args: argv,
@@ -482,6 +622,8 @@ impl Worker {
             limits,
             mounts,
             log_path: Self::log_dir(pod, &self.shared.cfg).join(format!("{}.log", c.name)),
+            log_bytes_max: self.shared.cfg.container_log_bytes_max,
+            oom_counter: Some(self.shared.cgroups.oom_counter(&self.uid, &c.name)),
         };
         let runtime = self.shared.runtime.clone();
         let _ = runtime.delete(&cfg.state_root, &cfg.id).await;
@@ -509,38 +651,14 @@ impl Worker {
             started_at: now,
             started_ms: now_ms,
         });
-        let attempt = ctr.attempts;
-        let (shared, uid, name, tx) = (
-            self.shared.clone(),
-            self.uid.clone(),
-            c.name.clone(),
-            self.exit_tx.clone(),
-        );
-        let state_root = cfg.state_root.clone();
-        tokio::spawn(async move {
-            let code = match started.wait.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(pod = %uid, container = %name, "wait: {e}");
-                    128
-                }
-            };
-            let oom = shared.cgroups.oom_killed(&uid, &name);
-            if let Err(e) = shared.runtime.delete(&state_root, &name).await {
-                tracing::warn!(pod = %uid, container = %name, "delete: {e}");
+        let (attempt, restart_count) = (ctr.attempts, ctr.restart_count);
+        self.persist(&c.name);
+        self.spawn_waiter(c.name.clone(), attempt, Some(started.wait));
+        if let Some(dir) = cfg.log_path.parent() {
+            if let Err(e) = gc::prune_container_logs(dir, i64::from(restart_count)) {
+                tracing::warn!(pod = %self.uid, container = %c.name, "old logs: {e}");
             }
-            if let Err(e) = mount::unmount(&rootfs) {
-                tracing::warn!(pod = %uid, container = %name, "unmount rootfs: {e}");
-            }
-            let finished_ms = (shared.clock.now_micros() / 1000).max(0) as u64;
-            let _ = tx.send(Exit {
-                name,
-                attempt,
-                code,
-                oom,
-                finished_ms,
-            });
-        });
+        }
         tracing::info!(pod = %self.uid, container = %c.name, attempt, "started");
         Ok(())
     }
@@ -566,15 +684,19 @@ impl Worker {
         ctr.exited = Some((
             Terminated {
                 exit_code: e.code,
-                signal: 0,
+                signal: e.signal,
                 reason: reason.into(),
-                message: String::new(),
+                message: e.message,
                 started_at: r.started_at,
                 finished_at: now,
                 container_id: String::new(),
             },
             e.finished_ms,
         ));
+        // Recorded first, then the monitor's files go: an agent dying in between finds the
+        // exit file again and handles the exit once more (idempotent), never loses it.
+        self.persist(&e.name);
+        MonitorFiles::new(&self.state_root(), &e.name).clear();
     }
 
     fn running_ids(&self) -> Vec<String> {
@@ -586,7 +708,7 @@ impl Worker {
 
     /// SIGTERM to every running container, SIGKILL to what is left after `grace`.
     async fn stop_all(&mut self, grace: Duration) {
-        let state_root = self.run_dir().join("runtime");
+        let state_root = self.state_root();
         for (sig, wait) in [(libc::SIGTERM, grace), (libc::SIGKILL, KILL_WAIT)] {
             let ids = self.running_ids();
             if ids.is_empty() {

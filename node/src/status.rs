@@ -7,7 +7,7 @@ use berth_proto::corev1::{
 };
 
 /// A container's termination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Terminated {
     pub exit_code: i32,
     pub signal: i32,

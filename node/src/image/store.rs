@@ -418,6 +418,11 @@ impl ImageStore {
         })
     }
 
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Every named image.
     pub fn list(&self) -> Result<Vec<ImageInfo>, Error> {
         self.refs()?.keys().map(|n| self.info(n)).collect()

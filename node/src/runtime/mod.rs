@@ -2,6 +2,7 @@
 //! it. The agent writes the bundle (see [`oci::spec`]) and owns rootfs, namespaces files and
 //! cgroup parents; a runtime only starts and stops processes.
 
+pub mod monitor;
 pub mod oci;
 pub mod youki;
 
@@ -40,13 +41,18 @@ pub struct ContainerConfig {
     pub cgroups_path: String,
     pub limits: Limits,
     pub mounts: Vec<BindMount>,
-    /// stdout and stderr go here (appended).
+    /// stdout and stderr go here (appended by the container's monitor, rotated to
+    /// `<log_path>.1` at `log_bytes_max`).
     pub log_path: PathBuf,
+    pub log_bytes_max: u64,
+    /// The container cgroup's OOM counter file and key, read by the monitor at the exit.
+    pub oom_counter: Option<(PathBuf, String)>,
 }
 
-/// A started container; `wait` resolves to its exit code (128 + signal when killed).
+/// A started container; `wait` resolves when it has ended (its monitor's exit file). The
+/// monitor outlives the agent: after a restart, [`monitor::wait_adopted`] waits instead.
 pub struct Started {
-    pub wait: BoxFuture<'static, Result<i32, Error>>,
+    pub wait: BoxFuture<'static, Result<monitor::ExitStatus, Error>>,
 }
 
 pub trait Runtime: Send + Sync + 'static {

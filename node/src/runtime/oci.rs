@@ -4,6 +4,7 @@
 //! `run --keep` leaves the container's cgroup in place after it exits, so the agent reads its
 //! OOM counter before `delete` removes it.
 
+use super::monitor::{ExitStatus, MonitorFiles};
 use super::{ContainerConfig, Runtime, Started};
 use crate::cgroups::CPU_PERIOD_US;
 use crate::Error;
@@ -105,16 +106,42 @@ pub struct OciCli {
     pub leading_args: Vec<String>,
     /// Reported as the Node's runtime version; None asks the binary (`--version`).
     pub version: Option<String>,
+    /// The monitor's command: program and leading arguments (`[berth, runtime]`); the
+    /// monitor runs `run` of this runtime as its child (see [`super::monitor`]).
+    pub monitor: Vec<String>,
 }
 
 impl OciCli {
     /// runc (or another runc-compatible binary).
-    pub fn runc(binary: PathBuf) -> OciCli {
+    pub fn runc(binary: PathBuf, monitor: Vec<String>) -> OciCli {
         OciCli {
             binary,
             leading_args: Vec::new(),
             version: None,
+            monitor,
         }
+    }
+
+    /// The monitor's command line for `c`: the monitor options, then this runtime's
+    /// foreground `run` (which it starts as its child).
+    fn monitor_command(&self, c: &ContainerConfig, files: &MonitorFiles) -> Result<std::process::Command, Error> {
+        let (prog, lead) = self
+            .monitor
+            .split_first()
+            .ok_or_else(|| Error::Runtime("no container monitor command configured".into()))?;
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(lead).arg("--root").arg(&c.state_root).arg("monitor");
+        cmd.arg("--log").arg(&c.log_path);
+        cmd.arg("--log-bytes-max").arg(c.log_bytes_max.to_string());
+        cmd.arg("--exit-file").arg(&files.exit_file);
+        cmd.arg("--pid-file").arg(&files.pid_file);
+        if let Some((file, key)) = &c.oom_counter {
+            cmd.arg("--oom-file").arg(file).arg("--oom-key").arg(key);
+        }
+        cmd.arg("--").arg(&self.binary).args(&self.leading_args);
+        cmd.arg("--root").arg(&c.state_root);
+        cmd.args(["run", "--keep", "--bundle"]).arg(&c.bundle).arg(&c.id);
+        Ok(cmd)
     }
 
     fn cmd(&self, state_root: &Path) -> tokio::process::Command {
@@ -175,31 +202,37 @@ impl Runtime for OciCli {
         if let Some(d) = c.log_path.parent() {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&c.log_path)
-            .map_err(|e| Error::io(&c.log_path, e))?;
-        let log2 = log.try_clone().map_err(|e| Error::io(&c.log_path, e))?;
-        let mut child = self
-            .cmd(&c.state_root)
-            .arg("run")
-            .arg("--keep")
-            .arg("--bundle")
-            .arg(&c.bundle)
-            .arg(&c.id)
-            .stdout(log)
-            .stderr(log2)
+        let files = MonitorFiles::new(&c.state_root, &c.id);
+        files.clear();
+        // Not killed with the agent (no kill_on_drop, no parent-death signal; the monitor
+        // starts a session of its own): the container keeps running across agent restarts.
+        let mut cmd = tokio::process::Command::from(self.monitor_command(c, &files)?);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| Error::Runtime(format!("{}: {e}", self.binary.display())))?;
+            .map_err(|e| Error::Runtime(format!("container monitor: {e}")))?;
         let wait = Box::pin(async move {
             let st = child
                 .wait()
                 .await
                 .map_err(|e| Error::Runtime(format!("wait: {e}")))?;
+            if let Some(exit) = files.read_exit() {
+                return Ok(exit);
+            }
+            // The monitor died before writing its file: its own status is all there is.
             use std::os::unix::process::ExitStatusExt;
-            Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+            let code = st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
+            Ok(ExitStatus {
+                exit_code: code,
+                signal: st.signal().unwrap_or(0),
+                oom_killed: false,
+                finished_at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            })
         });
         Ok(Started { wait })
     }
@@ -297,6 +330,8 @@ mod tests {
                 read_only: true,
             }],
             log_path: "/data/logs/web.log".into(),
+            log_bytes_max: 1 << 20,
+            oom_counter: None,
         };
         let s = spec(&c);
         assert_eq!(s["process"]["cwd"], "/");
