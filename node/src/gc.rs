@@ -127,7 +127,10 @@ pub fn collect_images(
     if !over(used_percent(), policy.image_high_percent) {
         return Ok(Vec::new());
     }
-    let keep: HashSet<String> = in_use.iter().filter_map(|r| reference::normalize(r).ok()).collect();
+    let keep: HashSet<String> = in_use
+        .iter()
+        .filter_map(|r| reference::normalize(r).ok())
+        .collect();
     let mut candidates: Vec<(SystemTime, String)> = store
         .list()?
         .into_iter()
@@ -183,7 +186,15 @@ mod tests {
     #[test]
     fn logs_keep_the_last_two_instances() {
         let d = tempfile::tempdir().unwrap();
-        for f in ["0.log", "0.log.1", "1.log", "2.log", "2.log.1", "3.log", "notes.txt"] {
+        for f in [
+            "0.log",
+            "0.log.1",
+            "1.log",
+            "2.log",
+            "2.log.1",
+            "3.log",
+            "notes.txt",
+        ] {
             std::fs::write(d.path().join(f), "x").unwrap();
         }
         prune_container_logs(d.path(), 3).unwrap();
@@ -234,7 +245,9 @@ mod tests {
         // Below the high mark: nothing.
         let mut usage = || Some(50.0);
         let later = t0 + Duration::from_secs(60);
-        assert!(collect_images(&store, &in_use, &policy, later, &mut usage).unwrap().is_empty());
+        assert!(collect_images(&store, &in_use, &policy, later, &mut usage)
+            .unwrap()
+            .is_empty());
         // Above: the oldest unused goes first, then usage drops below the low mark.
         let mut readings = vec![Some(90.0), Some(90.0), Some(70.0)].into_iter();
         let mut usage = || readings.next().flatten();
@@ -248,9 +261,13 @@ mod tests {
         assert_eq!(left, [name("used:1")]);
         // Too recent to go.
         let young = GcPolicy::default();
-        store.build_from_rootfs(&d.path().join("rootfs0"), "fresh:1").unwrap();
-        assert!(collect_images(&store, &in_use, &young, SystemTime::now(), &mut || Some(99.0))
-            .unwrap()
-            .is_empty());
+        store
+            .build_from_rootfs(&d.path().join("rootfs0"), "fresh:1")
+            .unwrap();
+        assert!(
+            collect_images(&store, &in_use, &young, SystemTime::now(), &mut || Some(99.0))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -269,7 +269,10 @@ pub fn cleanup_pod(cfg: &Config, uid: &str) -> Result<(), Error> {
     let cg = cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent);
     cg.remove_pod(uid)?;
     netns::remove(&netns::PodNamespaces::paths(&cfg.run_dir.join("netns"), uid))?;
-    for d in [cfg.run_dir.join("pods").join(uid), cfg.data_dir.join("pods").join(uid)] {
+    for d in [
+        cfg.run_dir.join("pods").join(uid),
+        cfg.data_dir.join("pods").join(uid),
+    ] {
         mount::unmount_all_under(&d)?;
         if d.exists() {
             std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
@@ -291,7 +294,10 @@ pub fn cleanup_pod(cfg: &Config, uid: &str) -> Result<(), Error> {
 /// Removes the pods on the node that are not in `keep` (deleted, or replaced by a pod with
 /// another uid, while no agent ran); returns their uids. Adopted pods (`keep`) are untouched.
 pub fn cleanup_orphans(cfg: &Config, keep: &HashSet<String>) -> Result<Vec<String>, Error> {
-    let gone: Vec<String> = local_pod_uids(cfg).into_iter().filter(|u| !keep.contains(u)).collect();
+    let gone: Vec<String> = local_pod_uids(cfg)
+        .into_iter()
+        .filter(|u| !keep.contains(u))
+        .collect();
     for uid in &gone {
         cleanup_pod(cfg, uid)?;
     }
@@ -503,7 +509,11 @@ async fn gc_pass(s: Arc<Shared>, pods: Vec<Pod>, workers: HashSet<String>) {
     let mut images = HashSet::new();
     for p in &pods {
         known.insert(p.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default());
-        for c in p.spec.iter().flat_map(|sp| sp.containers.iter().chain(&sp.init_containers)) {
+        for c in p
+            .spec
+            .iter()
+            .flat_map(|sp| sp.containers.iter().chain(&sp.init_containers))
+        {
             images.insert(c.image.clone());
         }
     }

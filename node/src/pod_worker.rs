@@ -10,16 +10,16 @@ use crate::backoff::{BackOff, Decision};
 use crate::env::{self, Sources};
 use crate::netns::{self, PodNamespaces};
 use crate::objects::{Kind, Lookup};
-use crate::probes::{self, ProbeKind, ProbeState};
 use crate::pod_state::{self, ContainerRecord, PodRecord, RunningRecord};
+use crate::probes::{self, ProbeKind, ProbeState};
 use crate::runtime::monitor::{self, ExitStatus, MonitorFiles};
 use crate::runtime::{BindMount, ContainerConfig};
 use crate::status::{self, ContainerView, PodView, State, Terminated};
 use crate::{cgroups, gc, mount, volumes, Shared};
-use futures::future::BoxFuture;
 use berth_client::ClientError;
 use berth_proto::apiv1;
 use berth_proto::corev1::{Container, Pod, PodStatus};
+use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -233,7 +233,12 @@ impl Worker {
     /// Waits for container `name`'s instance `attempt` to end (`started`: the monitor this
     /// agent spawned; None: an adopted one), removes what the instance left (runtime state,
     /// rootfs mount, writable layer, bundle) and reports the exit to the worker.
-    fn spawn_waiter(&self, name: String, attempt: u32, started: Option<BoxFuture<'static, Result<ExitStatus, crate::Error>>>) {
+    fn spawn_waiter(
+        &self,
+        name: String,
+        attempt: u32,
+        started: Option<BoxFuture<'static, Result<ExitStatus, crate::Error>>>,
+    ) {
         let (shared, uid, tx) = (self.shared.clone(), self.uid.clone(), self.exit_tx.clone());
         let state_root = self.state_root();
         let cdir = self.data_dir().join("containers").join(&name);
@@ -243,16 +248,21 @@ impl Worker {
             let fresh = started.is_some();
             let st = match started {
                 Some(w) => w.await,
-                None => monitor::wait_adopted(&files)
-                    .await
-                    .ok_or_else(|| crate::Error::Runtime("the container's monitor ended without an exit status".into())),
+                None => monitor::wait_adopted(&files).await.ok_or_else(|| {
+                    crate::Error::Runtime("the container's monitor ended without an exit status".into())
+                }),
             };
             let now_ms = (shared.clock.now_micros() / 1000).max(0) as u64;
             let oom_cgroup = shared.cgroups.oom_killed(&uid, &name);
             let mut message = String::new();
             let (code, signal, oom, finished_ms) = match st {
                 Ok(s) if fresh => (s.exit_code, s.signal, s.oom_killed || oom_cgroup, now_ms),
-                Ok(s) => (s.exit_code, s.signal, s.oom_killed || oom_cgroup, s.finished_at_ms),
+                Ok(s) => (
+                    s.exit_code,
+                    s.signal,
+                    s.oom_killed || oom_cgroup,
+                    s.finished_at_ms,
+                ),
                 Err(e) => {
                     tracing::warn!(pod = %uid, container = %name, "wait: {e}");
                     message = e.to_string();
@@ -521,17 +531,15 @@ impl Worker {
             }
             r
         })
-            .await
-            .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?
-            .map_err(|e| match e {
-                crate::Error::ImageNotFound(n) => (
-                    "ErrImageNeverPull".to_string(),
-                    format!(
-                        "image {n} is not in the node's image store (import it with `berth image import`)"
-                    ),
-                ),
-                e => ("InvalidImageName".to_string(), e.to_string()),
-            })?;
+        .await
+        .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?
+        .map_err(|e| match e {
+            crate::Error::ImageNotFound(n) => (
+                "ErrImageNeverPull".to_string(),
+                format!("image {n} is not in the node's image store (import it with `berth image import`)"),
+            ),
+            e => ("InvalidImageName".to_string(), e.to_string()),
+        })?;
         let config_err = |m: String| ("CreateContainerConfigError".to_string(), m);
         let image_env = image.config.env.clone().unwrap_or_default();
         let env = env::build_env(pod, c, &image_env, &self.sources(pod)).map_err(|e| config_err(e.0))?;

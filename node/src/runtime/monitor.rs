@@ -77,13 +77,14 @@ impl MonitorFiles {
     /// The monitor's pid, when it still runs (checked against its command line, which names
     /// the exit file, so a reused pid is not mistaken for it).
     pub fn live_pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()?;
+        let pid: i32 = std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let needle = self.exit_file.as_os_str().as_encoded_bytes();
-        cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg == needle)
-            .then_some(pid)
+        cmdline.split(|b| *b == 0).any(|arg| arg == needle).then_some(pid)
     }
 }
 
@@ -199,7 +200,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::Runtime(format!("pipe: {}", std::io::Error::last_os_error())));
+        return Err(Error::Runtime(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -238,7 +242,10 @@ pub fn run(a: MonitorArgs) -> i32 {
         }
     };
     let note = |msg: String| {
-        let _ = log.lock().expect("log lock").write(format!("berth monitor: {msg}\n").as_bytes());
+        let _ = log
+            .lock()
+            .expect("log lock")
+            .write(format!("berth monitor: {msg}\n").as_bytes());
     };
     if let Err(e) = write_atomic(&a.files.pid_file, std::process::id().to_string().as_bytes()) {
         note(e.to_string());
@@ -337,9 +344,8 @@ pub async fn wait_adopted(files: &MonitorFiles) -> Option<ExitStatus> {
         // SAFETY: fd was just returned by pidfd_open.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: an OwnedFd owned by the AsyncFd keeps that one fd open until it is dropped.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
-        };
+        let registered =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) };
         match registered {
             Ok(afd) => {
                 // A pidfd turns readable when the process has exited.

@@ -124,7 +124,11 @@ impl OciCli {
 
     /// The monitor's command line for `c`: the monitor options, then this runtime's
     /// foreground `run` (which it starts as its child).
-    fn monitor_command(&self, c: &ContainerConfig, files: &MonitorFiles) -> Result<std::process::Command, Error> {
+    fn monitor_command(
+        &self,
+        c: &ContainerConfig,
+        files: &MonitorFiles,
+    ) -> Result<std::process::Command, Error> {
         let (prog, lead) = self
             .monitor
             .split_first()

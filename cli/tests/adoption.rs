@@ -1,0 +1,551 @@
+//! The agent's container monitor, adoption after a restart, and garbage collection, end to
+//! end: a real `berth server`, a real `berth agent` killed with SIGKILL and started again on
+//! the same data and run dirs, real containers (embedded libcontainer, and runc), observed
+//! through the API and on the machine (processes, cgroups, log files, the image store).
+//! Names on the machine carry the prefix `bm-`; everything is removed when a test ends.
+
+mod common;
+
+use berth_client::{ClientError, ResourceClient};
+use berth_proto::apiv1;
+use berth_proto::corev1::{Node, Pod};
+use common::{berth_bin, eventually, Cluster};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const IMAGE: &str = "busybox:1.36";
+
+/// A server, an agent that can be killed and started again, and the node's directories.
+struct Env {
+    cluster: Cluster,
+    agent: Option<Child>,
+    runtime: String,
+    agent_args: Vec<String>,
+    cfg: berth_node::Config,
+    server: String,
+    agent_log: PathBuf,
+    client: ResourceClient,
+    node: String,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_agent();
+        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
+            eprintln!("cleanup: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
+    }
+}
+
+impl Env {
+    /// A server and the busybox image in the node's store; no agent yet.
+    async fn new(runtime: &str, agent_args: &[&str]) -> Env {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let cluster = Cluster::start(1, &[]).await;
+        let server = cluster.members[0].client.clone();
+        let node = format!("bm{n}");
+        let tag = format!("bm-{}-{n}", std::process::id());
+        let data_dir = cluster.dir.path().join("agent");
+        let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
+        cfg.run_dir = PathBuf::from("/run").join(&tag);
+        cfg.cgroup_parent = tag.clone();
+        let env = Env {
+            agent_log: cluster.dir.path().join("agent.log"),
+            cluster,
+            agent: None,
+            runtime: runtime.into(),
+            agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
+            cfg,
+            client: ResourceClient::new(std::slice::from_ref(&server), Duration::from_secs(5)).unwrap(),
+            server,
+            node,
+        };
+        env.build_image(IMAGE, "a");
+        env
+    }
+
+    /// Packs a busybox rootfs (plus a file naming `tag`, so images differ) as `tag`.
+    fn build_image(&self, tag: &str, marker: &str) {
+        let rootfs = self.cluster.dir.path().join(format!("rootfs-{marker}"));
+        berth_node::image::busybox::rootfs(&rootfs, Path::new(berth_node::image::busybox::BUSYBOX_BIN))
+            .expect("busybox rootfs");
+        std::fs::write(rootfs.join("marker"), marker).unwrap();
+        let out = Command::new(berth_bin())
+            .args(["image", "build", "--tag", tag, "--rootfs"])
+            .arg(&rootfs)
+            .arg("--data-dir")
+            .arg(&self.cfg.data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn images(&self) -> String {
+        let out = Command::new(berth_bin())
+            .args(["image", "ls", "--data-dir"])
+            .arg(&self.cfg.data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Starts the agent (its log appended to one file across restarts) and waits for Ready.
+    async fn start_agent(&mut self) {
+        assert!(self.agent.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.agent_log)
+            .unwrap();
+        let agent = Command::new(berth_bin())
+            .args(["agent", "--server", &self.server, "--name", &self.node])
+            .arg("--data-dir")
+            .arg(&self.cfg.data_dir)
+            .arg("--run-dir")
+            .arg(&self.cfg.run_dir)
+            .args(["--cgroup-parent", &self.cfg.cgroup_parent])
+            .args([
+                "--lease-renew-interval-ms",
+                "200",
+                "--node-status-interval-ms",
+                "500",
+            ])
+            .args([
+                "--node-ip",
+                "127.0.0.1",
+                "--pod-network",
+                "none",
+                "--runtime",
+                &self.runtime,
+            ])
+            .args(&self.agent_args)
+            .env("BERTH_LOG", "info,berth_node=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(agent);
+        let (c, node) = (self.client.clone(), self.node.clone());
+        eventually("node Ready", || {
+            let (c, node) = (c.clone(), node.clone());
+            async move {
+                let n = c.get::<Node>("", &node).await.ok()?;
+                let ready = n
+                    .status?
+                    .conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True");
+                ready.then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILL, as a crash would: no chance to stop anything.
+    fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
+    }
+
+    async fn create_pod(&self, mut pod: serde_json::Value) -> Pod {
+        pod["spec"]["nodeName"] = json!(self.node);
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        self.client.create("default", &pod).await.unwrap()
+    }
+
+    async fn pod(&self, name: &str) -> Option<Pod> {
+        match self.client.get::<Pod>("default", name).await {
+            Ok(p) => Some(p),
+            Err(ClientError::NotFound(_)) => None,
+            Err(e) => panic!("get pod {name}: {e}"),
+        }
+    }
+
+    /// Waits until `f` holds for the pod, with the agent's log on failure.
+    async fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Pod) -> bool) -> Pod {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.pod(name).await {
+                if f(&p) {
+                    return p;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "pod {name}: timed out waiting for {what}; status: {}\nagent log:\n{}",
+                    serde_json::to_string_pretty(&p.status).unwrap(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.pod(name).await.is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pod {name} not deleted; agent log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn delete(&self, name: &str, grace_seconds: Option<i64>) {
+        let opts = apiv1::DeleteOptions {
+            grace_period_seconds: grace_seconds,
+            ..Default::default()
+        };
+        self.client.delete::<Pod>("default", name, opts).await.unwrap();
+    }
+
+    /// The pod's cgroup directories that exist (any hierarchy).
+    fn pod_cgroups(&self, uid: &str) -> Vec<PathBuf> {
+        let rel = Path::new(&self.cfg.cgroup_parent).join(format!("pod-{uid}"));
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            if e.path().join(&rel).exists() {
+                out.push(e.path().join(&rel));
+            }
+        }
+        if Path::new("/sys/fs/cgroup").join(&rel).exists() {
+            out.push(Path::new("/sys/fs/cgroup").join(&rel));
+        }
+        out
+    }
+
+    /// The processes in the pod's cgroups (any hierarchy, any depth), sorted.
+    fn pod_pids(&self, uid: &str) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .pod_cgroups(uid)
+            .iter()
+            .flat_map(|d| dirs_under(d))
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| s.lines().filter_map(|l| l.parse().ok()).collect::<Vec<i32>>())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// The pod's log directory (`<data>/logs/<ns>_<name>_<uid>`).
+    fn log_dir(&self, pod: &Pod) -> PathBuf {
+        let m = pod.metadata.clone().unwrap();
+        self.cfg
+            .data_dir
+            .join("logs")
+            .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
+    }
+}
+
+fn status_of(p: &Pod) -> berth_proto::corev1::PodStatus {
+    p.status.clone().unwrap_or_default()
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.clone().unwrap().uid
+}
+
+fn ready(p: &Pod) -> bool {
+    let st = status_of(p);
+    st.phase == "Running"
+        && st
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+}
+
+fn restart_count(p: &Pod) -> i32 {
+    status_of(p)
+        .container_statuses
+        .first()
+        .map_or(-1, |c| c.restart_count)
+}
+
+fn running_since(p: &Pod) -> String {
+    let st = status_of(p);
+    let cs = st.container_statuses.first().cloned().unwrap_or_default();
+    cs.state
+        .and_then(|s| s.running)
+        .map(|r| r.started_at)
+        .unwrap_or_default()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is not alive: its stat line's third field is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn sleeper(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": IMAGE,
+                            "command": ["sh", "-c", "echo up; exec sleep 100000"]}]
+        }
+    })
+}
+
+/// SIGKILL the agent with pods running; while it is down, one pod is deleted through the API
+/// (gracefully: it waits for the agent), one force-deleted (gone from the API), and one
+/// container is killed. The agent started again adopts the running pod (same process, same
+/// restart count and start time, still Running and Ready), finishes the graceful deletion,
+/// removes the force-deleted pod's processes and cgroups, and restarts the killed container
+/// (restart count 1, lastState its exit). The adopted pod can then be deleted as usual.
+async fn agent_restart_adopts(runtime: &str) {
+    let mut env = Env::new(runtime, &[]).await;
+    env.start_agent().await;
+    for name in ["keep", "deleted", "forced", "dies"] {
+        env.create_pod(sleeper(name)).await;
+    }
+    let mut pods = std::collections::BTreeMap::new();
+    for name in ["keep", "deleted", "forced", "dies"] {
+        let p = env.wait_pod(name, "Running and Ready", ready).await;
+        assert_eq!(restart_count(&p), 0);
+        // Running is reported once the monitor is spawned; the process is there once it spoke.
+        let dir = env.log_dir(&p);
+        eventually(&format!("{name}: output"), || {
+            let up = files_under(&dir)
+                .iter()
+                .any(|f| std::fs::read_to_string(f).unwrap_or_default().contains("up"));
+            async move { up.then_some(()) }
+        })
+        .await;
+        let pids = env.pod_pids(&uid(&p));
+        assert!(!pids.is_empty(), "{name}: no container process");
+        pods.insert(name, (p, pids));
+    }
+
+    env.kill_agent();
+    env.delete("deleted", None).await;
+    env.delete("forced", Some(0)).await;
+    env.wait_gone("forced").await;
+    assert!(
+        env.pod("deleted").await.is_some(),
+        "a graceful deletion waits for the agent"
+    );
+    let (dies, dies_pids) = &pods["dies"];
+    for pid in dies_pids {
+        // A container process this test started (read from its cgroup).
+        let st = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let exit_file = env
+        .cfg
+        .run_dir
+        .join("pods")
+        .join(uid(dies))
+        .join("runtime/main.exit");
+    eventually("the killed container's exit file", || {
+        let f = exit_file.clone();
+        async move { f.exists().then_some(()) }
+    })
+    .await;
+
+    env.start_agent().await;
+    // The killed container is restarted: one more restart, its last state the kill.
+    let p = env
+        .wait_pod("dies", "restarted once", |p| restart_count(p) == 1 && ready(p))
+        .await;
+    let cs = status_of(&p).container_statuses[0].clone();
+    let last = cs
+        .last_state
+        .and_then(|s| s.terminated)
+        .expect("lastState terminated");
+    assert_eq!(last.exit_code, 137, "{last:?}\nagent log:\n{}", env.log());
+    // The graceful deletion finishes; the force-deleted pod's remains go.
+    env.wait_gone("deleted").await;
+    for name in ["deleted", "forced"] {
+        let (p, pids) = &pods[name];
+        eventually(&format!("{name}: processes and cgroups gone"), || {
+            let gone = pids.iter().all(|pid| !alive(*pid)) && env.pod_cgroups(&uid(p)).is_empty();
+            async move { gone.then_some(()) }
+        })
+        .await;
+        assert!(
+            !env.cfg.run_dir.join("pods").join(uid(p)).exists(),
+            "{name}: pod tmpfs"
+        );
+        assert!(!env.log_dir(p).exists(), "{name}: logs");
+    }
+    // The adopted pod: same process, same count and start time, Running and Ready. The
+    // "dies" restart above proves the new agent is syncing, so this is its view too.
+    let (keep, keep_pids) = &pods["keep"];
+    let now = env.wait_pod("keep", "Running and Ready", ready).await;
+    assert_eq!(restart_count(&now), 0);
+    assert_eq!(running_since(&now), running_since(keep));
+    assert_eq!(status_of(&now).start_time, status_of(keep).start_time);
+    assert_eq!(&env.pod_pids(&uid(keep)), keep_pids);
+    assert!(keep_pids.iter().all(|p| alive(*p)));
+    assert!(env.log().contains("adopted running container"), "{}", env.log());
+    // An adopted container is stopped on deletion like any other.
+    env.delete("keep", None).await;
+    env.wait_gone("keep").await;
+    assert!(keep_pids.iter().all(|p| !alive(*p)));
+    assert!(env.pod_cgroups(&uid(keep)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_adopts_running_pods_libcontainer() {
+    agent_restart_adopts("libcontainer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_adopts_running_pods_runc() {
+    agent_restart_adopts("runc").await;
+}
+
+/// `d` and every directory under it.
+fn dirs_under(d: &Path) -> Vec<PathBuf> {
+    let mut out = vec![d.to_path_buf()];
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(dirs_under(&e.path()));
+        }
+    }
+    out
+}
+
+/// Every regular file under `d`.
+fn files_under(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A container writing more than the log cap leaves a current log within the cap and the
+/// rotated piece before it, with lines whole; with runc as the runtime.
+async fn log_rotation(runtime: &str) {
+    const CAP: u64 = 4096;
+    let mut env = Env::new(runtime, &["--container-log-max-bytes", &CAP.to_string()]).await;
+    env.start_agent().await;
+    let pod = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "chatty", "namespace": "default"},
+            "spec": {"containers": [{"name": "main", "image": IMAGE, "command": ["sh", "-c",
+                "i=0; while [ $i -lt 500 ]; do echo line-$i-0123456789abcdef0123456789abcdef; i=$((i+1)); done; echo done-writing; exec sleep 100000"]}]}
+        }))
+        .await;
+    let dir = env.log_dir(&pod);
+    let (current, rotated) = eventually("the last line in the current log", || {
+        let files = files_under(&dir);
+        async move {
+            let cur = files
+                .iter()
+                .find(|p| p.to_string_lossy().ends_with(".log"))?
+                .clone();
+            let rot = files
+                .iter()
+                .find(|p| p.to_string_lossy().ends_with(".log.1"))?
+                .clone();
+            std::fs::read_to_string(&cur)
+                .ok()?
+                .contains("done-writing")
+                .then_some((cur, rot))
+        }
+    })
+    .await;
+    assert_eq!(rotated, PathBuf::from(format!("{}.1", current.display())));
+    for f in [&current, &rotated] {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len <= CAP && len > 0, "{}: {len} bytes", f.display());
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(text.ends_with('\n'), "whole lines");
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("line-") || l == "done-writing"),
+            "{text}"
+        );
+    }
+    // The older piece holds the lines just before the current one's first.
+    let first_now = std::fs::read_to_string(&current)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let last_before = std::fs::read_to_string(&rotated)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let n = |l: &str| l.split('-').nth(1).and_then(|x| x.parse::<u32>().ok());
+    assert_eq!(n(&last_before).map(|x| x + 1), n(&first_now));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_log_is_capped_and_rotated_runc() {
+    log_rotation("runc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_log_is_capped_and_rotated_libcontainer() {
+    log_rotation("libcontainer").await;
+}
+
+/// With the disk "full" (thresholds at 0 %), the agent removes an unused image and keeps the
+/// one its pod uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_gc_removes_unused_images_only() {
+    let gc_args = [
+        "--gc-interval-ms",
+        "200",
+        "--image-gc-high-percent",
+        "0",
+        "--image-gc-low-percent",
+        "0",
+        "--image-gc-min-age-seconds",
+        "0",
+    ];
+    let mut env = Env::new("libcontainer", &gc_args).await;
+    env.build_image("bm-unused:1", "unused");
+    assert!(env.images().contains("bm-unused:1"));
+    // The pod exists before the agent: its image is in use from the first GC pass on.
+    env.create_pod(sleeper("user")).await;
+    env.start_agent().await;
+    env.wait_pod("user", "Running and Ready", ready).await;
+    eventually("the unused image collected", || {
+        let gone = !env.images().contains("bm-unused:1");
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert!(env.images().contains(IMAGE), "{}", env.images());
+    assert!(env.log().contains("image garbage collected"));
+    // A container start still finds its image (the store is intact).
+    env.delete("user", Some(0)).await;
+    env.create_pod(sleeper("again")).await;
+    env.wait_pod("again", "Running and Ready", ready).await;
+}
