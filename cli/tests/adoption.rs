@@ -43,10 +43,18 @@ impl Drop for Env {
 
 impl Env {
     /// A server and the busybox image in the node's store; no agent yet.
+    /// ... with the agent's pod network `none`.
     async fn new(runtime: &str, agent_args: &[&str]) -> Env {
+        let mut args = vec!["--pod-network", "none"];
+        args.extend_from_slice(agent_args);
+        Env::with_server_args(runtime, &[], &args).await
+    }
+
+    /// ... with `server_args` for the server.
+    async fn with_server_args(runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let cluster = Cluster::start(1, &[]).await;
+        let cluster = Cluster::start(1, server_args).await;
         let server = cluster.members[0].client.clone();
         let node = format!("bm{n}");
         let tag = format!("bm-{}-{n}", std::process::id());
@@ -116,14 +124,7 @@ impl Env {
                 "--node-status-interval-ms",
                 "500",
             ])
-            .args([
-                "--node-ip",
-                "127.0.0.1",
-                "--pod-network",
-                "none",
-                "--runtime",
-                &self.runtime,
-            ])
+            .args(["--node-ip", "127.0.0.1", "--runtime", &self.runtime])
             .args(&self.agent_args)
             .env("BERTH_LOG", "info,berth_node=debug")
             .stdout(Stdio::null())
@@ -548,4 +549,85 @@ async fn image_gc_removes_unused_images_only() {
     env.delete("user", Some(0)).await;
     env.create_pod(sleeper("again")).await;
     env.wait_pod("again", "Running and Ready", ready).await;
+}
+
+/// Removes the test's bridge however the test ends.
+struct BridgeGuard(&'static str);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", self.0]).output();
+    }
+}
+
+/// `ip -o link show NAME`'s index, when the link exists.
+fn link_index(name: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", name])
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    out.status
+        .success()
+        .then(|| s.split(':').next().unwrap_or("").to_string())
+}
+
+/// With the bridge pod network, an adopted pod keeps its address and its veth (the start-up
+/// network GC spares it), and a pod started after the restart reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_keeps_adopted_pods_network() {
+    const BRIDGE: &str = "bm-br0";
+    const VETH_PREFIX: &str = "bmv";
+    let _bridge = BridgeGuard(BRIDGE);
+    let agent_args = ["--bridge-name", BRIDGE, "--veth-prefix", VETH_PREFIX];
+    let mut env =
+        Env::with_server_args("libcontainer", &["--cluster-cidr", "10.217.0.0/16"], &agent_args).await;
+    env.start_agent().await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "server", "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": IMAGE,
+            "command": ["sh", "-c", "mkdir -p /tmp/www && echo hello-from-server > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]}]}
+    }))
+    .await;
+    let server = env
+        .wait_pod("server", "Running with an IP", |p| {
+            ready(p) && !status_of(p).pod_ip.is_empty()
+        })
+        .await;
+    let ip = status_of(&server).pod_ip;
+    let veth = berth_node::pod_network::host_veth_name(VETH_PREFIX, &uid(&server));
+    let index = link_index(&veth).expect("the server's veth");
+
+    env.kill_agent();
+    env.start_agent().await;
+    // A client started by the new agent reaches the adopted server at its old address.
+    let client = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "client", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": IMAGE,
+                "command": ["sh", "-c", format!("until wget -q -O- http://{ip}:8080/; do sleep 0.2; done; exec sleep 1000")]}]}
+        }))
+        .await;
+    let dir = env.log_dir(&client);
+    eventually("the client reaches the adopted server", || {
+        let got = files_under(&dir).iter().any(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains("hello-from-server")
+        });
+        async move { got.then_some(()) }
+    })
+    .await;
+    let now = env.wait_pod("server", "Running and Ready", ready).await;
+    assert_eq!(status_of(&now).pod_ip, ip);
+    assert_eq!(link_index(&veth), Some(index), "the same veth");
+    let ipam = std::fs::read_to_string(env.cfg.data_dir.join("net/ipam.json")).unwrap();
+    assert!(ipam.contains(&uid(&server)), "{ipam}");
+    for name in ["client", "server"] {
+        env.delete(name, None).await;
+        env.wait_gone(name).await;
+    }
+    assert_eq!(link_index(&veth), None);
 }
