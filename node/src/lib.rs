@@ -10,7 +10,9 @@
 //! level-triggered (desired spec vs what runs) and idempotent; the agent sees only the pods
 //! bound to it and only the ConfigMaps and Secrets those pods reference; secret contents live
 //! on tmpfs only; everything a pod created on the machine (mounts, namespaces, cgroups) is gone
-//! once its worker has finished tearing it down.
+//! once its worker has finished tearing it down; containers outlive the agent (each has a
+//! monitor process of its own, see [`runtime::monitor`]), and an agent started again adopts the
+//! pods the API still has (same uid) without restarting them and removes the others.
 //!
 //! It deliberately does not know: command-line flags, how the control plane stores objects,
 //! pod networking beyond the [`netns::PodNetwork`] trait and [`pod_network`]'s use of the net

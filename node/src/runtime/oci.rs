@@ -1,8 +1,9 @@
 //! An OCI runtime driven through its command line (runc's: `run --keep`, `kill`, `delete`,
 //! `exec`), and the OCI runtime spec (`config.json`) for a container.
 //!
-//! `run --keep` leaves the container's cgroup in place after it exits, so the agent reads its
-//! OOM counter before `delete` removes it.
+//! `run --keep` leaves the container's cgroup in place after it exits, so the monitor (and the
+//! agent) read its OOM counter before `delete` removes it. `run` is never started by the agent
+//! itself: the container's monitor ([`super::monitor`]) runs it as its child.
 
 use super::monitor::{ExitStatus, MonitorFiles};
 use super::{ContainerConfig, Runtime, Started};

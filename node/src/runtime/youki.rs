@@ -3,7 +3,8 @@
 //! [`super::oci::OciCli`] uses), never inside the agent itself: libcontainer clones processes,
 //! which is only safe from a process with one thread, and the agent runs a multi-threaded async
 //! runtime. The helper started with `run` is the container init's parent: it waits for it and
-//! exits with its status (128 + signal when killed), as `runc run` does.
+//! exits with its status (128 + signal when killed), as `runc run` does; the helper itself is
+//! the child of the container's monitor ([`super::monitor`]), which outlives the agent.
 
 use crate::Error;
 use libcontainer::container::builder::ContainerBuilder;
