@@ -506,7 +506,7 @@ async fn node_status_loop(s: Arc<Shared>) {
 
 /// One garbage-collection pass (at most one at a time): pods on the node without a worker
 /// and not in the API (deleted between the start-up list and the informer), then images.
-async fn gc_pass(s: Arc<Shared>, pods: Vec<Pod>, workers: HashSet<String>) {
+async fn gc_pass(s: Arc<Shared>, local: Vec<String>, pods: Vec<Pod>, workers: HashSet<String>) {
     let mut known = workers;
     let mut images = HashSet::new();
     for p in &pods {
@@ -519,7 +519,7 @@ async fn gc_pass(s: Arc<Shared>, pods: Vec<Pod>, workers: HashSet<String>) {
             images.insert(c.image.clone());
         }
     }
-    for uid in local_pod_uids(&s.cfg).into_iter().filter(|u| !known.contains(u)) {
+    for uid in local.into_iter().filter(|u| !known.contains(u)) {
         let ns = netns::PodNamespaces::paths(&s.cfg.run_dir.join("netns"), &uid);
         if let Err(e) = s.network.detach(&uid, &ns.net).await {
             tracing::warn!(pod = %uid, "network detach: {e}");
@@ -566,7 +566,11 @@ async fn pods_loop(
             _ = &mut shutdown => return Ok(()),
             _ = gc_tick.tick() => {
                 if gc_running.as_ref().is_none_or(|t| t.is_finished()) && informer.has_synced() {
-                    gc_running = Some(tokio::spawn(gc_pass(s.clone(), informer.list(), workers.keys().cloned().collect())));
+                    // What is on the machine first, then who owns it: a pod whose worker starts
+                    // after this listing cannot be in it, so it is never taken for an orphan.
+                    let local = local_pod_uids(&s.cfg);
+                    let known = workers.keys().cloned().collect();
+                    gc_running = Some(tokio::spawn(gc_pass(s.clone(), local, informer.list(), known)));
                 }
             }
             ev = events.recv() => {
