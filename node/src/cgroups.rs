@@ -193,7 +193,13 @@ impl Cgroups {
     }
 
     /// Kills whatever still runs in the pod's cgroup and removes it from every hierarchy.
+    /// Thaws first: a runtime killing a container it was still creating can leave its cgroup
+    /// frozen (libcontainer's kill-all freezes, fails, never thaws), and a frozen process does
+    /// not die.
     pub fn remove_pod(&self, uid: &str) -> Result<(), Error> {
+        for dir in self.dirs(&self.pod_path(uid)) {
+            thaw_tree(&dir);
+        }
         for pid in self.pod_pids(uid) {
             // SAFETY: sending a signal; the pid was read from the pod's own cgroup.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -243,6 +249,21 @@ fn collect_pids(dir: &Path, out: &mut Vec<i32>) {
 
 /// Removes a cgroup directory tree, children first (cgroupfs only allows rmdir), retrying
 /// while exiting processes still hold it.
+/// Thaws `dir` and every cgroup under it (v1 `freezer.state`, v2 `cgroup.freeze`); best effort.
+fn thaw_tree(dir: &Path) {
+    for (file, thawed) in [("freezer.state", "THAWED"), ("cgroup.freeze", "0")] {
+        let f = dir.join(file);
+        if f.exists() {
+            let _ = std::fs::write(&f, thawed);
+        }
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            thaw_tree(&e.path());
+        }
+    }
+}
+
 fn remove_tree(dir: &Path) -> Result<(), Error> {
     if !dir.exists() {
         return Ok(());
