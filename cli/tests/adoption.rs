@@ -400,6 +400,15 @@ async fn agent_restart_adopts(runtime: &str) {
     assert_eq!(restart_count(&now), 0);
     assert_eq!(running_since(&now), running_since(keep));
     assert_eq!(status_of(&now).start_time, status_of(keep).start_time);
+    // Never written NotReady in between: the Ready condition did not transition.
+    let ready_since = |p: &Pod| {
+        let st = status_of(p);
+        st.conditions
+            .iter()
+            .find(|c| c.r#type == "Ready")
+            .map(|c| c.last_transition_time.clone())
+    };
+    assert_eq!(ready_since(&now), ready_since(keep));
     assert_eq!(&env.pod_pids(&uid(keep)), keep_pids);
     assert!(keep_pids.iter().all(|p| alive(*p)));
     assert!(env.log().contains("adopted running container"), "{}", env.log());
@@ -545,10 +554,11 @@ async fn image_gc_removes_unused_images_only() {
     .await;
     assert!(env.images().contains(IMAGE), "{}", env.images());
     assert!(env.log().contains("image garbage collected"));
-    // A container start still finds its image (the store is intact).
-    env.delete("user", Some(0)).await;
+    // A container start still finds its image (the store is intact). While "user" exists:
+    // without any pod naming it, the image would be fair game at 0 %.
     env.create_pod(sleeper("again")).await;
     env.wait_pod("again", "Running and Ready", ready).await;
+    assert!(env.images().contains(IMAGE), "{}", env.images());
 }
 
 /// Removes the test's bridge however the test ends.
