@@ -425,4 +425,24 @@ mod tests {
         // The monitor has ended: its pid no longer names a live monitor.
         assert_eq!(files.live_pid(), None);
     }
+
+    #[test]
+    fn exit_file_carries_a_signal_and_the_cgroup_oom_count() {
+        let d = tempfile::tempdir().unwrap();
+        let files = MonitorFiles::new(d.path(), "c");
+        // v1's memory.oom_control shape: the counter is read when the runtime has ended.
+        let counter = d.path().join("memory.oom_control");
+        std::fs::write(&counter, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();
+        let code = run(MonitorArgs {
+            log_path: d.path().join("0.log"),
+            log_bytes_max: 1 << 20,
+            files: files.clone(),
+            oom_counter: Some((counter, "oom_kill".into())),
+            // As a runtime reports a container killed by SIGKILL.
+            command: vec!["sh".into(), "-c".into(), "exit 137".into()],
+        });
+        assert_eq!(code, 137);
+        let st = files.read_exit().unwrap();
+        assert_eq!((st.exit_code, st.signal, st.oom_killed), (137, 9, true));
+    }
 }
