@@ -426,6 +426,35 @@ mod tests {
         assert_eq!(files.live_pid(), None);
     }
 
+    /// An adopted monitor (here a shell named like one: its command line holds the exit file's
+    /// path) is waited for through a pidfd; its exit file is read when it is gone.
+    #[tokio::test]
+    async fn adopted_monitor_is_waited_for_then_its_exit_file_read() {
+        let d = tempfile::tempdir().unwrap();
+        let files = MonitorFiles::new(d.path(), "c");
+        assert_eq!(wait_adopted(&files).await, None, "nothing to adopt");
+        let body = r#"{"exit_code":2,"signal":0,"oom_killed":false,"finished_at_ms":7}"#;
+        let script = format!("read _; echo '{body}' > \"$0\"");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .arg(&files.exit_file)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::fs::write(&files.pid_file, child.id().to_string()).unwrap();
+        assert_eq!(files.live_pid(), Some(child.id() as i32));
+        let waiter = tokio::spawn({
+            let files = files.clone();
+            async move { wait_adopted(&files).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "still running: no exit yet");
+        drop(child.stdin.take()); // the "container" ends
+        let st = waiter.await.unwrap().expect("exit status");
+        assert_eq!((st.exit_code, st.finished_at_ms), (2, 7));
+        child.wait().unwrap();
+    }
+
     #[test]
     fn exit_file_carries_a_signal_and_the_cgroup_oom_count() {
         let d = tempfile::tempdir().unwrap();
