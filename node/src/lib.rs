@@ -295,15 +295,19 @@ pub fn cleanup_pod(cfg: &Config, uid: &str) -> Result<(), Error> {
 
 /// Removes the pods on the node that are not in `keep` (deleted, or replaced by a pod with
 /// another uid, while no agent ran); returns their uids. Adopted pods (`keep`) are untouched.
+/// Every pod is tried; the first error is returned after.
 pub fn cleanup_orphans(cfg: &Config, keep: &HashSet<String>) -> Result<Vec<String>, Error> {
     let gone: Vec<String> = local_pod_uids(cfg)
         .into_iter()
         .filter(|u| !keep.contains(u))
         .collect();
+    let mut first_err = None;
     for uid in &gone {
-        cleanup_pod(cfg, uid)?;
+        if let Err(e) = cleanup_pod(cfg, uid) {
+            first_err.get_or_insert(e);
+        }
     }
-    Ok(gone)
+    first_err.map_or(Ok(gone), Err)
 }
 
 /// Removes everything every pod left on the node: processes and cgroups under the agent's
@@ -408,8 +412,14 @@ impl Agent {
         let keep2 = keep.clone();
         let gone = tokio::task::spawn_blocking(move || cleanup_orphans(&c2, &keep2))
             .await
-            .map_err(|e| Error::Pod(e.to_string()))??;
-        tracing::info!(node = %cfg.node_name, removed = ?gone, "pods of an earlier run not in the API removed");
+            .map_err(|e| Error::Pod(e.to_string()))?;
+        match gone {
+            Ok(gone) => {
+                tracing::info!(node = %cfg.node_name, removed = ?gone, "pods of an earlier run not in the API removed")
+            }
+            // Not fatal: the GC passes retry what is left.
+            Err(e) => tracing::warn!(node = %cfg.node_name, "removing pods of an earlier run: {e}"),
+        }
         let mut network = self.network.clone();
         let mut routes_task = None;
         if let Some(bridge) = &cfg.bridge {
