@@ -169,9 +169,15 @@ impl WatchStream {
         .await
     }
 
-    /// A create that failed: acknowledged, then ended with the reason.
+    /// A create that failed: one response, created and ended with the reason.
     async fn refuse(&self, id: i64, e: ApiError) -> Result<bool> {
-        Ok(self.ack(id).await? && self.end(vec![id], &e).await?)
+        self.send(apiv1::WatchManyResponse {
+            watch_ids: vec![id],
+            event: Some(error_event(&e)),
+            created: true,
+            canceled: true,
+        })
+        .await
     }
 
     /// Ends watches with an ERROR event.
