@@ -6,7 +6,10 @@
 //! store watcher, a task, a queue or an HTTP/2 stream of its own. The window is bounded in
 //! events ([`ApiConfig::watch_window_events`](crate::ApiConfig)); a cursor older than the window's
 //! start (a resource_version from before it, or a stream that read too slowly while the window
-//! moved on) is Expired: the client relists, as with Kubernetes' watch cache.
+//! moved on) is Expired: the client relists, as with Kubernetes' watch cache. It is also bounded
+//! in stored bytes ([`WATCH_WINDOW_STORED_BYTES_MAX`]). A kind's window, once opened, stays for
+//! the server's life (at most one per kind), unless it fails (compaction overtook it, the store
+//! went): its readers' watches then end and the next watch opens a new one.
 //!
 //! Invariants: the window holds whole revisions in revision order; `rev` is the revision
 //! through which it is complete (events or progress); events at revisions `first_rev..=rev`
@@ -25,6 +28,10 @@ use tokio::sync::Notify;
 
 /// Default bound of one kind's window, in events.
 pub const WATCH_WINDOW_EVENTS_DEFAULT: usize = 4096;
+/// Bound of one kind's window in stored bytes (the encoded objects before and after each
+/// change; decoded they take a few times that), whatever its event bound: big objects shorten
+/// the window instead of growing the server.
+pub const WATCH_WINDOW_STORED_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// A new window starts this many store revisions back (if not compacted), so that watches
 /// resuming from a recent resource_version are served.
 pub const WATCH_WINDOW_PRELOAD_REVISIONS: i64 = 256;
@@ -37,6 +44,8 @@ pub(crate) struct FeedEvent {
     pub key: Vec<u8>,
     /// The key's version after a put (1 = created); 0 for a delete.
     pub version: i64,
+    /// Stored bytes of the objects it holds (for the window's byte bound).
+    pub stored_bytes: usize,
     /// The object after the change (None for a delete).
     pub new: Option<Object>,
     /// The object before it (None when created), as DELETED events carry it: at the
@@ -58,6 +67,8 @@ pub(crate) struct Read {
 
 struct State {
     events: VecDeque<Arc<FeedEvent>>,
+    /// Sum of the events' `stored_bytes`.
+    stored_bytes: usize,
     first_rev: i64,
     rev: i64,
     /// Streams to wake when events arrive, by stream id.
@@ -73,6 +84,22 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
+    /// An empty window starting at revision `from`.
+    fn new(rt: &'static ResourceType, events_max: usize, from: i64) -> Feed {
+        Feed {
+            rt,
+            events_max: events_max.max(1),
+            state: Mutex::new(State {
+                events: VecDeque::new(),
+                stored_bytes: 0,
+                first_rev: from,
+                rev: from - 1,
+                subscribers: HashMap::new(),
+                failed: None,
+            }),
+        }
+    }
+
     /// Wakes `notify` whenever events arrive (idempotent per stream id).
     pub fn subscribe(&self, stream_id: u64, notify: &Arc<Notify>) {
         self.state
@@ -103,16 +130,14 @@ impl Feed {
     fn append(&self, upto: i64, events: Vec<FeedEvent>) {
         let mut st = self.state.lock();
         for e in events {
+            st.stored_bytes += e.stored_bytes;
             st.events.push_back(Arc::new(e));
         }
         st.rev = st.rev.max(upto);
-        while st.events.len() > self.events_max {
-            let dropped = st
-                .events
-                .pop_front()
-                .expect("over the bound implies non-empty")
-                .rev;
-            while st.events.front().is_some_and(|e| e.rev == dropped) {
+        while st.events.len() > self.events_max || st.stored_bytes > WATCH_WINDOW_STORED_BYTES_MAX {
+            let dropped = st.events.front().expect("over a bound implies non-empty").rev;
+            while let Some(e) = st.events.front().filter(|e| e.rev == dropped).cloned() {
+                st.stored_bytes -= e.stored_bytes;
                 st.events.pop_front();
             }
             st.first_rev = dropped + 1;
@@ -203,17 +228,7 @@ fn start(shared: &Arc<Shared>, rt: &'static ResourceType, want_from: i64) -> Res
         }
     };
     let (watcher, from) = watcher;
-    let feed = Arc::new(Feed {
-        rt,
-        events_max: shared.cfg.watch_window_events.max(1),
-        state: Mutex::new(State {
-            events: VecDeque::new(),
-            first_rev: from,
-            rev: from - 1,
-            subscribers: HashMap::new(),
-            failed: None,
-        }),
-    });
+    let feed = Arc::new(Feed::new(rt, shared.cfg.watch_window_events, from));
     tokio::spawn(run(shared.clone(), feed.clone(), watcher));
     Ok(feed)
 }
@@ -266,7 +281,56 @@ fn feed_event(rt: &ResourceType, ev: &berth_store::Event) -> Result<FeedEvent> {
         rev,
         key: ev.kv.key.clone(),
         version,
+        stored_bytes: ev.kv.value.len() + ev.prev_kv.as_ref().map_or(0, |kv| kv.value.len()),
         new,
         old: old.map(|o| deleted_at(o, rev)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(rev: i64) -> FeedEvent {
+        FeedEvent {
+            rev,
+            key: b"/registry/pods/default/p".to_vec(),
+            version: 1,
+            stored_bytes: 100,
+            new: None,
+            old: None,
+        }
+    }
+
+    fn revs(r: &Read) -> Vec<i64> {
+        r.events.iter().map(|e| e.rev).collect()
+    }
+
+    /// Over its bound the window drops whole revisions from the front and moves its start.
+    #[test]
+    fn the_window_drops_whole_revisions() {
+        let feed = Feed::new(super::super::resource_type("pods").unwrap(), 3, 1);
+        assert_eq!((feed.read_from(1).first_rev, feed.read_from(1).rev), (1, 0));
+        feed.append(2, vec![ev(1), ev(2), ev(2)]);
+        let r = feed.read_from(2);
+        assert_eq!((revs(&r), r.first_rev, r.rev), (vec![2, 2], 1, 2));
+        feed.append(3, vec![ev(3), ev(3)]);
+        let r = feed.read_from(0);
+        assert_eq!((revs(&r), r.first_rev, r.rev), (vec![3, 3], 3, 3));
+        feed.progress(9);
+        let r = feed.read_from(4);
+        assert_eq!((revs(&r), r.first_rev, r.rev), (vec![], 3, 9));
+    }
+
+    #[test]
+    fn the_window_is_bounded_in_bytes_too() {
+        let feed = Feed::new(super::super::resource_type("pods").unwrap(), usize::MAX, 1);
+        let big = |rev| FeedEvent {
+            stored_bytes: WATCH_WINDOW_STORED_BYTES_MAX / 2,
+            ..ev(rev)
+        };
+        feed.append(3, vec![big(1), big(2), big(3)]);
+        let r = feed.read_from(0);
+        assert_eq!((revs(&r), r.first_rev), (vec![2, 3], 2));
+    }
 }
