@@ -1020,10 +1020,8 @@ fn classify(filter: &Filter, version: i64, new: Option<&Object>, old: Option<&Ob
             EventType::Modified
         }
     };
-    if filter.is_everything() {
-        if new.is_some() {
-            return Some(Seen::New(put_type(version == 1)));
-        }
+    if filter.is_everything() && new.is_some() {
+        return Some(Seen::New(put_type(version == 1)));
     }
     let old_matched = old.is_some_and(|o| filter.matches(o));
     match new {

@@ -78,7 +78,7 @@ async fn read_until(s: &mut WatchMany, seen: &mut Seen, done: impl Fn(&Seen) -> 
             .unwrap_or_else(|_| panic!("timed out; seen so far: {seen:?}"))
             .unwrap();
         match m {
-            ManyEvent::Event { watch_ids, event } if !matches!(event, WatchEvent::Bookmark(_)) => {
+            ManyEvent::Event { watch_ids, event } if !matches!(*event, WatchEvent::Bookmark(_)) => {
                 for id in watch_ids {
                     seen.entry(id).or_default().push(brief(&event));
                 }

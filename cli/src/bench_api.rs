@@ -367,7 +367,8 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
     if a.watch_rpc == WatchRpc::Many {
         for (c, rc) in watch_clients.iter().enumerate() {
             let ids = c * a.watchers_per_conn..((c + 1) * a.watchers_per_conn).min(a.watchers);
-            let (rc, ns, from, shared, events) = (rc.clone(), ns.to_string(), from.clone(), shared.clone(), a.events);
+            let (rc, ns, from, shared, events) =
+                (rc.clone(), ns.to_string(), from.clone(), shared.clone(), a.events);
             tasks.push(tokio::spawn(async move {
                 mux_watchers(rc, ns, from, ids, shared, events).await
             }));
@@ -595,12 +596,14 @@ async fn mux_watchers(
             _ = stop.changed() => return lat,
         };
         let (watch_ids, pod) = match m {
-            Ok(ManyEvent::Event {
-                watch_ids,
-                event: WatchEvent::Added(pod),
-            }) => (watch_ids, pod),
+            Ok(ManyEvent::Event { watch_ids, event }) => match *event {
+                WatchEvent::Added(pod) => (watch_ids, pod),
+                _ => continue,
+            },
             Ok(ManyEvent::Ended { watch_ids, .. }) => {
-                shared.watch_errors.fetch_add(watch_ids.len() as u64, Ordering::Relaxed);
+                shared
+                    .watch_errors
+                    .fetch_add(watch_ids.len() as u64, Ordering::Relaxed);
                 continue;
             }
             Ok(_) => continue,

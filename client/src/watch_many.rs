@@ -20,10 +20,10 @@ pub const WATCH_MANY_REQUESTS_QUEUED: usize = 64;
 pub enum ManyEvent {
     /// The watch is open (its initial events, if it asked for them, follow).
     Created(i64),
-    /// One event for each of these watches.
+    /// One event for each of these watches (boxed: objects are large, the other variants small).
     Event {
         watch_ids: Vec<i64>,
-        event: WatchEvent<Object>,
+        event: Box<WatchEvent<Object>>,
     },
     /// These watches ended with this error (`Expired`: relist and add them again).
     Ended { watch_ids: Vec<i64>, error: ClientError },
@@ -93,7 +93,7 @@ impl WatchMany {
             Some(ev) => match watch_event(ev, Ok) {
                 Ok(event) => ManyEvent::Event {
                     watch_ids: ids,
-                    event,
+                    event: Box::new(event),
                 },
                 Err(error) => ManyEvent::Ended {
                     watch_ids: ids,
