@@ -82,16 +82,18 @@ pub(super) async fn run(
 }
 
 impl WatchStream {
+    /// The handlers' futures are boxed: they then take memory only while they run, not in
+    /// every idle stream's task (~9 KB in a debug build otherwise).
     async fn serve(&mut self, mut inbound: Streaming<apiv1::WatchManyRequest>) -> Result<()> {
         let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
         loop {
             let go_on = tokio::select! {
                 req = inbound.message() => match req {
-                    Ok(Some(r)) => self.request(r).await?,
+                    Ok(Some(r)) => Box::pin(self.request(r)).await?,
                     _ => false,
                 },
-                _ = self.notify.notified() => self.drain().await?,
-                _ = ticker.tick() => self.drain().await? && self.bookmarks().await?,
+                _ = self.notify.notified() => Box::pin(self.drain()).await?,
+                _ = ticker.tick() => Box::pin(self.drain()).await? && Box::pin(self.bookmarks()).await?,
                 _ = self.out.closed() => false,
             };
             if !go_on {
