@@ -67,6 +67,10 @@ pub struct ApiArgs {
     /// PID of the (first) server, to read its RSS from /proc before and after the watchers.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// host:port of the (first) server's /metrics, to read its heap bytes in use
+    /// (`berth_heap_allocated_bytes`) where RSS is read.
+    #[arg(long)]
+    pub server_metrics: Option<String>,
     /// Namespace to create and work in (default: bench-<unix seconds>).
     #[arg(long)]
     pub namespace: Option<String>,
@@ -124,6 +128,13 @@ pub struct WatchResult {
     /// After the stream, watchers still open (queues and buffers have then been used).
     pub server_rss_kib_after_stream: Option<u64>,
     pub server_rss_bytes_per_watcher_after_stream: Option<f64>,
+    /// The server's heap bytes in use (glibc's count, without memory freed but kept) at the
+    /// same three moments, and per watcher.
+    pub server_heap_bytes_before: Option<u64>,
+    pub server_heap_bytes_with_watchers: Option<u64>,
+    pub server_heap_bytes_per_watcher: Option<f64>,
+    pub server_heap_bytes_after_stream: Option<u64>,
+    pub server_heap_bytes_per_watcher_after_stream: Option<f64>,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -178,6 +189,27 @@ fn read_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .context("no VmRSS line in /proc/<pid>/status")
+}
+
+/// `berth_heap_allocated_bytes` from `--server-metrics` (None without that flag).
+async fn read_heap(a: &ApiArgs) -> anyhow::Result<Option<u64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(addr) = &a.server_metrics else {
+        return Ok(None);
+    };
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("--server-metrics {addr}"))?;
+    conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await?;
+    let v = body
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_heap_allocated_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("--server-metrics {addr}: no berth_heap_allocated_bytes"))?;
+    Ok(Some(v as u64))
 }
 
 pub async fn run(a: ApiArgs) -> anyhow::Result<()> {
@@ -239,6 +271,12 @@ pub async fn run(a: ApiArgs) -> anyhow::Result<()> {
                 w.server_rss_kib_after_stream.unwrap_or(0),
                 w.server_rss_bytes_per_watcher_after_stream.unwrap_or(0.0)
             );
+        }
+        if let (Some(h), Some(h2)) = (
+            w.server_heap_bytes_per_watcher,
+            w.server_heap_bytes_per_watcher_after_stream,
+        ) {
+            println!("server heap in use: {h:.0} bytes per watcher; after the stream {h2:.0}");
         }
         result.watch = Some(w);
     }
@@ -348,6 +386,7 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         WatchRpc::Single => None,
     };
     let rss_before = a.server_pid.map(read_rss_kib).transpose()?;
+    let heap_before = read_heap(a).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
@@ -402,6 +441,7 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
     // Let the allocator settle after the burst of opens before reading RSS.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with = a.server_pid.map(read_rss_kib).transpose()?;
+    let heap_with = read_heap(a).await?;
 
     let mut acks = write_stream(a, ns, timeout).await?;
     // Wait for the watchers to have every event (or the drain deadline), then read RSS while
@@ -413,6 +453,7 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_after = a.server_pid.map(read_rss_kib).transpose()?;
+    let heap_after = read_heap(a).await?;
     let _ = release_tx.send(true);
     let mut all = Vec::with_capacity(a.watchers * a.events);
     let mut deliveries = 0u64;
@@ -434,6 +475,10 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
     acks.sort_unstable();
     let per_watcher = |with: Option<u64>| match (rss_before, with) {
         (Some(b), Some(w)) if a.watchers > 0 => Some((w as f64 - b as f64) * 1024.0 / a.watchers as f64),
+        _ => None,
+    };
+    let heap_per_watcher = |with: Option<u64>| match (heap_before, with) {
+        (Some(b), Some(w)) if a.watchers > 0 => Some((w as f64 - b as f64) / a.watchers as f64),
         _ => None,
     };
     Ok(WatchResult {
@@ -458,6 +503,11 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         server_rss_bytes_per_watcher: per_watcher(rss_with),
         server_rss_kib_after_stream: rss_after,
         server_rss_bytes_per_watcher_after_stream: per_watcher(rss_after),
+        server_heap_bytes_before: heap_before,
+        server_heap_bytes_with_watchers: heap_with,
+        server_heap_bytes_per_watcher: heap_per_watcher(heap_with),
+        server_heap_bytes_after_stream: heap_after,
+        server_heap_bytes_per_watcher_after_stream: heap_per_watcher(heap_after),
     })
 }
 
