@@ -257,6 +257,26 @@ async fn events_come_in_order_without_gaps_and_a_watch_resumes_from_a_revision()
     let mut seen = Seen::new();
     read_until(&mut s, &mut seen, |s| s.get(&7).map_or(0, Vec::len) >= 40).await;
     assert_eq!(seen[&7], written);
+    // Bookmarks (asked for) come at the revision the watch has reached.
+    let last = written.last().unwrap().2;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(deadline, s.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ManyEvent::Event { watch_ids, event } => match *event {
+                WatchEvent::Bookmark(rv) if rv.parse::<i64>().unwrap() >= last => {
+                    assert_eq!(watch_ids, vec![7]);
+                    break;
+                }
+                WatchEvent::Bookmark(_) => {}
+                other => panic!("{other:?} after the last write"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
     // A second stream resumes after the 25th event: exactly the rest, nothing twice.
     let mut s2 = rc.watch_many().await.unwrap();
     s2.add(1, "pods", "default", &params(written[24].2.to_string()), false)
