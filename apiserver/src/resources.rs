@@ -43,6 +43,11 @@
 //! deleted object, and selectors see objects leave and enter). Each stream has a bounded queue
 //! ([`WATCH_EVENT_QUEUE_LEN`]); a client that does not read for [`SLOW_CLIENT_TIMEOUT`] while
 //! it is full is cut off with RESOURCE_EXHAUSTED instead of growing memory.
+//!
+//! WatchMany: many watches on one stream, read from a per-kind event window decoded once for
+//! all of them ([`feed`]); a watch is a filter and a cursor, an event is encoded once per stream
+//! ([`watch_many`]). Unlike Watch it answers a resourceVersion older than the window with
+//! Expired even when the store still has that history.
 
 mod binding;
 
