@@ -45,8 +45,8 @@
 //! it is full is cut off with RESOURCE_EXHAUSTED instead of growing memory.
 //!
 //! WatchMany: many watches on one stream, read from a per-kind event window decoded once for
-//! all of them ([`feed`]); a watch is a filter and a cursor, an event is encoded once per stream
-//! ([`watch_many`]). Unlike Watch it answers a resourceVersion older than the window with
+//! all of them (`feed.rs`); a watch is a filter and a cursor, an event is encoded once per stream
+//! (`watch_many.rs`). Unlike Watch it answers a resourceVersion older than the window with
 //! Expired even when the store still has that history.
 
 mod binding;
