@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of the typed Resources API: starts a local Berth cluster on loopback (3 members,
 # or 1), runs `berth bench api` against it (pod creates/updates/lists by many clients, then a
-# watch fan-out whose watchers all use the first member, whose RSS is read before and after),
+# watch fan-out whose watchers all use the first member, whose RSS and heap bytes in use
+# (its /metrics) are read before and after),
 # and writes bench/api-<date>.json and bench/api-<date>.png.
 #
 #   scripts/bench-api.sh [MEMBERS] [-- extra `berth bench api` flags]
@@ -38,7 +39,8 @@ for i in $(seq "$members"); do cluster+="${cluster:+,}b$i=127.0.0.1:2721$i"; don
 eps=""
 for i in $(seq "$members"); do
   "$BERTH_BIN" server --name "b$i" --data-dir "$work/b$i" --peer-addr "127.0.0.1:2721$i" \
-    --client-addr "127.0.0.1:2720$i" --initial-cluster "$cluster" 2>"$work/b$i.log" &
+    --client-addr "127.0.0.1:2720$i" --metrics-addr "127.0.0.1:2722$i" \
+    --initial-cluster "$cluster" 2>"$work/b$i.log" &
   pids+=($!)
   eps+="${eps:+,}127.0.0.1:2720$i"
 done
@@ -49,7 +51,8 @@ for _ in $(seq 200); do
     | grep -q default && break
   sleep 0.1
 done
-"$BERTH_BIN" bench api --server "$eps" --server-pid "$first_pid" --out "$out" "$@"
+"$BERTH_BIN" bench api --server "$eps" --server-pid "$first_pid" --server-metrics 127.0.0.1:27221 \
+  --out "$out" "$@"
 # Record what ran: the member count and the binary (a debug build's figures are not comparable).
 python3 - "$out" "$members" "$BERTH_BIN" "$*" <<'PY'
 import json, sys

@@ -17,6 +17,10 @@ if w:
           f"{w['deliveries']}/{w['deliveries_expected']} delivered; "
           f"server memory per watcher {w.get('server_rss_bytes_per_watcher') or 0:.0f} B "
           f"(after the stream {w.get('server_rss_bytes_per_watcher_after_stream') or 0:.0f} B)")
+    if w.get("server_heap_bytes_per_watcher") is not None:
+        print(f"        {w.get('watch_rpc', 'single')} RPC, {w['connections']} connections; server heap in use per watcher "
+              f"{w['server_heap_bytes_per_watcher']:.0f} B (after the stream "
+              f"{w.get('server_heap_bytes_per_watcher_after_stream') or 0:.0f} B)")
 try:
     import matplotlib
     matplotlib.use("Agg")

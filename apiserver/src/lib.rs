@@ -63,6 +63,9 @@ pub struct ApiConfig {
     pub watch_progress_notify_interval_ms: u64,
     /// The range Service ClusterIPs are allocated from.
     pub service_cidr: service_ip::ServiceCidr,
+    /// Bound of each kind's recent-event window that `WatchMany` watches read from, in events
+    /// (see `resources::feed`); a watch falling further behind is Expired.
+    pub watch_window_events: usize,
 }
 
 impl ApiConfig {
@@ -75,6 +78,7 @@ impl ApiConfig {
             max_txn_ops: MAX_TXN_OPS_DEFAULT,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
             service_cidr: service_ip::ServiceCidr::default(),
+            watch_window_events: resources::WATCH_WINDOW_EVENTS_DEFAULT,
         }
     }
 }
@@ -84,6 +88,8 @@ pub(crate) struct Shared {
     pub cfg: ApiConfig,
     pub raft: RaftHandle,
     pub metrics: Arc<metrics::Metrics>,
+    /// The kinds' event windows `WatchMany` serves from.
+    pub feeds: resources::Feeds,
 }
 
 impl Shared {
@@ -132,6 +138,7 @@ impl Server {
             cfg,
             raft: raft.clone(),
             metrics,
+            feeds: Default::default(),
         });
         tasks.push(tokio::spawn(serve_client(client_listener, shared.clone())));
         tasks.push(tokio::spawn(resources::ensure_default_namespace(shared.clone())));

@@ -21,6 +21,7 @@ pub struct Metrics {
     leader_changes: IntCounter,
     store_revision: IntGauge,
     db_size_bytes: IntGauge,
+    heap_allocated_bytes: IntGauge,
     proposals: IntCounter,
     proposals_failed: IntCounter,
     fsync_seconds: Histogram,
@@ -100,6 +101,11 @@ impl Metrics {
             leader_changes: counter(r, "berth_raft_leader_changes_total", "Leader changes seen"),
             store_revision: gauge(r, "berth_store_revision", "Current store revision"),
             db_size_bytes: gauge(r, "berth_db_size_bytes", "Approximate database size"),
+            heap_allocated_bytes: gauge(
+                r,
+                "berth_heap_allocated_bytes",
+                "Heap bytes in use by this process (glibc malloc, all arenas)",
+            ),
             proposals: counter(
                 r,
                 "berth_raft_proposals_total",
@@ -148,10 +154,19 @@ impl Metrics {
         self.leader_changes.inc_by(st.leader_changes.saturating_sub(seen));
         self.store_revision.set(raft.store().revision());
         self.db_size_bytes.set(raft.store().db_size_bytes() as i64);
+        self.heap_allocated_bytes.set(heap_allocated_bytes() as i64);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding");
         String::from_utf8(out).expect("prometheus text is utf-8")
     }
+}
+
+/// Bytes the process has allocated and not freed, by glibc's own count (small chunks in every
+/// arena plus mmapped ones): unlike RSS it does not include freed memory malloc keeps.
+fn heap_allocated_bytes() -> usize {
+    // SAFETY: mallinfo2 only reads malloc's statistics; it takes no pointers.
+    let mi = unsafe { libc::mallinfo2() };
+    mi.uordblks + mi.hblkhd
 }

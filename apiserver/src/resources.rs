@@ -43,6 +43,11 @@
 //! deleted object, and selectors see objects leave and enter). Each stream has a bounded queue
 //! ([`WATCH_EVENT_QUEUE_LEN`]); a client that does not read for [`SLOW_CLIENT_TIMEOUT`] while
 //! it is full is cut off with RESOURCE_EXHAUSTED instead of growing memory.
+//!
+//! WatchMany: many watches on one stream, read from a per-kind event window decoded once for
+//! all of them (`feed.rs`); a watch is a filter and a cursor, an event is encoded once per stream
+//! (`watch_many.rs`). Unlike Watch it answers a resourceVersion older than the window with
+//! Expired even when the store still has that history.
 
 mod binding;
 
@@ -90,7 +95,13 @@ pub struct ResourcesService {
     pub(crate) shared: Arc<Shared>,
 }
 
+mod feed;
+mod watch_many;
 mod write;
+
+pub(crate) use feed::Feeds;
+pub use feed::{WATCH_WINDOW_EVENTS_DEFAULT, WATCH_WINDOW_PRELOAD_REVISIONS};
+pub use watch_many::{WATCHES_PER_STREAM_MAX, WATCH_MANY_QUEUE_LEN};
 
 // ------------------------------------------------------------------ store access
 
@@ -993,8 +1004,47 @@ fn event(ty: EventType, obj: Option<Object>, revision: i64) -> apiv1::WatchEvent
     }
 }
 
-/// A store event as the watcher sees it through its selectors: objects that stop matching
-/// are DELETED, those that start matching ADDED.
+/// Which object a watcher with some selectors sees of one change, and as what.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+enum Seen {
+    /// The object after the change, as ADDED or MODIFIED.
+    New(EventType),
+    /// The object before the change, as DELETED (it was deleted or stopped matching).
+    OldDeleted,
+}
+
+/// Classifies a change (`version` is the key's version after a put, `new` the object after
+/// it, None for a delete; `old` the object before it) through `filter`: objects that stop
+/// matching are DELETED, those that start matching ADDED. `old` is only looked at when the
+/// filter selects something, or for deletes.
+fn classify(filter: &Filter, version: i64, new: Option<&Object>, old: Option<&Object>) -> Option<Seen> {
+    let put_type = |added: bool| {
+        if added {
+            EventType::Added
+        } else {
+            EventType::Modified
+        }
+    };
+    if filter.is_everything() && new.is_some() {
+        return Some(Seen::New(put_type(version == 1)));
+    }
+    let old_matched = old.is_some_and(|o| filter.matches(o));
+    match new {
+        Some(n) if filter.matches(n) => Some(Seen::New(put_type(
+            version == 1 || (old.is_some() && !old_matched),
+        ))),
+        _ if old_matched => Some(Seen::OldDeleted),
+        _ => None,
+    }
+}
+
+/// The object a DELETED event carries: the last state, at the deleting revision.
+fn deleted_at(mut old: Object, rev: i64) -> Object {
+    old.metadata_mut().resource_version = rev.to_string();
+    old
+}
+
+/// A store event as the watcher sees it through its selectors (see [`classify`]).
 fn translate(
     rt: &ResourceType,
     filter: &Filter,
@@ -1007,35 +1057,21 @@ fn translate(
     };
     // Without selectors a put needs no previous object (every object matches): decoding it
     // for each of many watchers of a busy prefix would double the work of the fan-out.
-    if filter.is_everything() {
-        if let Some(n) = new {
-            let ty = if ev.kv.version == 1 {
-                EventType::Added
-            } else {
-                EventType::Modified
-            };
-            return Ok(Some(event(ty, Some(n), rev)));
-        }
-    }
-    let old = ev.prev_kv.as_ref().map(|kv| decode(rt, kv)).transpose()?;
-    let old_matched = old.as_ref().is_some_and(|o| filter.matches(o));
-    match new {
-        Some(n) if filter.matches(&n) => {
-            let added = ev.kv.version == 1 || (old.is_some() && !old_matched);
-            let ty = if added {
-                EventType::Added
-            } else {
-                EventType::Modified
-            };
-            Ok(Some(event(ty, Some(n), rev)))
-        }
-        _ if old_matched => {
-            let mut o = old.expect("matched implies present");
-            o.metadata_mut().resource_version = rev.to_string();
-            Ok(Some(event(EventType::Deleted, Some(o), rev)))
-        }
-        _ => Ok(None),
-    }
+    let old = if filter.is_everything() && new.is_some() {
+        None
+    } else {
+        ev.prev_kv.as_ref().map(|kv| decode(rt, kv)).transpose()?
+    };
+    Ok(
+        match classify(filter, ev.kv.version, new.as_ref(), old.as_ref()) {
+            Some(Seen::New(ty)) => Some(event(ty, new, rev)),
+            Some(Seen::OldDeleted) => {
+                let o = old.expect("classified as deleted implies an old object");
+                Some(event(EventType::Deleted, Some(deleted_at(o, rev)), rev))
+            }
+            None => None,
+        },
+    )
 }
 
 impl ResourcesService {
@@ -1103,7 +1139,7 @@ async fn send(tx: &EventSender, ev: apiv1::WatchEvent) -> Result<bool> {
     send_within(tx, ev, SLOW_CLIENT_TIMEOUT).await
 }
 
-async fn send_within(tx: &EventSender, ev: apiv1::WatchEvent, patience: Duration) -> Result<bool> {
+async fn send_within<T>(tx: &mpsc::Sender<Box<T>>, ev: T, patience: Duration) -> Result<bool> {
     match tokio::time::timeout(patience, tx.send(Box::new(ev))).await {
         Ok(sent) => Ok(sent.is_ok()),
         Err(_) => Err(ApiError::SlowClient(tx.max_capacity())),
@@ -1262,6 +1298,22 @@ impl Resources for ResourcesService {
         let tail = futures::stream::once(end_rx).filter_map(|r| futures::future::ready(r.ok().map(Err)));
         Ok(Response::new(Box::pin(
             ReceiverStream::new(rx).map(|ev| Ok(*ev)).chain(tail),
+        )))
+    }
+
+    type WatchManyStream =
+        Pin<Box<dyn Stream<Item = Result<apiv1::WatchManyResponse, Status>> + Send + 'static>>;
+
+    async fn watch_many(
+        &self,
+        req: Request<tonic::Streaming<apiv1::WatchManyRequest>>,
+    ) -> Result<Response<Self::WatchManyStream>, Status> {
+        let (tx, rx) = mpsc::channel(WATCH_MANY_QUEUE_LEN);
+        let (end_tx, end_rx) = oneshot::channel::<Status>();
+        tokio::spawn(watch_many::run(self.shared.clone(), req.into_inner(), tx, end_tx));
+        let tail = futures::stream::once(end_rx).filter_map(|r| futures::future::ready(r.ok().map(Err)));
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|r| Ok(*r)).chain(tail),
         )))
     }
 

@@ -6,11 +6,12 @@
 //! write that every watcher must see (so all are open), the server's RSS before and after
 //! (`--server-pid`), then a stream of `--events` pod creates carrying their send time in an
 //! annotation: delivery latency is receipt time minus send time (same host clock), over every
-//! (watcher, event) pair.
+//! (watcher, event) pair. With `--watch-rpc many` (the default) the watchers of a connection
+//! are watches on one WatchMany stream; with `single` each is its own Watch stream.
 
 use crate::ServerArgs;
 use anyhow::{bail, Context};
-use berth_client::{ListParams, ResourceClient, WatchEvent};
+use berth_client::{ListParams, ManyEvent, ResourceClient, WatchEvent, WatchMany};
 use berth_proto::corev1::{Namespace, Pod};
 use berth_proto::manifest;
 use serde::Serialize;
@@ -49,9 +50,14 @@ pub struct ApiArgs {
     /// Watchers of the fan-out phase (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     pub watchers: usize,
-    /// Watch streams per HTTP/2 connection.
+    /// Watchers per HTTP/2 connection (with `--watch-rpc many`: per WatchMany stream, one
+    /// stream per connection).
     #[arg(long, default_value_t = 100)]
     pub watchers_per_conn: usize,
+    /// `many`: the watchers of a connection are watches on one WatchMany stream; `single`:
+    /// each watcher is its own Watch stream.
+    #[arg(long, value_enum, default_value_t = WatchRpc::Many)]
+    pub watch_rpc: WatchRpc,
     /// Writes (pod creates) in the watched stream.
     #[arg(long, default_value_t = 100)]
     pub events: usize,
@@ -61,12 +67,24 @@ pub struct ApiArgs {
     /// PID of the (first) server, to read its RSS from /proc before and after the watchers.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// host:port of the (first) server's /metrics, to read its heap bytes in use
+    /// (`berth_heap_allocated_bytes`) where RSS is read.
+    #[arg(long)]
+    pub server_metrics: Option<String>,
     /// Namespace to create and work in (default: bench-<unix seconds>).
     #[arg(long)]
     pub namespace: Option<String>,
     /// Write the result as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchRpc {
+    #[default]
+    Many,
+    Single,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -83,6 +101,8 @@ pub struct PhaseResult {
 
 #[derive(Serialize, Debug, Default)]
 pub struct WatchResult {
+    /// `many`: watches on WatchMany streams (one per connection); `single`: a Watch stream each.
+    pub watch_rpc: WatchRpc,
     pub watchers: usize,
     pub watchers_per_conn: usize,
     pub connections: usize,
@@ -100,12 +120,21 @@ pub struct WatchResult {
     pub delivery_ms_max: f64,
     pub write_ack_ms_p50: f64,
     pub write_ack_ms_p99: f64,
+    /// With `many`, read after one watch of the namespace opened the server's pods event
+    /// window (a per-kind cost shared by every watcher, not a per-watcher one).
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_with_watchers: Option<u64>,
     pub server_rss_bytes_per_watcher: Option<f64>,
     /// After the stream, watchers still open (queues and buffers have then been used).
     pub server_rss_kib_after_stream: Option<u64>,
     pub server_rss_bytes_per_watcher_after_stream: Option<f64>,
+    /// The server's heap bytes in use (glibc's count, without memory freed but kept) at the
+    /// same three moments, and per watcher.
+    pub server_heap_bytes_before: Option<u64>,
+    pub server_heap_bytes_with_watchers: Option<u64>,
+    pub server_heap_bytes_per_watcher: Option<f64>,
+    pub server_heap_bytes_after_stream: Option<u64>,
+    pub server_heap_bytes_per_watcher_after_stream: Option<f64>,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -160,6 +189,27 @@ fn read_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .context("no VmRSS line in /proc/<pid>/status")
+}
+
+/// `berth_heap_allocated_bytes` from `--server-metrics` (None without that flag).
+async fn read_heap(a: &ApiArgs) -> anyhow::Result<Option<u64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(addr) = &a.server_metrics else {
+        return Ok(None);
+    };
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("--server-metrics {addr}"))?;
+    conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await?;
+    let v = body
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_heap_allocated_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("--server-metrics {addr}: no berth_heap_allocated_bytes"))?;
+    Ok(Some(v as u64))
 }
 
 pub async fn run(a: ApiArgs) -> anyhow::Result<()> {
@@ -221,6 +271,12 @@ pub async fn run(a: ApiArgs) -> anyhow::Result<()> {
                 w.server_rss_kib_after_stream.unwrap_or(0),
                 w.server_rss_bytes_per_watcher_after_stream.unwrap_or(0.0)
             );
+        }
+        if let (Some(h), Some(h2)) = (
+            w.server_heap_bytes_per_watcher,
+            w.server_heap_bytes_per_watcher_after_stream,
+        ) {
+            println!("server heap in use: {h:.0} bytes per watcher; after the stream {h2:.0}");
         }
         result.watch = Some(w);
     }
@@ -323,7 +379,14 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         )
         .await?
         .resource_version;
+    // With WatchMany, the pods event window is opened (and kept) first: it is the kind's, not
+    // any watcher's.
+    let _window = match a.watch_rpc {
+        WatchRpc::Many => Some(open_window(&admin, ns, &from).await?),
+        WatchRpc::Single => None,
+    };
     let rss_before = a.server_pid.map(read_rss_kib).transpose()?;
+    let heap_before = read_heap(a).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
@@ -340,7 +403,17 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         .collect::<Result<_, _>>()?;
     let opened = Instant::now();
     let mut tasks = Vec::with_capacity(a.watchers);
-    for w in 0..a.watchers {
+    if a.watch_rpc == WatchRpc::Many {
+        for (c, rc) in watch_clients.iter().enumerate() {
+            let ids = c * a.watchers_per_conn..((c + 1) * a.watchers_per_conn).min(a.watchers);
+            let (rc, ns, from, shared, events) =
+                (rc.clone(), ns.to_string(), from.clone(), shared.clone(), a.events);
+            tasks.push(tokio::spawn(async move {
+                mux_watchers(rc, ns, from, ids, shared, events).await
+            }));
+        }
+    }
+    for w in (0..a.watchers).filter(|_| a.watch_rpc == WatchRpc::Single) {
         let rc = watch_clients[w / a.watchers_per_conn].clone();
         let params = ListParams {
             resource_version: from.clone(),
@@ -368,6 +441,7 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
     // Let the allocator settle after the burst of opens before reading RSS.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with = a.server_pid.map(read_rss_kib).transpose()?;
+    let heap_with = read_heap(a).await?;
 
     let mut acks = write_stream(a, ns, timeout).await?;
     // Wait for the watchers to have every event (or the drain deadline), then read RSS while
@@ -379,9 +453,11 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_after = a.server_pid.map(read_rss_kib).transpose()?;
+    let heap_after = read_heap(a).await?;
     let _ = release_tx.send(true);
     let mut all = Vec::with_capacity(a.watchers * a.events);
     let mut deliveries = 0u64;
+    // (Each task's result: the latencies of one watcher, or of one stream's watchers.)
     let mut pending = tasks;
     // Watchers end by themselves once they have every event; the rest are stopped at the
     // drain deadline.
@@ -401,7 +477,12 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         (Some(b), Some(w)) if a.watchers > 0 => Some((w as f64 - b as f64) * 1024.0 / a.watchers as f64),
         _ => None,
     };
+    let heap_per_watcher = |with: Option<u64>| match (heap_before, with) {
+        (Some(b), Some(w)) if a.watchers > 0 => Some((w as f64 - b as f64) / a.watchers as f64),
+        _ => None,
+    };
     Ok(WatchResult {
+        watch_rpc: a.watch_rpc,
         watchers: a.watchers,
         watchers_per_conn: a.watchers_per_conn,
         connections,
@@ -422,6 +503,11 @@ async fn watch_phase(a: &ApiArgs, ns: &str, timeout: Duration) -> anyhow::Result
         server_rss_bytes_per_watcher: per_watcher(rss_with),
         server_rss_kib_after_stream: rss_after,
         server_rss_bytes_per_watcher_after_stream: per_watcher(rss_after),
+        server_heap_bytes_before: heap_before,
+        server_heap_bytes_with_watchers: heap_with,
+        server_heap_bytes_per_watcher: heap_per_watcher(heap_with),
+        server_heap_bytes_after_stream: heap_after,
+        server_heap_bytes_per_watcher_after_stream: heap_per_watcher(heap_after),
     })
 }
 
@@ -505,4 +591,98 @@ async fn watcher(
             lat.push(received.saturating_sub(sent));
         }
     }
+}
+
+/// One WatchMany stream on the bench namespace's pods, kept open for the whole phase.
+async fn open_window(rc: &ResourceClient, ns: &str, from: &str) -> anyhow::Result<WatchMany> {
+    let mut s = rc.watch_many().await.context("opening a WatchMany stream")?;
+    let params = ListParams {
+        resource_version: from.to_string(),
+        ..Default::default()
+    };
+    s.add(0, "pods", ns, &params, false).await?;
+    match s.next().await? {
+        ManyEvent::Created(_) => Ok(s),
+        other => bail!("opening the pods event window: {other:?}"),
+    }
+}
+
+/// The watchers `ids` as watches on one WatchMany stream: counts the barrier and records the
+/// delivery latency of each stream event per watch (a response names every watch it is for;
+/// they all receive it at the same instant) until every watch has them all or it is stopped.
+async fn mux_watchers(
+    rc: ResourceClient,
+    ns: String,
+    from: String,
+    ids: std::ops::Range<usize>,
+    shared: Arc<Shared>,
+    events: usize,
+) -> Vec<u64> {
+    let (base, n) = (ids.start, ids.len());
+    let mut lat = Vec::with_capacity(n * events);
+    let fail = |shared: &Shared| {
+        shared.watch_errors.fetch_add(n as u64, Ordering::Relaxed);
+    };
+    let Ok(mut s) = rc.watch_many().await else {
+        fail(&shared);
+        return lat;
+    };
+    let params = ListParams {
+        resource_version: from,
+        ..Default::default()
+    };
+    for id in ids {
+        if s.add(id as i64, "pods", &ns, &params, false).await.is_err() {
+            fail(&shared);
+            return lat;
+        }
+    }
+    let mut got = vec![0usize; n];
+    let mut complete = 0;
+    let mut stop = shared.stop.clone();
+    while complete < n {
+        let m = tokio::select! {
+            m = s.next() => m,
+            _ = stop.changed() => return lat,
+        };
+        let (watch_ids, pod) = match m {
+            Ok(ManyEvent::Event { watch_ids, event }) => match *event {
+                WatchEvent::Added(pod) => (watch_ids, pod),
+                _ => continue,
+            },
+            Ok(ManyEvent::Ended { watch_ids, .. }) => {
+                shared
+                    .watch_errors
+                    .fetch_add(watch_ids.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            Ok(_) => continue,
+            Err(_) => {
+                fail(&shared);
+                return lat;
+            }
+        };
+        let received = now_us();
+        let meta = pod.metadata().cloned().unwrap_or_default();
+        if meta.name == "barrier" {
+            shared.synced.fetch_add(watch_ids.len() as u64, Ordering::Relaxed);
+        } else if let Some(sent) = meta
+            .annotations
+            .get(SENT_ANNOTATION)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            for id in watch_ids {
+                lat.push(received.saturating_sub(sent));
+                let g = &mut got[id as usize - base];
+                *g += 1;
+                if *g == events {
+                    complete += 1;
+                    shared.complete.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    let mut release = shared.release.clone();
+    let _ = release.wait_for(|r| *r).await;
+    lat
 }

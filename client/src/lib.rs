@@ -8,6 +8,9 @@
 //! its watches reconnect to any server and resume from the last resourceVersion seen, and end
 //! with `Expired` when that revision was compacted (the caller relists).
 //! [`ResourceClient::bind`] is the pods/binding subresource schedulers bind with.
+//! [`ResourceClient::watch_many`] opens one `WatchMany` stream carrying many watches (by
+//! caller-chosen ids; an event arrives once with the ids of every watch it is for); it does not
+//! reconnect by itself.
 //! [`Informer`] lists then watches one resource type into a cache (`namespace/name` -> object),
 //! relists on `Expired`, hands cache changes to a bounded channel, and answers by namespace or
 //! by registered index functions. [`leader::LeaderElector`] elects one leader per coordination
@@ -25,6 +28,7 @@ pub mod informer;
 pub mod leader;
 pub mod resources;
 mod servers;
+pub mod watch_many;
 
 pub use etcd::{ClientError, EtcdClient, EtcdWatch};
 pub use informer::{Informer, InformerEvent};
@@ -32,3 +36,4 @@ pub use resources::{
     BindOutcome, BindRejectReason, BindRejected, ListParams, PatchParams, PodRef, Resource, ResourceClient,
     ResourceWatch, WatchEvent,
 };
+pub use watch_many::{ManyEvent, WatchMany};

@@ -4,6 +4,7 @@
 
 use crate::etcd::{is_unreachable, ClientError, RESPONSE_BYTES_MAX};
 use crate::servers::{Call, Servers};
+use crate::watch_many::WatchMany;
 use berth_proto::apiv1::{self, resources_client::ResourcesClient, watch_event::EventType};
 use berth_proto::manifest::Object;
 use berth_proto::{appsv1, coordinationv1, corev1, istiov1, metav1, networkingv1};
@@ -85,7 +86,7 @@ pub struct ListParams {
 }
 
 impl ListParams {
-    fn to_wire(&self, bookmarks: bool) -> apiv1::ListOptions {
+    pub(crate) fn to_wire(&self, bookmarks: bool) -> apiv1::ListOptions {
         apiv1::ListOptions {
             label_selector: self.label_selector.clone(),
             field_selector: self.field_selector.clone(),
@@ -568,6 +569,35 @@ impl ResourceClient {
     /// A watch from `params.resource_version` that reconnects to any server after a failure
     /// and resumes from the last resourceVersion seen (events and bookmarks). Give it the
     /// resourceVersion of a list: a watch from "" resumes from "" only until its first event.
+    /// Opens one `WatchMany` stream (many watches, see [`WatchMany`]) on the first server
+    /// that answers. It does not reconnect: when it ends, the caller opens another and adds
+    /// its watches again from the resourceVersions they reached.
+    pub async fn watch_many(&self) -> Result<WatchMany, ClientError> {
+        let n = self.inner.servers.len();
+        let mut failures = 0;
+        loop {
+            let idx = (self.inner.servers.current() + failures) % n;
+            let (tx, rx) = tokio::sync::mpsc::channel(crate::watch_many::WATCH_MANY_REQUESTS_QUEUED);
+            let ch = self.inner.servers.channel(idx);
+            match Self::rpc(ch)
+                .watch_many(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+            {
+                Ok(s) => {
+                    self.inner.servers.answered(idx);
+                    return Ok(WatchMany::new(tx, s.into_inner()));
+                }
+                Err(s) if is_unreachable(&s) => {
+                    failures += 1;
+                    if failures.is_multiple_of(n) {
+                        tokio::time::sleep(WATCH_RETRY_BACKOFF).await;
+                    }
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+
     pub fn watch<T: Resource>(&self, ns: &str, params: &ListParams) -> ResourceWatch<T> {
         ResourceWatch::new(self.clone(), T::RESOURCE, ns, params, T::from_object)
     }
@@ -679,29 +709,39 @@ impl<T> ResourceWatch<T> {
                 }
             };
             self.failures = 0;
-            let typ = EventType::try_from(msg.r#type).unwrap_or(EventType::Unspecified);
-            if typ == EventType::Error {
+            let ended = msg.r#type == EventType::Error as i32;
+            if ended {
                 self.stream = None;
-                let st = msg.status.unwrap_or_default();
-                return Err(if st.reason == "Expired" || st.code == 410 {
-                    ClientError::Expired(st.message)
-                } else {
-                    ClientError::Watch(format!("{}: {}", st.reason, st.message))
-                });
             }
-            if !msg.resource_version.is_empty() {
+            if !ended && !msg.resource_version.is_empty() {
                 self.params.resource_version = msg.resource_version.clone();
             }
-            let obj = || -> Result<T, ClientError> {
-                (self.decode)(ResourceClient::untyped(msg.object.clone().unwrap_or_default())?)
-            };
-            return Ok(match typ {
-                EventType::Added => WatchEvent::Added(obj()?),
-                EventType::Modified => WatchEvent::Modified(obj()?),
-                EventType::Deleted => WatchEvent::Deleted(obj()?),
-                EventType::Bookmark => WatchEvent::Bookmark(msg.resource_version),
-                _ => return Err(ClientError::Watch(format!("unknown event type {}", msg.r#type))),
-            });
+            return watch_event(msg, self.decode);
         }
     }
+}
+
+/// A wire watch event as the caller's type; an ERROR event is the error it carries
+/// (`Expired` for reason "Expired" or code 410: relist).
+pub(crate) fn watch_event<T>(
+    msg: apiv1::WatchEvent,
+    decode: fn(Object) -> Result<T, ClientError>,
+) -> Result<WatchEvent<T>, ClientError> {
+    let typ = EventType::try_from(msg.r#type).unwrap_or(EventType::Unspecified);
+    let obj = |o: Option<apiv1::Object>| decode(ResourceClient::untyped(o.unwrap_or_default())?);
+    Ok(match typ {
+        EventType::Error => {
+            let st = msg.status.unwrap_or_default();
+            return Err(if st.reason == "Expired" || st.code == 410 {
+                ClientError::Expired(st.message)
+            } else {
+                ClientError::Watch(format!("{}: {}", st.reason, st.message))
+            });
+        }
+        EventType::Added => WatchEvent::Added(obj(msg.object)?),
+        EventType::Modified => WatchEvent::Modified(obj(msg.object)?),
+        EventType::Deleted => WatchEvent::Deleted(obj(msg.object)?),
+        EventType::Bookmark => WatchEvent::Bookmark(msg.resource_version),
+        _ => return Err(ClientError::Watch(format!("unknown event type {}", msg.r#type))),
+    })
 }
