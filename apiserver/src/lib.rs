@@ -4,9 +4,9 @@
 //! client address; the internal Raft `Peer` service on the peer address; `/metrics` over
 //! HTTP. The typed `Resources` service ([`resources`]) adds Kubernetes' admission rules
 //! ([`admission`]: LimitRange, ResourceQuota accounted in the write's own store Txn), patches
-//! ([`patch`]) and Service ClusterIP allocation ([`service_ip`]). Every listener is bound in
-//! [`listen`] and every outbound channel is dialed through `berth_client::dial`, where TLS
-//! will go. [`error`] is the one table from errors to gRPC
+//! ([`patch`]) and Service ClusterIP allocation ([`service_ip`]). Every listener is bound through
+//! `berth_client::listen` and every outbound channel is dialed through `berth_client::dial`,
+//! side by side, where TLS will go. [`error`] is the one table from errors to gRPC
 //! status codes (with etcd's messages, which client libraries match on).
 //!
 //! Invariants: bad input is refused before anything is proposed, so it changes nothing;
@@ -23,7 +23,8 @@ pub mod convert;
 pub mod error;
 pub mod kv;
 pub mod lease;
-pub mod listen;
+/// Listeners are bound where outbound channels are dialed, in the client crate (TLS goes there).
+pub use berth_client::listen;
 pub mod maintenance;
 pub mod metrics;
 pub mod patch;

@@ -161,9 +161,7 @@ impl Worker {
 
     fn log_dir(pod: &Pod, cfg: &crate::Config) -> PathBuf {
         let m = pod.metadata.clone().unwrap_or_default();
-        cfg.data_dir
-            .join("logs")
-            .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
+        crate::logs::pod_log_dir(&cfg.data_dir, &m.namespace, &m.name, &m.uid)
     }
 
     async fn run(mut self) {
@@ -468,6 +466,10 @@ impl Worker {
             c.working_dir.clone()
         };
         let sandbox = self.sandbox.as_ref().expect("sandbox before containers");
+        // The restartCount this instance will have: each instance logs to its own file.
+        let restart_count = self.ctrs.get(&c.name).map_or(0, |x| {
+            x.restart_count + i32::from(x.exited.is_some())
+        });
         let cfg = ContainerConfig {
             id: c.name.clone(),
             state_root: self.run_dir().join("runtime"),
@@ -481,7 +483,7 @@ impl Worker {
             cgroups_path: self.shared.cgroups.container_path(&self.uid, &c.name),
             limits,
             mounts,
-            log_path: Self::log_dir(pod, &self.shared.cfg).join(format!("{}.log", c.name)),
+            log_path: crate::logs::instance_log(&Self::log_dir(pod, &self.shared.cfg), &c.name, restart_count),
         };
         let runtime = self.shared.runtime.clone();
         let _ = runtime.delete(&cfg.state_root, &cfg.id).await;
@@ -510,6 +512,7 @@ impl Worker {
             started_ms: now_ms,
         });
         let attempt = ctr.attempts;
+        self.shared.running.started(&self.uid, &c.name, restart_count);
         let (shared, uid, name, tx) = (
             self.shared.clone(),
             self.uid.clone(),
@@ -525,6 +528,7 @@ impl Worker {
                     128
                 }
             };
+            shared.running.exited(&uid, &name, restart_count);
             let oom = shared.cgroups.oom_killed(&uid, &name);
             if let Err(e) = shared.runtime.delete(&state_root, &name).await {
                 tracing::warn!(pod = %uid, container = %name, "delete: {e}");
