@@ -45,6 +45,7 @@
 //! it is full is cut off with RESOURCE_EXHAUSTED instead of growing memory.
 
 mod binding;
+pub mod proxy;
 
 use crate::error::ApiError;
 use crate::kv::unreachable_result;
