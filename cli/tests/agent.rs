@@ -61,12 +61,17 @@ impl Env {
 
     /// A server with `server_args` and an agent with `agent_args` added.
     async fn start_with(runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
+        Env::start_prefixed("bnode", runtime, server_args, agent_args).await
+    }
+
+    /// As [`Env::start_with`], with machine-global names (run dir, cgroup) prefixed `prefix`.
+    async fn start_prefixed(prefix: &str, runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let cluster = Cluster::start(1, server_args).await;
         let server = cluster.members[0].client.clone();
         let node = format!("n{n}");
-        let tag = format!("bnode-{}-{n}", std::process::id());
+        let tag = format!("{prefix}-{}-{n}", std::process::id());
         let data_dir = cluster.dir.path().join("agent");
         let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
         cfg.run_dir = PathBuf::from("/run").join(&tag);
@@ -96,6 +101,9 @@ impl Env {
                 "500",
                 "--node-ip",
                 "127.0.0.1",
+                // A free port: agents of tests running at once never collide.
+                "--agent-addr",
+                "127.0.0.1:0",
                 "--runtime",
                 runtime,
             ])
@@ -190,15 +198,15 @@ impl Env {
         }
     }
 
+    /// The log file of the container's newest instance, as on the node's disk.
     fn container_log(&self, pod: &Pod, container: &str) -> String {
         let m = pod.metadata.clone().unwrap();
-        let p = self
-            .cfg
-            .data_dir
-            .join("logs")
-            .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
-            .join(format!("{container}.log"));
-        std::fs::read_to_string(p).unwrap_or_default()
+        let dir = berth_node::logs::pod_log_dir(&self.cfg.data_dir, &m.namespace, &m.name, &m.uid);
+        let instances = berth_node::logs::instances(&dir.join(container));
+        let Some(newest) = berth_node::logs::pick(&instances, false) else {
+            return String::new();
+        };
+        std::fs::read_to_string(berth_node::logs::instance_log(&dir, container, newest)).unwrap_or_default()
     }
 
     async fn wait_log(&self, pod: &Pod, container: &str, needle: &str) -> String {
@@ -986,4 +994,267 @@ async fn bridge_network_gives_pods_addresses_that_reach_each_other() {
         async move { gone.then_some(()) }
     })
     .await;
+}
+
+// ---------------------------------------------------------------- logs, exec, image import
+// Through the API server's Proxy to the agent's own API (`--agent-addr`), with real `berth`
+// CLI processes. Machine-global names carry the prefix `ba-`.
+
+impl Env {
+    async fn start_agentapi() -> Env {
+        Env::start_prefixed("ba", "libcontainer", &[], &["--pod-network", "none"]).await
+    }
+
+    /// `berth ARGS --server S`: (exit code, stdout, stderr).
+    fn berth(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(berth_bin())
+            .args(args)
+            .args(["--server", &self.cfg.servers[0]])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// `berth ARGS` that must succeed: its stdout.
+    fn berth_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.berth(args);
+        assert_eq!(code, 0, "berth {args:?}: {err}\nagent log:\n{}", self.log());
+        out
+    }
+}
+
+fn restarts(p: &Pod) -> i32 {
+    status_of(p).container_statuses.first().map_or(0, |c| c.restart_count)
+}
+
+fn running(p: &Pod) -> bool {
+    status_of(p)
+        .container_statuses
+        .first()
+        .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
+/// A pod's output reaches `berth logs` (whole, --tail, --previous after a restart), `-f` sees
+/// a line written later and ends with the container; `berth exec` returns output and the exit
+/// code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_through_the_server() {
+    let env = Env::start_agentapi().await;
+    // The first instance prints three lines and fails; the second (restarted at once) prints
+    // three lines, then one line per file the test drops into the shared volume, and ends
+    // when asked to.
+    let script = "touch /v/run$$; n=$(ls /v | grep -c run); \
+        echo run $n line a; echo run $n line b; echo run $n line c; \
+        if [ $n = 1 ]; then exit 3; fi; \
+        while true; do \
+          if [ -e /v/go ]; then rm /v/go; echo went; fi; \
+          if [ -e /v/stop ]; then rm /v/stop; echo stopping; exit 0; fi; \
+          sleep 1; done";
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talk", "namespace": "default"},
+        "spec": {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", script],
+                            "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]
+        }
+    }))
+    .await;
+    env.wait_pod("talk", "restarted once and running", |p| restarts(p) == 1 && running(p))
+        .await;
+
+    let wait_logs = |args: &'static [&'static str], want: &'static str| {
+        let env = &env;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let (code, out, err) = env.berth(args);
+                if code == 0 && out == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "berth {args:?}: code {code}, out {out:?}, err {err:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_logs(&["logs", "talk"], "run 2 line a\nrun 2 line b\nrun 2 line c\n").await;
+    assert_eq!(env.berth_ok(&["logs", "talk", "-c", "c", "--tail", "2"]), "run 2 line b\nrun 2 line c\n");
+    assert_eq!(
+        env.berth_ok(&["logs", "talk", "--previous"]),
+        "run 1 line a\nrun 1 line b\nrun 1 line c\n"
+    );
+    assert_eq!(env.berth_ok(&["logs", "talk", "-p", "--tail", "1"]), "run 1 line c\n");
+
+    // exec: output, stderr and the exit code.
+    let (code, out, err) = env.berth(&["exec", "talk", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!((code, out.as_str()), (7, "out\n"), "stderr: {err}");
+    assert!(err.contains("err"), "{err}");
+    assert_eq!(env.berth_ok(&["exec", "talk", "-c", "c", "--", "cat", "/proc/1/comm"]), "sh\n");
+
+    // -f: sees a line written after it started, and ends when the instance ends.
+    let mut follow = Command::new(berth_bin())
+        .args(["logs", "talk", "-f", "--server", &env.cfg.servers[0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || {
+        line_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line from berth logs -f")
+    };
+    for want in ["run 2 line a", "run 2 line b", "run 2 line c"] {
+        assert_eq!(next_line(), want);
+    }
+    env.berth_ok(&["exec", "talk", "--", "touch", "/v/go"]);
+    assert_eq!(next_line(), "went");
+    env.berth_ok(&["exec", "talk", "--", "touch", "/v/stop"]);
+    assert_eq!(next_line(), "stopping");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = follow.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = follow.kill();
+            panic!("berth logs -f did not end with the container");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "berth logs -f: {status}");
+    env.delete_pod("talk").await;
+}
+
+/// Kubernetes' answers for what cannot be served: an unknown pod, a pod with two containers
+/// and no -c, a container that is not the pod's, a node without an agent endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_errors() {
+    let env = Env::start_agentapi().await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "two", "namespace": "default"},
+        "spec": {"containers": [
+            {"name": "a", "image": IMAGE, "command": ["sh", "-c", "echo from-a; exec sleep 1000"]},
+            {"name": "b", "image": IMAGE, "command": ["sh", "-c", "echo from-b; exec sleep 1000"]}
+        ]}
+    }))
+    .await;
+    env.wait_pod("two", "Running", |p| phase(p) == "Running").await;
+    env.wait_log(&env.pod("two").await.unwrap(), "b", "from-b").await;
+
+    let (code, _, err) = env.berth(&["logs", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+    let (code, _, err) = env.berth(&["exec", "nope", "--", "true"]);
+    assert!(code != 0 && err.contains("pods \"nope\" not found"), "{err}");
+    for verb in [&["logs", "two"][..], &["exec", "two", "--", "true"][..]] {
+        let (code, _, err) = env.berth(verb);
+        assert!(
+            code != 0 && err.contains("a container name must be specified for pod two, choose one of: [a b]"),
+            "{verb:?}: {err}"
+        );
+    }
+    let (code, _, err) = env.berth(&["logs", "two", "-c", "z"]);
+    assert!(code != 0 && err.contains("container z is not valid for pod two"), "{err}");
+    assert_eq!(env.berth_ok(&["logs", "two", "-c", "b"]), "from-b\n");
+    let (code, _, err) = env.berth(&["logs", "two", "-c", "a", "--previous"]);
+    assert!(code != 0 && err.contains("previous terminated container"), "{err}");
+    // Another namespace: not found there.
+    let (code, _, err) = env.berth(&["logs", "two", "-c", "a", "-n", "kube-system"]);
+    assert!(code != 0 && err.contains("not found"), "{err}");
+
+    // A node that never published an agent endpoint, and a pod bound to it.
+    let ghost: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "ba-ghost"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+    }))
+    .unwrap();
+    env.client.create("", &ghost).await.unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stray", "namespace": "default"},
+        "spec": {"nodeName": "ba-ghost", "containers": [{"name": "c", "image": IMAGE}]}
+    }))
+    .unwrap();
+    env.client.create("default", &pod).await.unwrap();
+    let (code, _, err) = env.berth(&["logs", "stray"]);
+    assert!(code != 0 && err.contains("node ba-ghost has no agent endpoint"), "{err}");
+    // An unbound pod.
+    let mut unbound = pod.clone();
+    unbound.metadata.as_mut().unwrap().name = "unbound".into();
+    unbound.spec.as_mut().unwrap().node_name = String::new();
+    env.client.create("default", &unbound).await.unwrap();
+    let (code, _, err) = env.berth(&["exec", "unbound", "--", "true"]);
+    assert!(code != 0 && err.contains("pod unbound does not have a host assigned"), "{err}");
+    env.delete_pod("two").await;
+}
+
+/// `berth image import --node` sends the archive through the server into the agent's store,
+/// where a pod with that image runs; without --node it goes to every Ready node; an unknown
+/// node is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_import_through_the_server() {
+    let env = Env::start_agentapi().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    std::fs::write(rootfs.join("marker"), "imported-through-the-server\n").unwrap();
+    let archive = dir.path().join("box.tar");
+    let out = Command::new(berth_bin())
+        .args(["image", "build", "--tag", "example.org/ba/box:1", "--rootfs"])
+        .arg(&rootfs)
+        .arg("--output")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let archive = archive.to_str().unwrap();
+
+    let (code, _, err) = env.berth(&["image", "import", archive, "--node", "ba-missing"]);
+    assert!(code != 0 && err.contains("nodes \"ba-missing\" not found"), "{err}");
+
+    let out = env.berth_ok(&["image", "import", archive, "--node", &env.node]);
+    assert!(
+        out.starts_with(&format!("{} example.org/ba/box:1 sha256:", env.node)),
+        "{out}"
+    );
+    // On the node's disk, in its store.
+    let store = berth_node::image::ImageStore::open(&env.cfg.data_dir.join("images")).unwrap();
+    assert!(
+        store.list().unwrap().iter().any(|i| i.name == "example.org/ba/box:1"),
+        "not in the agent's store"
+    );
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "boxed", "namespace": "default"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "example.org/ba/box:1", "imagePullPolicy": "Never",
+            "command": ["cat", "/marker"]}]}
+    }))
+    .await;
+    env.wait_pod("boxed", "Succeeded", |p| phase(p) == "Succeeded").await;
+    assert_eq!(env.berth_ok(&["logs", "boxed"]), "imported-through-the-server\n");
+
+    // Every Ready node (the one here).
+    let out = env.berth_ok(&["image", "import", archive]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with(&format!("{} ", env.node)), "{out}");
+    env.delete_pod("boxed").await;
 }
