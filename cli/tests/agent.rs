@@ -1005,11 +1005,14 @@ impl Env {
         Env::start_prefixed("ba", "libcontainer", &[], &["--pod-network", "none"]).await
     }
 
-    /// `berth ARGS --server S`: (exit code, stdout, stderr).
+    /// `berth VERB --server S ARGS...`: (exit code, stdout, stderr). (Before the rest: what
+    /// follows an exec's `--` is the command.)
     fn berth(&self, args: &[&str]) -> (i32, String, String) {
+        let split = if args.first() == Some(&"image") { 2 } else { 1 };
         let out = Command::new(berth_bin())
-            .args(args)
+            .args(&args[..split])
             .args(["--server", &self.cfg.servers[0]])
+            .args(&args[split..])
             .output()
             .unwrap();
         (
@@ -1047,7 +1050,7 @@ async fn logs_and_exec_through_the_server() {
     // The first instance prints three lines and fails; the second (restarted at once) prints
     // three lines, then one line per file the test drops into the shared volume, and ends
     // when asked to.
-    let script = "touch /v/run$$; n=$(ls /v | grep -c run); \
+    let script = "n=$(cat /v/n 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /v/n; \
         echo run $n line a; echo run $n line b; echo run $n line c; \
         if [ $n = 1 ]; then exit 3; fi; \
         while true; do \
@@ -1094,7 +1097,7 @@ async fn logs_and_exec_through_the_server() {
 
     // exec: output, stderr and the exit code.
     let (code, out, err) = env.berth(&["exec", "talk", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
-    assert_eq!((code, out.as_str()), (7, "out\n"), "stderr: {err}");
+    assert_eq!((code, out.as_str()), (7, "out\n"), "stderr: {err}\nagent log:\n{}", env.log());
     assert!(err.contains("err"), "{err}");
     assert_eq!(env.berth_ok(&["exec", "talk", "-c", "c", "--", "cat", "/proc/1/comm"]), "sh\n");
 
