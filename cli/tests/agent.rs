@@ -1153,7 +1153,7 @@ async fn logs_and_exec_errors() {
     env.create_pod(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "two", "namespace": "default"},
-        "spec": {"containers": [
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
             {"name": "a", "image": IMAGE, "command": ["sh", "-c", "echo from-a; exec sleep 1000"]},
             {"name": "b", "image": IMAGE, "command": ["sh", "-c", "echo from-b; exec sleep 1000"]}
         ]}
@@ -1199,10 +1199,12 @@ async fn logs_and_exec_errors() {
     env.client.create("default", &pod).await.unwrap();
     let (code, _, err) = env.berth(&["logs", "stray"]);
     assert!(code != 0 && err.contains("node ba-ghost has no agent endpoint"), "{err}");
-    // An unbound pod.
+    // A pod no node suits, so it stays unbound.
     let mut unbound = pod.clone();
     unbound.metadata.as_mut().unwrap().name = "unbound".into();
-    unbound.spec.as_mut().unwrap().node_name = String::new();
+    let spec = unbound.spec.as_mut().unwrap();
+    spec.node_name = String::new();
+    spec.node_selector.insert("ba".into(), "nowhere".into());
     env.client.create("default", &unbound).await.unwrap();
     let (code, _, err) = env.berth(&["exec", "unbound", "--", "true"]);
     assert!(code != 0 && err.contains("pod unbound does not have a host assigned"), "{err}");
