@@ -205,7 +205,9 @@ async fn serve_client(listener: TcpListener, shared: Arc<Shared>) {
         })))
         .add_service(
             ProxyServer::new(resources::proxy::ProxyService {
-                resources: resources::ResourcesService { shared: shared.clone() },
+                resources: resources::ResourcesService {
+                    shared: shared.clone(),
+                },
             })
             .max_decoding_message_size(berth_client::agent::IMAGE_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(berth_client::agent::EXEC_RESPONSE_BYTES_MAX),

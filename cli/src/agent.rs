@@ -230,7 +230,13 @@ pub async fn image(cmd: ImageCmd) -> anyhow::Result<()> {
     {
         if node.is_some() || server.is_some() {
             let servers = server.clone().unwrap_or_else(|| vec!["127.0.0.1:2379".into()]);
-            let r = import_through_server(file, tag.as_deref(), node.as_deref(), &servers, *request_timeout_ms);
+            let r = import_through_server(
+                file,
+                tag.as_deref(),
+                node.as_deref(),
+                &servers,
+                *request_timeout_ms,
+            );
             return crate::kubectl::run(r).await;
         }
     }

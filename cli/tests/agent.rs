@@ -1031,7 +1031,10 @@ impl Env {
 }
 
 fn restarts(p: &Pod) -> i32 {
-    status_of(p).container_statuses.first().map_or(0, |c| c.restart_count)
+    status_of(p)
+        .container_statuses
+        .first()
+        .map_or(0, |c| c.restart_count)
 }
 
 fn running(p: &Pod) -> bool {
@@ -1067,8 +1070,10 @@ async fn logs_and_exec_through_the_server() {
         }
     }))
     .await;
-    env.wait_pod("talk", "restarted once and running", |p| restarts(p) == 1 && running(p))
-        .await;
+    env.wait_pod("talk", "restarted once and running", |p| {
+        restarts(p) == 1 && running(p)
+    })
+    .await;
 
     let wait_logs = |args: &'static [&'static str], want: &'static str| {
         let env = &env;
@@ -1088,18 +1093,32 @@ async fn logs_and_exec_through_the_server() {
         }
     };
     wait_logs(&["logs", "talk"], "run 2 line a\nrun 2 line b\nrun 2 line c\n").await;
-    assert_eq!(env.berth_ok(&["logs", "talk", "-c", "c", "--tail", "2"]), "run 2 line b\nrun 2 line c\n");
+    assert_eq!(
+        env.berth_ok(&["logs", "talk", "-c", "c", "--tail", "2"]),
+        "run 2 line b\nrun 2 line c\n"
+    );
     assert_eq!(
         env.berth_ok(&["logs", "talk", "--previous"]),
         "run 1 line a\nrun 1 line b\nrun 1 line c\n"
     );
-    assert_eq!(env.berth_ok(&["logs", "talk", "-p", "--tail", "1"]), "run 1 line c\n");
+    assert_eq!(
+        env.berth_ok(&["logs", "talk", "-p", "--tail", "1"]),
+        "run 1 line c\n"
+    );
 
     // exec: output, stderr and the exit code.
     let (code, out, err) = env.berth(&["exec", "talk", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
-    assert_eq!((code, out.as_str()), (7, "out\n"), "stderr: {err}\nagent log:\n{}", env.log());
+    assert_eq!(
+        (code, out.as_str()),
+        (7, "out\n"),
+        "stderr: {err}\nagent log:\n{}",
+        env.log()
+    );
     assert!(err.contains("err"), "{err}");
-    assert_eq!(env.berth_ok(&["exec", "talk", "-c", "c", "--", "cat", "/proc/1/comm"]), "sh\n");
+    assert_eq!(
+        env.berth_ok(&["exec", "talk", "-c", "c", "--", "cat", "/proc/1/comm"]),
+        "sh\n"
+    );
 
     // -f: sees a line written after it started, and ends when the instance ends.
     let mut follow = Command::new(berth_bin())
@@ -1175,10 +1194,16 @@ async fn logs_and_exec_errors() {
         );
     }
     let (code, _, err) = env.berth(&["logs", "two", "-c", "z"]);
-    assert!(code != 0 && err.contains("container z is not valid for pod two"), "{err}");
+    assert!(
+        code != 0 && err.contains("container z is not valid for pod two"),
+        "{err}"
+    );
     assert_eq!(env.berth_ok(&["logs", "two", "-c", "b"]), "from-b\n");
     let (code, _, err) = env.berth(&["logs", "two", "-c", "a", "--previous"]);
-    assert!(code != 0 && err.contains("previous terminated container"), "{err}");
+    assert!(
+        code != 0 && err.contains("previous terminated container"),
+        "{err}"
+    );
     // Another namespace: not found there.
     let (code, _, err) = env.berth(&["logs", "two", "-c", "a", "-n", "kube-system"]);
     assert!(code != 0 && err.contains("not found"), "{err}");
@@ -1198,7 +1223,10 @@ async fn logs_and_exec_errors() {
     .unwrap();
     env.client.create("default", &pod).await.unwrap();
     let (code, _, err) = env.berth(&["logs", "stray"]);
-    assert!(code != 0 && err.contains("node ba-ghost has no agent endpoint"), "{err}");
+    assert!(
+        code != 0 && err.contains("node ba-ghost has no agent endpoint"),
+        "{err}"
+    );
     // A pod no node suits, so it stays unbound.
     let mut unbound = pod.clone();
     unbound.metadata.as_mut().unwrap().name = "unbound".into();
@@ -1207,7 +1235,10 @@ async fn logs_and_exec_errors() {
     spec.node_selector.insert("ba".into(), "nowhere".into());
     env.client.create("default", &unbound).await.unwrap();
     let (code, _, err) = env.berth(&["exec", "unbound", "--", "true"]);
-    assert!(code != 0 && err.contains("pod unbound does not have a host assigned"), "{err}");
+    assert!(
+        code != 0 && err.contains("pod unbound does not have a host assigned"),
+        "{err}"
+    );
     env.delete_pod("two").await;
 }
 
@@ -1233,7 +1264,10 @@ async fn image_import_through_the_server() {
     let archive = archive.to_str().unwrap();
 
     let (code, _, err) = env.berth(&["image", "import", archive, "--node", "ba-missing"]);
-    assert!(code != 0 && err.contains("nodes \"ba-missing\" not found"), "{err}");
+    assert!(
+        code != 0 && err.contains("nodes \"ba-missing\" not found"),
+        "{err}"
+    );
 
     let out = env.berth_ok(&["image", "import", archive, "--node", &env.node]);
     assert!(
@@ -1243,7 +1277,11 @@ async fn image_import_through_the_server() {
     // On the node's disk, in its store.
     let store = berth_node::image::ImageStore::open(&env.cfg.data_dir.join("images")).unwrap();
     assert!(
-        store.list().unwrap().iter().any(|i| i.name == "example.org/ba/box:1"),
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .any(|i| i.name == "example.org/ba/box:1"),
         "not in the agent's store"
     );
     env.create_pod(json!({
@@ -1254,7 +1292,8 @@ async fn image_import_through_the_server() {
             "command": ["cat", "/marker"]}]}
     }))
     .await;
-    env.wait_pod("boxed", "Succeeded", |p| phase(p) == "Succeeded").await;
+    env.wait_pod("boxed", "Succeeded", |p| phase(p) == "Succeeded")
+        .await;
     assert_eq!(env.berth_ok(&["logs", "boxed"]), "imported-through-the-server\n");
 
     // Every Ready node (the one here).

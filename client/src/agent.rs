@@ -35,7 +35,10 @@ pub const AGENT_PORT_DEFAULT: u16 = 10250;
 /// A connected client of the agent at `addr` (`host:port`); an unreachable agent is
 /// `ClientError::Unavailable`. `request_timeout` bounds unary calls (exec is given
 /// [`EXEC_TIMEOUT_MS`] on top).
-pub async fn connect_agent(addr: &str, request_timeout: Duration) -> Result<NodeAgentClient<Channel>, ClientError> {
+pub async fn connect_agent(
+    addr: &str,
+    request_timeout: Duration,
+) -> Result<NodeAgentClient<Channel>, ClientError> {
     let timeout = request_timeout + Duration::from_millis(EXEC_TIMEOUT_MS);
     let ch = crate::dial::endpoint(addr, timeout)?
         .connect()
@@ -53,10 +56,9 @@ pub fn image_chunks(
     tag: &str,
 ) -> Result<impl Stream<Item = ImageChunk> + Send + 'static, ClientError> {
     use std::io::Read;
-    let mut f = std::fs::File::open(file)
-        .map_err(|e| ClientError::Invalid {
-            message: format!("{}: {e}", file.display()),
-        })?;
+    let mut f = std::fs::File::open(file).map_err(|e| ClientError::Invalid {
+        message: format!("{}: {e}", file.display()),
+    })?;
     let (mut node, mut tag) = (node.to_string(), tag.to_string());
     let mut done = false;
     Ok(futures::stream::iter(std::iter::from_fn(move || {
@@ -148,7 +150,10 @@ impl ProxyClient {
                 let chunks = image_chunks(file, node, tag);
                 async move {
                     let chunks = chunks.map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-                    Self::rpc(ch).import_image(chunks).await.map(|r| r.into_inner().nodes)
+                    Self::rpc(ch)
+                        .import_image(chunks)
+                        .await
+                        .map(|r| r.into_inner().nodes)
                 }
             })
             .await

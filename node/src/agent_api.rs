@@ -47,16 +47,28 @@ impl NodeAgent for AgentService {
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
         let r = req.into_inner();
-        for (f, v) in [("pod", &r.pod), ("pod_uid", &r.pod_uid), ("container", &r.container)] {
+        for (f, v) in [
+            ("pod", &r.pod),
+            ("pod_uid", &r.pod_uid),
+            ("container", &r.container),
+        ] {
             need(f, v)?;
         }
-        let dir = self.pod_log_dir(&r.namespace, &r.pod, &r.pod_uid).join(&r.container);
+        let dir = self
+            .pod_log_dir(&r.namespace, &r.pod, &r.pod_uid)
+            .join(&r.container);
         let instances = logs::instances(&dir);
         let Some(instance) = logs::pick(&instances, r.previous) else {
             return Err(Status::not_found(if r.previous {
-                format!("previous terminated container {:?} in pod {:?} not found", r.container, r.pod)
+                format!(
+                    "previous terminated container {:?} in pod {:?} not found",
+                    r.container, r.pod
+                )
             } else {
-                format!("container {:?} in pod {:?} has not started yet (no log)", r.container, r.pod)
+                format!(
+                    "container {:?} in pod {:?} has not started yet (no log)",
+                    r.container, r.pod
+                )
             }));
         };
         let tail_lines = match r.tail_lines {
@@ -84,7 +96,11 @@ impl NodeAgent for AgentService {
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let r = req.into_inner();
-        for (f, v) in [("pod", &r.pod), ("pod_uid", &r.pod_uid), ("container", &r.container)] {
+        for (f, v) in [
+            ("pod", &r.pod),
+            ("pod_uid", &r.pod_uid),
+            ("container", &r.container),
+        ] {
             need(f, v)?;
         }
         if r.command.is_empty() {
@@ -96,7 +112,13 @@ impl NodeAgent for AgentService {
                 r.container, r.pod
             )));
         }
-        let state_root = self.shared.cfg.run_dir.join("pods").join(&r.pod_uid).join("runtime");
+        let state_root = self
+            .shared
+            .cfg
+            .run_dir
+            .join("pods")
+            .join(&r.pod_uid)
+            .join("runtime");
         let out = self
             .shared
             .runtime
@@ -123,7 +145,8 @@ impl NodeAgent for AgentService {
     ) -> Result<Response<ImportImageResponse>, Status> {
         let mut chunks = req.into_inner();
         let spool_dir = self.shared.cfg.data_dir.join("tmp");
-        std::fs::create_dir_all(&spool_dir).map_err(|e| Status::internal(format!("{}: {e}", spool_dir.display())))?;
+        std::fs::create_dir_all(&spool_dir)
+            .map_err(|e| Status::internal(format!("{}: {e}", spool_dir.display())))?;
         let spool = tempfile_in(&spool_dir)?;
         let r = self.receive_and_import(&mut chunks, &spool).await;
         let _ = std::fs::remove_file(&spool);

@@ -27,7 +27,9 @@ impl Running {
 
     /// The restartCount of the running instance, if one runs.
     pub fn get(&self, uid: &str, container: &str) -> Option<i32> {
-        self.lock().get(&(uid.to_string(), container.to_string())).copied()
+        self.lock()
+            .get(&(uid.to_string(), container.to_string()))
+            .copied()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), i32>> {

@@ -47,7 +47,9 @@ pub fn instances(container_dir: &Path) -> Vec<i32> {
             rd.flatten()
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().to_string();
-                    let n = name.strip_suffix(".log").or_else(|| name.strip_suffix(".log.1"))?;
+                    let n = name
+                        .strip_suffix(".log")
+                        .or_else(|| name.strip_suffix(".log.1"))?;
                     n.parse().ok()
                 })
                 .collect()
@@ -161,7 +163,9 @@ fn rotated_path(log: &Path) -> PathBuf {
 fn read_to_end(f: &mut File, mut sink: impl FnMut(&[u8]) -> bool) -> Result<bool, Error> {
     let mut buf = vec![0u8; LOG_CHUNK_BYTES];
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::Pod(format!("reading log: {e}")))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::Pod(format!("reading log: {e}")))?;
         if n == 0 {
             return Ok(true);
         }
@@ -259,7 +263,10 @@ mod tests {
             tail_lines,
             follow: false,
         };
-        assert_eq!(collect(&plan(None), &|| false), b"one\ntwo\nthree\nfour\n".to_vec());
+        assert_eq!(
+            collect(&plan(None), &|| false),
+            b"one\ntwo\nthree\nfour\n".to_vec()
+        );
         assert_eq!(collect(&plan(Some(3)), &|| false), b"two\nthree\nfour\n".to_vec());
     }
 

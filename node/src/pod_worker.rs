@@ -467,9 +467,10 @@ impl Worker {
         };
         let sandbox = self.sandbox.as_ref().expect("sandbox before containers");
         // The restartCount this instance will have: each instance logs to its own file.
-        let restart_count = self.ctrs.get(&c.name).map_or(0, |x| {
-            x.restart_count + i32::from(x.exited.is_some())
-        });
+        let restart_count = self
+            .ctrs
+            .get(&c.name)
+            .map_or(0, |x| x.restart_count + i32::from(x.exited.is_some()));
         let cfg = ContainerConfig {
             id: c.name.clone(),
             state_root: self.run_dir().join("runtime"),
@@ -483,7 +484,11 @@ impl Worker {
             cgroups_path: self.shared.cgroups.container_path(&self.uid, &c.name),
             limits,
             mounts,
-            log_path: crate::logs::instance_log(&Self::log_dir(pod, &self.shared.cfg), &c.name, restart_count),
+            log_path: crate::logs::instance_log(
+                &Self::log_dir(pod, &self.shared.cfg),
+                &c.name,
+                restart_count,
+            ),
         };
         let runtime = self.shared.runtime.clone();
         let _ = runtime.delete(&cfg.state_root, &cfg.id).await;

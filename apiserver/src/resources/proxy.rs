@@ -40,7 +40,11 @@ impl ProxyService {
         if name.is_empty() {
             return Err(Status::invalid_argument("pod name is required"));
         }
-        let ns = if namespace.is_empty() { "default" } else { namespace };
+        let ns = if namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
         let req = apiv1::GetRequest {
             resource: "pods".into(),
             namespace: ns.into(),
@@ -91,7 +95,9 @@ impl ProxyService {
         let container = container_of(&pod, container)?;
         let node_name = pod.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
         if node_name.is_empty() {
-            return Err(Status::failed_precondition(format!("pod {name} does not have a host assigned")));
+            return Err(Status::failed_precondition(format!(
+                "pod {name} does not have a host assigned"
+            )));
         }
         let node = self.node(&node_name).await.map_err(|e| match e.code() {
             tonic::Code::NotFound => {
@@ -104,9 +110,11 @@ impl ProxyService {
 }
 
 fn node_ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"))
+    n.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
 }
 
 fn name_of(n: &Node) -> String {
@@ -167,7 +175,9 @@ pub fn container_of(pod: &Pod, requested: &str) -> Result<String, Status> {
     if names.contains(&requested) || inits.contains(&requested) {
         Ok(requested.to_string())
     } else {
-        Err(Status::invalid_argument(format!("container {requested} is not valid for pod {name}")))
+        Err(Status::invalid_argument(format!(
+            "container {requested} is not valid for pod {name}"
+        )))
     }
 }
 
@@ -242,7 +252,11 @@ impl Proxy for ProxyService {
         let _t = self.resources.shared.metrics.time("Proxy.PodLogs");
         let mut r = req.into_inner();
         let (pod, container, mut agent) = self.agent_for_pod(&r.namespace, &r.pod, &r.container).await?;
-        r.namespace = pod.metadata.as_ref().map(|m| m.namespace.clone()).unwrap_or_default();
+        r.namespace = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.namespace.clone())
+            .unwrap_or_default();
         r.pod_uid = uid_of(&pod);
         r.container = container;
         let stream = agent.logs(r).await?.into_inner();
@@ -253,7 +267,9 @@ impl Proxy for ProxyService {
         let _t = self.resources.shared.metrics.time("Proxy.PodExec");
         let mut r = req.into_inner();
         if r.command.is_empty() {
-            return Err(Status::invalid_argument("you must specify at least one command for the container"));
+            return Err(Status::invalid_argument(
+                "you must specify at least one command for the container",
+            ));
         }
         let (pod, container, mut agent) = self.agent_for_pod(&r.namespace, &r.pod, &r.container).await?;
         let phase = phase_of(&pod);
@@ -262,7 +278,11 @@ impl Proxy for ProxyService {
                 "cannot exec into a container in a completed pod; current phase is {phase}"
             )));
         }
-        r.namespace = pod.metadata.as_ref().map(|m| m.namespace.clone()).unwrap_or_default();
+        r.namespace = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.namespace.clone())
+            .unwrap_or_default();
         r.pod_uid = uid_of(&pod);
         r.container = container;
         Ok(Response::new(agent.exec(r).await?.into_inner()))
@@ -281,7 +301,9 @@ impl Proxy for ProxyService {
         let nodes = if first.node.is_empty() {
             let ready = self.ready_nodes().await?;
             if ready.is_empty() {
-                return Err(Status::failed_precondition("no Ready node to import the image into"));
+                return Err(Status::failed_precondition(
+                    "no Ready node to import the image into",
+                ));
             }
             ready
         } else {

@@ -48,7 +48,9 @@ fn client(t: &Target) -> anyhow::Result<ProxyClient> {
 }
 
 fn namespace(t: &Target) -> String {
-    t.namespace.clone().unwrap_or_else(|| super::DEFAULT_NAMESPACE.into())
+    t.namespace
+        .clone()
+        .unwrap_or_else(|| super::DEFAULT_NAMESPACE.into())
 }
 
 pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
