@@ -642,9 +642,13 @@ async fn config_maps_and_secrets_as_env_and_volumes() {
         .output()
         .unwrap();
     let hits = String::from_utf8_lossy(&on_disk.stdout).to_string();
-    // The container's own log holds what it printed; nothing else may.
+    // The container's own log files hold what it printed; nothing else may.
+    let m = pod.metadata.clone().unwrap();
+    let main_logs =
+        berth_node::logs::pod_log_dir(&env.cfg.data_dir, &m.namespace, &m.name, &m.uid).join("main");
     assert!(
-        hits.lines().all(|l| l.ends_with("main.log")),
+        hits.lines()
+            .all(|l| Path::new(l).parent() == Some(main_logs.as_path())),
         "secret on disk: {hits}"
     );
 

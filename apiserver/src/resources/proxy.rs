@@ -343,3 +343,81 @@ impl Proxy for ProxyService {
         Ok(Response::new(ProxyImportResponse { nodes: out }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::corev1::{
+        Container, DaemonEndpoint, NodeAddress, NodeDaemonEndpoints, NodeStatus, PodSpec,
+    };
+    use berth_proto::metav1::ObjectMeta;
+
+    fn pod(containers: &[&str], inits: &[&str]) -> Pod {
+        let c = |n: &&str| Container {
+            name: n.to_string(),
+            ..Default::default()
+        };
+        Pod {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: containers.iter().map(c).collect(),
+                init_containers: inits.iter().map(c).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_is_the_only_one_or_named() {
+        assert_eq!(container_of(&pod(&["a"], &[]), "").unwrap(), "a");
+        assert_eq!(container_of(&pod(&["a", "b"], &["i"]), "i").unwrap(), "i");
+        let e = container_of(&pod(&["a", "b"], &[]), "").unwrap_err();
+        assert_eq!(
+            e.message(),
+            "a container name must be specified for pod web, choose one of: [a b]"
+        );
+        let e = container_of(&pod(&["a", "b"], &["i"]), "").unwrap_err();
+        assert!(
+            e.message().ends_with(" or one of the init containers: [i]"),
+            "{}",
+            e.message()
+        );
+        let e = container_of(&pod(&["a"], &[]), "z").unwrap_err();
+        assert_eq!(e.message(), "container z is not valid for pod web");
+    }
+
+    #[test]
+    fn agent_address_from_internal_ip_and_kubelet_port() {
+        let node = |port: i32, ip: &str| Node {
+            metadata: Some(ObjectMeta {
+                name: "n1".into(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: vec![NodeAddress {
+                    r#type: "InternalIP".into(),
+                    address: ip.into(),
+                }],
+                daemon_endpoints: Some(NodeDaemonEndpoints {
+                    kubelet_endpoint: Some(DaemonEndpoint { port }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(agent_addr(&node(10250, "10.0.0.7")).unwrap(), "10.0.0.7:10250");
+        assert_eq!(agent_addr(&node(10250, "fd00::7")).unwrap(), "[fd00::7]:10250");
+        assert!(agent_addr(&node(0, "10.0.0.7"))
+            .unwrap_err()
+            .message()
+            .contains("node n1 has no agent endpoint"));
+        assert!(agent_addr(&node(10250, ""))
+            .unwrap_err()
+            .message()
+            .contains("no InternalIP"));
+    }
+}
