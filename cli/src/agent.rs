@@ -34,8 +34,9 @@ pub struct AgentArgs {
     /// The node's InternalIP (default: the first non-loopback IPv4 address).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
-    /// Where the agent's API (logs, exec, image import) listens (default: <node IP>:10250);
-    /// port 0 takes a free one. The Node publishes the port as its kubelet endpoint.
+    /// Where the agent's API (logs, exec, image import) listens: `host:port`, or `:port` on
+    /// the node's IP (default: <node IP>:10250); port 0 takes a free one. The Node publishes
+    /// the port as its kubelet endpoint, next to its InternalIP.
     #[arg(long)]
     pub agent_addr: Option<String>,
     #[arg(long, default_value_t = 1000)]

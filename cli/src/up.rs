@@ -80,6 +80,10 @@ pub struct UpArgs {
     /// Prefix of the host ends of pod veths (at most 6 bytes).
     #[arg(long, default_value = berth_node::pod_network::VETH_PREFIX_DEFAULT)]
     pub veth_prefix: String,
+    /// The agent's API (logs, exec, image import): `host:port`, or `:port` on the node's IP
+    /// (default `<node IP>:10250`; port 0 takes a free one).
+    #[arg(long)]
+    pub agent_addr: Option<String>,
     /// Do not apply the demo workload.
     #[arg(long)]
     pub no_demo: bool,
@@ -111,6 +115,7 @@ fn agent_config(a: &UpArgs) -> anyhow::Result<berth_node::Config> {
         bridge_name: a.bridge_name.clone(),
         veth_prefix: a.veth_prefix.clone(),
     });
+    c.agent_addr = a.agent_addr.clone();
     Ok(c)
 }
 

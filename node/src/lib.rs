@@ -88,8 +88,9 @@ pub struct Config {
     /// The pod network: None = loopback only (or what [`Agent::with_network`] sets); Some =
     /// the bridge network, once the node has a pod CIDR (state under `<data_dir>/net`).
     pub bridge: Option<pod_network::BridgeSettings>,
-    /// Where the agent's API (logs, exec, image import) listens; None = `<node IP>:10250`.
-    /// Port 0 takes a free port; the Node publishes the port it got.
+    /// Where the agent's API (logs, exec, image import) listens: `host:port`, or `:port` on the
+    /// node's IP; None = `<node IP>:10250`. Port 0 takes a free port; the Node publishes the
+    /// port it got (the API server dials the Node's InternalIP and that port).
     pub agent_addr: Option<String>,
 }
 
@@ -223,6 +224,19 @@ pub fn host_ip(cfg: &Config) -> IpAddr {
     found.unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// The address the agent's API binds: `configured` (`:port` meaning the node's IP), else the
+/// node's IP and the kubelet's port.
+pub fn agent_listen_addr(configured: Option<&str>, node_ip: IpAddr) -> String {
+    let on_node_ip = |port: u16| std::net::SocketAddr::new(node_ip, port).to_string();
+    match configured {
+        None => on_node_ip(berth_client::agent::AGENT_PORT_DEFAULT),
+        Some(a) => match a.strip_prefix(':').map(str::parse::<u16>) {
+            Some(Ok(port)) => on_node_ip(port),
+            _ => a.to_string(),
+        },
+    }
+}
+
 /// Removes what pods left on the node when an agent stopped without tearing them down:
 /// processes and cgroups under the agent's cgroup, namespace files, mounts, pod directories.
 /// The agent runs it at start (it does not adopt running containers yet); tests run it last.
@@ -313,9 +327,7 @@ impl Agent {
         let images = Arc::new(image::ImageStore::open(&cfg.data_dir.join("images"))?);
         let node_ip = host_ip(&cfg);
         let host_ip = node_ip.to_string();
-        let agent_addr = cfg.agent_addr.clone().unwrap_or_else(|| {
-            std::net::SocketAddr::new(node_ip, berth_client::agent::AGENT_PORT_DEFAULT).to_string()
-        });
+        let agent_addr = agent_listen_addr(cfg.agent_addr.as_deref(), node_ip);
         let agent_listener = berth_client::listen::bind("--agent-addr", &agent_addr)
             .await
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -479,5 +491,18 @@ async fn pods_loop(
             }
             Some(uid) = done_rx.recv() => { workers.remove(&uid); }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_listen_addr_defaults_to_the_node_ip_and_kubelet_port() {
+        let ip = IpAddr::from([10, 0, 0, 7]);
+        assert_eq!(agent_listen_addr(None, ip), "10.0.0.7:10250");
+        assert_eq!(agent_listen_addr(Some(":0"), ip), "10.0.0.7:0");
+        assert_eq!(agent_listen_addr(Some("127.0.0.1:9"), ip), "127.0.0.1:9");
     }
 }
