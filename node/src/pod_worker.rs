@@ -492,7 +492,10 @@ impl Worker {
         };
         let runtime = self.shared.runtime.clone();
         let _ = runtime.delete(&cfg.state_root, &cfg.id).await;
+        // Recorded before it starts, so a log follower that comes at once waits for its file.
+        self.shared.running.started(&self.uid, &c.name, restart_count);
         let started = runtime.run(&cfg).map_err(|e| {
+            self.shared.running.exited(&self.uid, &c.name, restart_count);
             let _ = mount::unmount(&rootfs);
             ("StartError".to_string(), e.to_string())
         })?;
@@ -517,7 +520,6 @@ impl Worker {
             started_ms: now_ms,
         });
         let attempt = ctr.attempts;
-        self.shared.running.started(&self.uid, &c.name, restart_count);
         let (shared, uid, name, tx) = (
             self.shared.clone(),
             self.uid.clone(),
