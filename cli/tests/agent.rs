@@ -1169,7 +1169,8 @@ async fn logs_and_exec_through_the_server() {
 }
 
 /// Kubernetes' answers for what cannot be served: an unknown pod, a pod with two containers
-/// and no -c, a container that is not the pod's, a node without an agent endpoint.
+/// and no -c, a container that is not the pod's, a node without an agent endpoint, an unbound
+/// pod, an agent that is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_and_exec_errors() {
     let env = Env::start_agentapi().await;
@@ -1244,6 +1245,25 @@ async fn logs_and_exec_errors() {
         "{err}"
     );
     env.delete_pod("two").await;
+
+    // The node's agent is gone: UNAVAILABLE, naming the node.
+    let mut env = env;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orphan", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "ba-no-such-image:1", "imagePullPolicy": "Never"}]}
+    }))
+    .await;
+    let mut agent = env.agent.take().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let (code, _, err) = env.berth(&["logs", "orphan"]);
+    assert!(
+        code != 0
+            && err.contains("(Unavailable)")
+            && err.contains(&format!("node {}: cannot reach its agent", env.node)),
+        "{err}"
+    );
 }
 
 /// `berth image import --node` sends the archive through the server into the agent's store,

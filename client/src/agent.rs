@@ -115,9 +115,12 @@ impl ProxyClient {
         req: LogsRequest,
     ) -> Result<impl Stream<Item = Result<Vec<u8>, ClientError>>, ClientError> {
         use futures::StreamExt;
+        // Read-only, yet failed over like a write (only when never delivered): a server's
+        // UNAVAILABLE here means the pod's agent is unreachable, which another server will not
+        // change, and the caller should read that, not "cannot connect to the server".
         let stream = self
             .servers
-            .failover(Call::Idempotent, |ch| {
+            .failover(Call::Write, |ch| {
                 let req = req.clone();
                 async move { Self::rpc(ch).pod_logs(req).await.map(|r| r.into_inner()) }
             })
