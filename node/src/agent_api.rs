@@ -16,14 +16,37 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Log chunks queued between the file reader and the gRPC stream.
 pub const LOG_QUEUE_LEN: usize = 16;
+/// Log streams served at once (each holds a blocking thread while it reads or follows).
+pub const LOG_STREAMS_MAX: usize = 64;
+/// Execs running at once (each is a runtime process).
+pub const EXECS_MAX: usize = 32;
 
 pub struct AgentService {
     pub shared: Arc<Shared>,
+    log_streams: Arc<Semaphore>,
+    execs: Arc<Semaphore>,
+}
+
+impl AgentService {
+    pub fn new(shared: Arc<Shared>) -> AgentService {
+        AgentService {
+            shared,
+            log_streams: Arc::new(Semaphore::new(LOG_STREAMS_MAX)),
+            execs: Arc::new(Semaphore::new(EXECS_MAX)),
+        }
+    }
+}
+
+/// A slot of `limit`, or RESOURCE_EXHAUSTED naming `what`.
+fn slot(limit: &Arc<Semaphore>, what: &str, max: usize) -> Result<OwnedSemaphorePermit, Status> {
+    limit.clone().try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!("too many {what} at once on this node (at most {max})"))
+    })
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
@@ -81,6 +104,7 @@ impl NodeAgent for AgentService {
             tail_lines,
             follow: r.follow,
         };
+        let permit = slot(&self.log_streams, "log streams", LOG_STREAMS_MAX)?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>(LOG_QUEUE_LEN);
         let shared = self.shared.clone();
         let (uid, container) = (r.pod_uid.clone(), r.container.clone());
@@ -89,6 +113,7 @@ impl NodeAgent for AgentService {
             if let Err(e) = logs::stream(&plan, &tx, &running) {
                 tracing::warn!(pod = %uid, container = %container, "logs: {e}");
             }
+            drop(permit);
         });
         let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(|data| Ok(LogChunk { data }));
         Ok(Response::new(Box::pin(out)))
@@ -112,6 +137,7 @@ impl NodeAgent for AgentService {
                 r.container, r.pod
             )));
         }
+        let _permit = slot(&self.execs, "execs", EXECS_MAX)?;
         let state_root = self
             .shared
             .cfg
@@ -213,7 +239,7 @@ impl AgentService {
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     use berth_client::agent::IMAGE_MESSAGE_BYTES_MAX;
     use berth_proto::agentv1::node_agent_server::NodeAgentServer;
-    let svc = NodeAgentServer::new(AgentService { shared })
+    let svc = NodeAgentServer::new(AgentService::new(shared))
         .max_decoding_message_size(IMAGE_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(berth_client::agent::EXEC_RESPONSE_BYTES_MAX);
     let res = tonic::transport::Server::builder()
