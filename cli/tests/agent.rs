@@ -87,32 +87,7 @@ impl Env {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let agent_log = cluster.dir.path().join("agent.log");
-        let agent = Command::new(berth_bin())
-            .args([
-                "agent", "--server", &server, "--name", &node, "--labels", "zone=a",
-            ])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--run-dir")
-            .arg(&cfg.run_dir)
-            .args(["--cgroup-parent", &tag, "--lease-renew-interval-ms", "200"])
-            .args([
-                "--node-status-interval-ms",
-                "500",
-                "--node-ip",
-                "127.0.0.1",
-                // A free port: agents of tests running at once never collide.
-                "--agent-addr",
-                "127.0.0.1:0",
-                "--runtime",
-                runtime,
-            ])
-            .args(agent_args)
-            .env("BERTH_LOG", "info,berth_node=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .unwrap();
+        let agent = spawn_agent(&cfg, runtime, agent_args, &agent_log);
         let client = ResourceClient::new(&[server], Duration::from_secs(5)).unwrap();
         let env = Env {
             _cluster: cluster,
@@ -242,6 +217,40 @@ impl Env {
         }
         out
     }
+}
+
+/// A `berth agent` process for `cfg` (its node name, server, data, run dir and cgroup).
+fn spawn_agent(cfg: &berth_node::Config, runtime: &str, agent_args: &[&str], log: &Path) -> Child {
+    Command::new(berth_bin())
+        .args(["agent", "--server", &cfg.servers[0], "--name", &cfg.node_name])
+        .args(["--labels", "zone=a"])
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .arg("--run-dir")
+        .arg(&cfg.run_dir)
+        .args([
+            "--cgroup-parent",
+            &cfg.cgroup_parent,
+            "--lease-renew-interval-ms",
+            "200",
+        ])
+        .args([
+            "--node-status-interval-ms",
+            "500",
+            "--node-ip",
+            "127.0.0.1",
+            // A free port: agents of tests running at once never collide.
+            "--agent-addr",
+            "127.0.0.1:0",
+            "--runtime",
+            runtime,
+        ])
+        .args(agent_args)
+        .env("BERTH_LOG", "info,berth_node=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 fn status_of(p: &Pod) -> berth_proto::corev1::PodStatus {
@@ -1320,9 +1329,59 @@ async fn image_import_through_the_server() {
         .await;
     assert_eq!(env.berth_ok(&["logs", "boxed"]), "imported-through-the-server\n");
 
-    // Every Ready node (the one here).
-    let out = env.berth_ok(&["image", "import", archive]);
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.starts_with(&format!("{} ", env.node)), "{out}");
     env.delete_pod("boxed").await;
+
+    // A second node: without --node the archive goes to every Ready node.
+    let second_node = format!("{}-b", env.node);
+    let tag = format!("ba-{}-{second_node}", std::process::id());
+    let mut cfg = berth_node::Config::new(&second_node, env.cfg.servers.clone(), dir.path().join("agent2"));
+    cfg.run_dir = PathBuf::from("/run").join(&tag);
+    cfg.cgroup_parent = tag;
+    let log = dir.path().join("agent2.log");
+    let second = ExtraAgent {
+        child: spawn_agent(&cfg, "libcontainer", &["--pod-network", "none"], &log),
+        cfg,
+    };
+    let c = env.client.clone();
+    eventually("second node Ready", || {
+        let (c, n) = (c.clone(), second_node.clone());
+        async move {
+            let st = c.get::<Node>("", &n).await.ok()?.status?;
+            st.conditions
+                .iter()
+                .any(|c| c.r#type == "Ready" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await;
+    let out = env.berth_ok(&["image", "import", archive]);
+    let nodes: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(nodes, [env.node.as_str(), second_node.as_str()], "{out}");
+    let store = berth_node::image::ImageStore::open(&second.cfg.data_dir.join("images")).unwrap();
+    assert!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .any(|i| i.name == "example.org/ba/box:1"),
+        "not in the second agent's store; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// An agent started by a test besides its [`Env`]'s: stopped, and what it left removed, on drop.
+struct ExtraAgent {
+    child: Child,
+    cfg: berth_node::Config,
+}
+
+impl Drop for ExtraAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
+            eprintln!("cleanup: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
+    }
 }
