@@ -14,8 +14,8 @@ pub struct LogsArgs {
     pub target: Target,
     pub pod: String,
     /// The container (required when the pod has several).
-    #[arg(short = 'c', long = "container", default_value = "")]
-    pub container: String,
+    #[arg(short = 'c', long = "container")]
+    pub container: Option<String>,
     /// Keep streaming what the container writes, until it ends.
     #[arg(short = 'f', long)]
     pub follow: bool,
@@ -33,8 +33,8 @@ pub struct ExecArgs {
     pub target: Target,
     pub pod: String,
     /// The container (required when the pod has several).
-    #[arg(short = 'c', long = "container", default_value = "")]
-    pub container: String,
+    #[arg(short = 'c', long = "container")]
+    pub container: Option<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -58,7 +58,7 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
         namespace: namespace(&a.target),
         pod: a.pod.clone(),
         pod_uid: String::new(),
-        container: a.container.clone(),
+        container: a.container.clone().unwrap_or_default(),
         follow: a.follow,
         previous: a.previous,
         tail_lines: (a.tail >= 0).then_some(a.tail),
@@ -79,7 +79,7 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<()> {
         namespace: namespace(&a.target),
         pod: a.pod.clone(),
         pod_uid: String::new(),
-        container: a.container.clone(),
+        container: a.container.clone().unwrap_or_default(),
         command: a.command.clone(),
     };
     let r = client(&a.target)?.exec(req).await?;
