@@ -172,14 +172,14 @@ async fn demo(client: ResourceClient, node: String, client_addr: String) -> anyh
             Ok(l) => l.items,
             Err(_) => Vec::new(),
         };
-        let ips: Vec<String> = pods
+        let running: Vec<(String, String)> = pods
             .iter()
-            .filter_map(|p| p.status.as_ref())
-            .filter(|s| s.phase == "Running" && !s.pod_ip.is_empty())
-            .map(|s| s.pod_ip.clone())
+            .filter_map(|p| Some((p.metadata.as_ref()?.name.clone(), p.status.as_ref()?)))
+            .filter(|(_, s)| s.phase == "Running" && !s.pod_ip.is_empty())
+            .map(|(name, s)| (name, s.pod_ip.clone()))
             .collect();
-        if ips.len() >= 2 || tokio::time::Instant::now() > deadline {
-            break ips;
+        if running.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break running;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     };
@@ -189,7 +189,10 @@ async fn demo(client: ResourceClient, node: String, client_addr: String) -> anyh
         format!(" --server {client_addr}")
     };
     eprintln!("berth up: try\n  berth get pods -n demo -o wide{server}\n  berth get svc -n demo{server}");
-    for ip in ips {
+    if let Some((pod, _)) = ips.first() {
+        eprintln!("  berth logs -n demo {pod}{server}\n  berth exec -n demo {pod}{server} -- ls /www");
+    }
+    for (_, ip) in ips {
         eprintln!("  curl http://{ip}:8080/");
     }
     Ok(())
