@@ -1263,6 +1263,18 @@ async fn logs_and_exec_errors() {
         "spec": {"containers": [{"name": "c", "image": "ba-no-such-image:1", "imagePullPolicy": "Never"}]}
     }))
     .await;
+    env.wait_pod("orphan", "waiting", |p| {
+        status_of(p)
+            .container_statuses
+            .first()
+            .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_some()))
+    })
+    .await;
+    let (code, _, err) = env.berth(&["logs", "orphan"]);
+    assert!(
+        code != 0 && err.contains("container \"c\" in pod \"orphan\" is waiting to start: "),
+        "{err}"
+    );
     let mut agent = env.agent.take().unwrap();
     agent.kill().unwrap();
     agent.wait().unwrap();

@@ -181,6 +181,27 @@ pub fn container_of(pod: &Pod, requested: &str) -> Result<String, Status> {
     }
 }
 
+/// Kubernetes' answer for the log of a container that never ran: `container "c" in pod "p" is
+/// waiting to start: REASON`. A container that ran before (waiting to restart) has a log.
+pub fn never_started(pod: &Pod, container: &str) -> Option<Status> {
+    let st = pod.status.as_ref()?;
+    let cs = st
+        .container_statuses
+        .iter()
+        .chain(&st.init_container_statuses)
+        .find(|c| c.name == container)?;
+    let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+    let ran_before = cs.restart_count > 0 || cs.last_state.as_ref().is_some_and(|l| l.terminated.is_some());
+    if ran_before {
+        return None;
+    }
+    let name = pod.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or_default();
+    Some(Status::failed_precondition(format!(
+        "container {container:?} in pod {name:?} is waiting to start: {}",
+        waiting.reason
+    )))
+}
+
 fn uid_of(p: &Pod) -> String {
     p.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default()
 }
@@ -252,6 +273,9 @@ impl Proxy for ProxyService {
         let _t = self.resources.shared.metrics.time("Proxy.PodLogs");
         let mut r = req.into_inner();
         let (pod, container, mut agent) = self.agent_for_pod(&r.namespace, &r.pod, &r.container).await?;
+        if let Some(e) = never_started(&pod, &container).filter(|_| !r.previous) {
+            return Err(e);
+        }
         r.namespace = pod
             .metadata
             .as_ref()
