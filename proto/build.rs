@@ -1,6 +1,6 @@
 //! Generates the Rust types and tonic client/server code for the etcd v3 API
 //! protos, Berth's internal raft transport proto, and Berth's resource API
-//! (`berth/{meta,core,apps,coordination,networking,istio_networking,resources}.proto`).
+//! (`berth/{meta,core,apps,coordination,networking,istio_networking,resources,agent}.proto`).
 //! Needs `protoc` on PATH (or `PROTOC` set); nothing is downloaded.
 //!
 //! The resource kinds also get serde derives for Kubernetes-style JSON/YAML.
@@ -31,6 +31,7 @@ const API_PROTOS: &[&str] = &[
     "berth/networking.proto",
     "berth/istio_networking.proto",
     "berth/resources.proto",
+    "berth/agent.proto",
 ];
 
 /// Packages whose messages are JSON/YAML objects (manifests).

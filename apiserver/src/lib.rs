@@ -2,11 +2,12 @@
 //!
 //! Role: the etcd-v3-compatible KV, Watch, Lease, Cluster and Maintenance services on the
 //! client address; the internal Raft `Peer` service on the peer address; `/metrics` over
-//! HTTP. The typed `Resources` service ([`resources`]) adds Kubernetes' admission rules
+//! HTTP. The `Proxy` service ([`resources::proxy`]) streams logs, exec and image
+//! imports through to node agents. The typed `Resources` service ([`resources`]) adds Kubernetes' admission rules
 //! ([`admission`]: LimitRange, ResourceQuota accounted in the write's own store Txn), patches
-//! ([`patch`]) and Service ClusterIP allocation ([`service_ip`]). Every listener is bound in
-//! [`listen`] and every outbound channel is dialed through `berth_client::dial`, where TLS
-//! will go. [`error`] is the one table from errors to gRPC
+//! ([`patch`]) and Service ClusterIP allocation ([`service_ip`]). Every listener is bound through
+//! `berth_client::listen` and every outbound channel is dialed through `berth_client::dial`,
+//! side by side, where TLS will go. [`error`] is the one table from errors to gRPC
 //! status codes (with etcd's messages, which client libraries match on).
 //!
 //! Invariants: bad input is refused before anything is proposed, so it changes nothing;
@@ -23,7 +24,8 @@ pub mod convert;
 pub mod error;
 pub mod kv;
 pub mod lease;
-pub mod listen;
+/// Listeners are bound where outbound channels are dialed, in the client crate (TLS goes there).
+pub use berth_client::listen;
 pub mod maintenance;
 pub mod metrics;
 pub mod patch;
@@ -175,6 +177,7 @@ async fn serve_peer(listener: TcpListener, peer: peer::PeerService) {
 }
 
 async fn serve_client(listener: TcpListener, shared: Arc<Shared>) {
+    use berth_proto::agentv1::proxy_server::ProxyServer;
     use berth_proto::apiv1::resources_server::ResourcesServer;
     use berth_proto::etcdserverpb::{
         cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -207,6 +210,15 @@ async fn serve_client(listener: TcpListener, shared: Arc<Shared>) {
         .add_service(limits!(ResourcesServer::new(resources::ResourcesService {
             shared: shared.clone()
         })))
+        .add_service(
+            ProxyServer::new(resources::proxy::ProxyService {
+                resources: resources::ResourcesService {
+                    shared: shared.clone(),
+                },
+            })
+            .max_decoding_message_size(berth_client::agent::IMAGE_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(berth_client::agent::EXEC_RESPONSE_BYTES_MAX),
+        )
         .serve_with_incoming(listen::incoming(listener))
         .await;
     if let Err(e) = res {

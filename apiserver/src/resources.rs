@@ -50,6 +50,7 @@
 //! Expired even when the store still has that history.
 
 mod binding;
+pub mod proxy;
 
 use crate::error::ApiError;
 use crate::kv::unreachable_result;

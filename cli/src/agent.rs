@@ -34,6 +34,11 @@ pub struct AgentArgs {
     /// The node's InternalIP (default: the first non-loopback IPv4 address).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
+    /// Where the agent's API (logs, exec, image import) listens: `host:port`, or `:port` on
+    /// the node's IP (default: <node IP>:10250); port 0 takes a free one. The Node publishes
+    /// the port as its kubelet endpoint, next to its InternalIP.
+    #[arg(long)]
+    pub agent_addr: Option<String>,
     #[arg(long, default_value_t = 1000)]
     pub lease_renew_interval_ms: u64,
     #[arg(long, default_value_t = berth_node::DEFAULT_LEASE_DURATION_SECONDS)]
@@ -107,6 +112,7 @@ pub fn config(a: &AgentArgs) -> anyhow::Result<berth_node::Config> {
         }
     }
     c.node_ip = a.node_ip;
+    c.agent_addr = a.agent_addr.clone();
     c.lease_renew_interval = Duration::from_millis(a.lease_renew_interval_ms);
     c.lease_duration_seconds = a.lease_duration_seconds;
     c.node_status_interval = Duration::from_millis(a.node_status_interval_ms);
@@ -166,14 +172,26 @@ pub enum ImageCmd {
         #[arg(long, default_value = "./berth-data/agent")]
         data_dir: PathBuf,
     },
-    /// Import an OCI or docker-save archive into a node's store.
+    /// Import an OCI or docker-save archive into a node's store: locally (`--data-dir`, the
+    /// default ./berth-data/agent), or with `--server`/`--node` through the API server into
+    /// that node's agent (every Ready node without `--node`).
     Import {
         file: PathBuf,
         /// Name the archive's only image (for archives without names).
         #[arg(long)]
         tag: Option<String>,
-        #[arg(long, default_value = "./berth-data/agent")]
-        data_dir: PathBuf,
+        /// The local store's agent data dir.
+        #[arg(long, conflicts_with_all = ["node", "server"])]
+        data_dir: Option<PathBuf>,
+        /// Send it to this node's agent through the API server.
+        #[arg(long)]
+        node: Option<String>,
+        /// API server addresses (comma-separated); sends through the server.
+        #[arg(long = "server", value_delimiter = ',')]
+        server: Option<Vec<String>>,
+        /// Per-request timeout in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        request_timeout_ms: u64,
     },
     /// List the images in a node's store.
     Ls {
@@ -193,7 +211,65 @@ fn store(data_dir: &std::path::Path) -> anyhow::Result<ImageStore> {
         .with_context(|| format!("image store in {}", data_dir.display()))
 }
 
-pub fn image(cmd: ImageCmd) -> anyhow::Result<()> {
+/// The default local store (what `berth up` runs its agent with).
+const LOCAL_DATA_DIR: &str = "./berth-data/agent";
+
+/// `berth image import` through the API server: one line per node and image; fails when a
+/// node did not import it.
+async fn import_through_server(
+    file: &std::path::Path,
+    tag: Option<&str>,
+    node: Option<&str>,
+    servers: &[String],
+    request_timeout_ms: u64,
+) -> anyhow::Result<()> {
+    let c = berth_client::ProxyClient::new(servers, Duration::from_millis(request_timeout_ms))?;
+    let answers = c
+        .import_image(file, node.unwrap_or(""), tag.unwrap_or(""))
+        .await
+        .map_err(anyhow::Error::new)?;
+    let mut failed = Vec::new();
+    for n in answers {
+        for i in &n.images {
+            println!("{} {} {}", n.node, i.name, i.config_digest);
+        }
+        if !n.error.is_empty() {
+            eprintln!("error: node {}: {}", n.node, n.error);
+            failed.push(n.node);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("the image was not imported on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+pub async fn image(cmd: ImageCmd) -> anyhow::Result<()> {
+    if let ImageCmd::Import {
+        file,
+        tag,
+        node,
+        server,
+        request_timeout_ms,
+        data_dir: None,
+    } = &cmd
+    {
+        if node.is_some() || server.is_some() {
+            let servers = server.clone().unwrap_or_else(|| vec!["127.0.0.1:2379".into()]);
+            let r = import_through_server(
+                file,
+                tag.as_deref(),
+                node.as_deref(),
+                &servers,
+                *request_timeout_ms,
+            );
+            return crate::kubectl::run(r).await;
+        }
+    }
+    image_local(cmd)
+}
+
+fn image_local(cmd: ImageCmd) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Build {
             rootfs,
@@ -217,7 +293,10 @@ pub fn image(cmd: ImageCmd) -> anyhow::Result<()> {
                 println!("{} {} -> {}", info.name, info.config_digest, out.display());
             }
         },
-        ImageCmd::Import { file, tag, data_dir } => {
+        ImageCmd::Import {
+            file, tag, data_dir, ..
+        } => {
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(LOCAL_DATA_DIR));
             for info in store(&data_dir)?.import_archive(&file, tag.as_deref())? {
                 println!("{} {}", info.name, info.config_digest);
             }

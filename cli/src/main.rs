@@ -89,6 +89,10 @@ enum Cmd {
     Label(kubectl::label::LabelArgs),
     /// Set (key=value) or remove (key-) annotations.
     Annotate(kubectl::label::LabelArgs),
+    /// Print a container's log (-c C, -f, --previous, --tail N), from its node's agent.
+    Logs(kubectl::logs::LogsArgs),
+    /// Run a command in a container (POD [-c C] -- CMD ARGS...); exits with its exit code.
+    Exec(kubectl::logs::ExecArgs),
     /// The supported kinds and their names.
     ApiResources(kubectl::api_resources::ApiResourcesArgs),
     /// Deployment rollouts: status, history, undo, restart.
@@ -138,7 +142,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Cordon(a) => cordon::run(a, true).await,
             Cmd::Uncordon(a) => cordon::run(a, false).await,
             Cmd::Agent(a) => agent::run(a).await,
-            Cmd::Image(c) => agent::image(c),
+            Cmd::Image(c) => agent::image(c).await,
             Cmd::Runtime(_) => unreachable!("handled before the async runtime starts"),
             Cmd::Bench(c) => bench::run(c).await,
             Cmd::Apply(a) => kubectl::run(kubectl::apply::apply(a)).await,
@@ -148,6 +152,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Delete(a) => kubectl::run(kubectl::delete::run(a)).await,
             Cmd::Label(a) => kubectl::run(kubectl::label::label(a)).await,
             Cmd::Annotate(a) => kubectl::run(kubectl::label::annotate(a)).await,
+            Cmd::Logs(a) => kubectl::run(kubectl::logs::logs(a)).await,
+            Cmd::Exec(a) => kubectl::run(kubectl::logs::exec(a)).await,
             Cmd::ApiResources(a) => kubectl::run(async { kubectl::api_resources::run(a) }).await,
             Cmd::Rollout(c) => rollout::run(c).await,
             Cmd::Jepsen(_) => unreachable!("handled before the runtime starts"),

@@ -80,6 +80,10 @@ pub struct UpArgs {
     /// Prefix of the host ends of pod veths (at most 6 bytes).
     #[arg(long, default_value = berth_node::pod_network::VETH_PREFIX_DEFAULT)]
     pub veth_prefix: String,
+    /// The agent's API (logs, exec, image import): `host:port`, or `:port` on the node's IP
+    /// (default `<node IP>:10250`; port 0 takes a free one).
+    #[arg(long)]
+    pub agent_addr: Option<String>,
     /// Do not apply the demo workload.
     #[arg(long)]
     pub no_demo: bool,
@@ -111,6 +115,7 @@ fn agent_config(a: &UpArgs) -> anyhow::Result<berth_node::Config> {
         bridge_name: a.bridge_name.clone(),
         veth_prefix: a.veth_prefix.clone(),
     });
+    c.agent_addr = a.agent_addr.clone();
     Ok(c)
 }
 
@@ -167,14 +172,14 @@ async fn demo(client: ResourceClient, node: String, client_addr: String) -> anyh
             Ok(l) => l.items,
             Err(_) => Vec::new(),
         };
-        let ips: Vec<String> = pods
+        let running: Vec<(String, String)> = pods
             .iter()
-            .filter_map(|p| p.status.as_ref())
-            .filter(|s| s.phase == "Running" && !s.pod_ip.is_empty())
-            .map(|s| s.pod_ip.clone())
+            .filter_map(|p| Some((p.metadata.as_ref()?.name.clone(), p.status.as_ref()?)))
+            .filter(|(_, s)| s.phase == "Running" && !s.pod_ip.is_empty())
+            .map(|(name, s)| (name, s.pod_ip.clone()))
             .collect();
-        if ips.len() >= 2 || tokio::time::Instant::now() > deadline {
-            break ips;
+        if running.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break running;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     };
@@ -184,7 +189,10 @@ async fn demo(client: ResourceClient, node: String, client_addr: String) -> anyh
         format!(" --server {client_addr}")
     };
     eprintln!("berth up: try\n  berth get pods -n demo -o wide{server}\n  berth get svc -n demo{server}");
-    for ip in ips {
+    if let Some((pod, _)) = ips.first() {
+        eprintln!("  berth logs -n demo {pod}{server}\n  berth exec -n demo {pod}{server} -- ls /www");
+    }
+    for (_, ip) in ips {
         eprintln!("  curl http://{ip}:8080/");
     }
     Ok(())

@@ -61,12 +61,17 @@ impl Env {
 
     /// A server with `server_args` and an agent with `agent_args` added.
     async fn start_with(runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
+        Env::start_prefixed("bnode", runtime, server_args, agent_args).await
+    }
+
+    /// As [`Env::start_with`], with machine-global names (run dir, cgroup) prefixed `prefix`.
+    async fn start_prefixed(prefix: &str, runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let cluster = Cluster::start(1, server_args).await;
         let server = cluster.members[0].client.clone();
         let node = format!("n{n}");
-        let tag = format!("bnode-{}-{n}", std::process::id());
+        let tag = format!("{prefix}-{}-{n}", std::process::id());
         let data_dir = cluster.dir.path().join("agent");
         let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
         cfg.run_dir = PathBuf::from("/run").join(&tag);
@@ -82,29 +87,7 @@ impl Env {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let agent_log = cluster.dir.path().join("agent.log");
-        let agent = Command::new(berth_bin())
-            .args([
-                "agent", "--server", &server, "--name", &node, "--labels", "zone=a",
-            ])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--run-dir")
-            .arg(&cfg.run_dir)
-            .args(["--cgroup-parent", &tag, "--lease-renew-interval-ms", "200"])
-            .args([
-                "--node-status-interval-ms",
-                "500",
-                "--node-ip",
-                "127.0.0.1",
-                "--runtime",
-                runtime,
-            ])
-            .args(agent_args)
-            .env("BERTH_LOG", "info,berth_node=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .unwrap();
+        let agent = spawn_agent(&cfg, runtime, agent_args, &agent_log);
         let client = ResourceClient::new(&[server], Duration::from_secs(5)).unwrap();
         let env = Env {
             _cluster: cluster,
@@ -190,15 +173,15 @@ impl Env {
         }
     }
 
+    /// The log file of the container's newest instance, as on the node's disk.
     fn container_log(&self, pod: &Pod, container: &str) -> String {
         let m = pod.metadata.clone().unwrap();
-        let p = self
-            .cfg
-            .data_dir
-            .join("logs")
-            .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
-            .join(format!("{container}.log"));
-        std::fs::read_to_string(p).unwrap_or_default()
+        let dir = berth_node::logs::pod_log_dir(&self.cfg.data_dir, &m.namespace, &m.name, &m.uid);
+        let instances = berth_node::logs::instances(&dir.join(container));
+        let Some(newest) = berth_node::logs::pick(&instances, false) else {
+            return String::new();
+        };
+        std::fs::read_to_string(berth_node::logs::instance_log(&dir, container, newest)).unwrap_or_default()
     }
 
     async fn wait_log(&self, pod: &Pod, container: &str, needle: &str) -> String {
@@ -234,6 +217,40 @@ impl Env {
         }
         out
     }
+}
+
+/// A `berth agent` process for `cfg` (its node name, server, data, run dir and cgroup).
+fn spawn_agent(cfg: &berth_node::Config, runtime: &str, agent_args: &[&str], log: &Path) -> Child {
+    Command::new(berth_bin())
+        .args(["agent", "--server", &cfg.servers[0], "--name", &cfg.node_name])
+        .args(["--labels", "zone=a"])
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .arg("--run-dir")
+        .arg(&cfg.run_dir)
+        .args([
+            "--cgroup-parent",
+            &cfg.cgroup_parent,
+            "--lease-renew-interval-ms",
+            "200",
+        ])
+        .args([
+            "--node-status-interval-ms",
+            "500",
+            "--node-ip",
+            "127.0.0.1",
+            // A free port: agents of tests running at once never collide.
+            "--agent-addr",
+            "127.0.0.1:0",
+            "--runtime",
+            runtime,
+        ])
+        .args(agent_args)
+        .env("BERTH_LOG", "info,berth_node=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 fn status_of(p: &Pod) -> berth_proto::corev1::PodStatus {
@@ -634,9 +651,13 @@ async fn config_maps_and_secrets_as_env_and_volumes() {
         .output()
         .unwrap();
     let hits = String::from_utf8_lossy(&on_disk.stdout).to_string();
-    // The container's own log holds what it printed; nothing else may.
+    // The container's own log files hold what it printed; nothing else may.
+    let m = pod.metadata.clone().unwrap();
+    let main_logs =
+        berth_node::logs::pod_log_dir(&env.cfg.data_dir, &m.namespace, &m.name, &m.uid).join("main");
     assert!(
-        hits.lines().all(|l| l.ends_with("main.log")),
+        hits.lines()
+            .all(|l| Path::new(l).parent() == Some(main_logs.as_path())),
         "secret on disk: {hits}"
     );
 
@@ -986,4 +1007,393 @@ async fn bridge_network_gives_pods_addresses_that_reach_each_other() {
         async move { gone.then_some(()) }
     })
     .await;
+}
+
+// ---------------------------------------------------------------- logs, exec, image import
+// Through the API server's Proxy to the agent's own API (`--agent-addr`), with real `berth`
+// CLI processes. Machine-global names carry the prefix `ba-`.
+
+impl Env {
+    async fn start_agentapi() -> Env {
+        Env::start_prefixed("ba", "libcontainer", &[], &["--pod-network", "none"]).await
+    }
+
+    /// `berth VERB --server S ARGS...`: (exit code, stdout, stderr). (Before the rest: what
+    /// follows an exec's `--` is the command.)
+    fn berth(&self, args: &[&str]) -> (i32, String, String) {
+        let split = if args.first() == Some(&"image") { 2 } else { 1 };
+        let out = Command::new(berth_bin())
+            .args(&args[..split])
+            .args(["--server", &self.cfg.servers[0]])
+            .args(&args[split..])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// `berth ARGS` that must succeed: its stdout.
+    fn berth_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.berth(args);
+        assert_eq!(code, 0, "berth {args:?}: {err}\nagent log:\n{}", self.log());
+        out
+    }
+}
+
+fn restarts(p: &Pod) -> i32 {
+    status_of(p)
+        .container_statuses
+        .first()
+        .map_or(0, |c| c.restart_count)
+}
+
+fn running(p: &Pod) -> bool {
+    status_of(p)
+        .container_statuses
+        .first()
+        .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
+/// A pod's output reaches `berth logs` (whole, --tail, --previous after a restart), `-f` sees
+/// a line written later and ends with the container; `berth exec` returns output and the exit
+/// code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_through_the_server() {
+    let env = Env::start_agentapi().await;
+    // The first instance prints three lines and fails; the second (restarted at once) prints
+    // three lines, then one line per file the test drops into the shared volume, and ends
+    // when asked to.
+    let script = "n=$(cat /v/n 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /v/n; \
+        echo run $n line a; echo run $n line b; echo run $n line c; \
+        if [ $n = 1 ]; then exit 3; fi; \
+        while true; do \
+          if [ -e /v/go ]; then rm /v/go; echo went; fi; \
+          if [ -e /v/stop ]; then rm /v/stop; echo stopping; exit 0; fi; \
+          sleep 1; done";
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talk", "namespace": "default"},
+        "spec": {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", script],
+                            "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]
+        }
+    }))
+    .await;
+    env.wait_pod("talk", "restarted once and running", |p| {
+        restarts(p) == 1 && running(p)
+    })
+    .await;
+
+    let wait_logs = |args: &'static [&'static str], want: &'static str| {
+        let env = &env;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let (code, out, err) = env.berth(args);
+                if code == 0 && out == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "berth {args:?}: code {code}, out {out:?}, err {err:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_logs(&["logs", "talk"], "run 2 line a\nrun 2 line b\nrun 2 line c\n").await;
+    assert_eq!(
+        env.berth_ok(&["logs", "talk", "-c", "c", "--tail", "2"]),
+        "run 2 line b\nrun 2 line c\n"
+    );
+    assert_eq!(
+        env.berth_ok(&["logs", "talk", "--previous"]),
+        "run 1 line a\nrun 1 line b\nrun 1 line c\n"
+    );
+    assert_eq!(
+        env.berth_ok(&["logs", "talk", "-p", "--tail", "1"]),
+        "run 1 line c\n"
+    );
+
+    // exec: output, stderr and the exit code.
+    let (code, out, err) = env.berth(&["exec", "talk", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (7, "out\n"),
+        "stderr: {err}\nagent log:\n{}",
+        env.log()
+    );
+    assert!(err.contains("err"), "{err}");
+    assert_eq!(
+        env.berth_ok(&["exec", "talk", "-c", "c", "--", "cat", "/proc/1/comm"]),
+        "sh\n"
+    );
+
+    // -f: sees a line written after it started, and ends when the instance ends.
+    let mut follow = Command::new(berth_bin())
+        .args(["logs", "talk", "-f", "--server", &env.cfg.servers[0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || {
+        line_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line from berth logs -f")
+    };
+    for want in ["run 2 line a", "run 2 line b", "run 2 line c"] {
+        assert_eq!(next_line(), want);
+    }
+    env.berth_ok(&["exec", "talk", "--", "touch", "/v/go"]);
+    assert_eq!(next_line(), "went");
+    env.berth_ok(&["exec", "talk", "--", "touch", "/v/stop"]);
+    assert_eq!(next_line(), "stopping");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = follow.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = follow.kill();
+            panic!("berth logs -f did not end with the container");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "berth logs -f: {status}");
+    env.delete_pod("talk").await;
+}
+
+/// Kubernetes' answers for what cannot be served: an unknown pod, a pod with two containers
+/// and no -c, a container that is not the pod's, a node without an agent endpoint, an unbound
+/// pod, an agent that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_errors() {
+    let env = Env::start_agentapi().await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "two", "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "a", "image": IMAGE, "command": ["sh", "-c", "echo from-a; exec sleep 1000"]},
+            {"name": "b", "image": IMAGE, "command": ["sh", "-c", "echo from-b; exec sleep 1000"]}
+        ]}
+    }))
+    .await;
+    env.wait_pod("two", "Running", |p| phase(p) == "Running").await;
+    env.wait_log(&env.pod("two").await.unwrap(), "b", "from-b").await;
+
+    let (code, _, err) = env.berth(&["logs", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+    let (code, _, err) = env.berth(&["exec", "nope", "--", "true"]);
+    assert!(code != 0 && err.contains("pods \"nope\" not found"), "{err}");
+    for verb in [&["logs", "two"][..], &["exec", "two", "--", "true"][..]] {
+        let (code, _, err) = env.berth(verb);
+        assert!(
+            code != 0 && err.contains("a container name must be specified for pod two, choose one of: [a b]"),
+            "{verb:?}: {err}"
+        );
+    }
+    let (code, _, err) = env.berth(&["logs", "two", "-c", "z"]);
+    assert!(
+        code != 0 && err.contains("container z is not valid for pod two"),
+        "{err}"
+    );
+    assert_eq!(env.berth_ok(&["logs", "two", "-c", "b"]), "from-b\n");
+    let (code, _, err) = env.berth(&["logs", "two", "-c", "a", "--previous"]);
+    assert!(
+        code != 0 && err.contains("previous terminated container"),
+        "{err}"
+    );
+    // Another namespace: not found there.
+    let (code, _, err) = env.berth(&["logs", "two", "-c", "a", "-n", "kube-system"]);
+    assert!(code != 0 && err.contains("not found"), "{err}");
+
+    // A node that never published an agent endpoint, and a pod bound to it.
+    let ghost: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "ba-ghost"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+    }))
+    .unwrap();
+    env.client.create("", &ghost).await.unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stray", "namespace": "default"},
+        "spec": {"nodeName": "ba-ghost", "containers": [{"name": "c", "image": IMAGE}]}
+    }))
+    .unwrap();
+    env.client.create("default", &pod).await.unwrap();
+    let (code, _, err) = env.berth(&["logs", "stray"]);
+    assert!(
+        code != 0 && err.contains("node ba-ghost has no agent endpoint"),
+        "{err}"
+    );
+    // A pod no node suits, so it stays unbound.
+    let mut unbound = pod.clone();
+    unbound.metadata.as_mut().unwrap().name = "unbound".into();
+    let spec = unbound.spec.as_mut().unwrap();
+    spec.node_name = String::new();
+    spec.node_selector.insert("ba".into(), "nowhere".into());
+    env.client.create("default", &unbound).await.unwrap();
+    let (code, _, err) = env.berth(&["exec", "unbound", "--", "true"]);
+    assert!(
+        code != 0 && err.contains("pod unbound does not have a host assigned"),
+        "{err}"
+    );
+    env.delete_pod("two").await;
+
+    // The node's agent is gone: UNAVAILABLE, naming the node.
+    let mut env = env;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orphan", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "ba-no-such-image:1", "imagePullPolicy": "Never"}]}
+    }))
+    .await;
+    env.wait_pod("orphan", "waiting", |p| {
+        status_of(p)
+            .container_statuses
+            .first()
+            .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_some()))
+    })
+    .await;
+    let (code, _, err) = env.berth(&["logs", "orphan"]);
+    assert!(
+        code != 0 && err.contains("container \"c\" in pod \"orphan\" is waiting to start: "),
+        "{err}"
+    );
+    let mut agent = env.agent.take().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let (code, _, err) = env.berth(&["logs", "orphan"]);
+    assert!(
+        code != 0
+            && err.contains("(Unavailable)")
+            && err.contains(&format!("node {}: cannot reach its agent", env.node)),
+        "{err}"
+    );
+}
+
+/// `berth image import --node` sends the archive through the server into the agent's store,
+/// where a pod with that image runs; without --node it goes to every Ready node; an unknown
+/// node is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_import_through_the_server() {
+    let env = Env::start_agentapi().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    std::fs::write(rootfs.join("marker"), "imported-through-the-server\n").unwrap();
+    let archive = dir.path().join("box.tar");
+    let out = Command::new(berth_bin())
+        .args(["image", "build", "--tag", "example.org/ba/box:1", "--rootfs"])
+        .arg(&rootfs)
+        .arg("--output")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let archive = archive.to_str().unwrap();
+
+    let (code, _, err) = env.berth(&["image", "import", archive, "--node", "ba-missing"]);
+    assert!(
+        code != 0 && err.contains("nodes \"ba-missing\" not found"),
+        "{err}"
+    );
+
+    let out = env.berth_ok(&["image", "import", archive, "--node", &env.node]);
+    assert!(
+        out.starts_with(&format!("{} example.org/ba/box:1 sha256:", env.node)),
+        "{out}"
+    );
+    // On the node's disk, in its store.
+    let store = berth_node::image::ImageStore::open(&env.cfg.data_dir.join("images")).unwrap();
+    assert!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .any(|i| i.name == "example.org/ba/box:1"),
+        "not in the agent's store"
+    );
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "boxed", "namespace": "default"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "example.org/ba/box:1", "imagePullPolicy": "Never",
+            "command": ["cat", "/marker"]}]}
+    }))
+    .await;
+    env.wait_pod("boxed", "Succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    assert_eq!(env.berth_ok(&["logs", "boxed"]), "imported-through-the-server\n");
+
+    env.delete_pod("boxed").await;
+
+    // A second node: without --node the archive goes to every Ready node.
+    let second_node = format!("{}-b", env.node);
+    let tag = format!("ba-{}-{second_node}", std::process::id());
+    let mut cfg = berth_node::Config::new(&second_node, env.cfg.servers.clone(), dir.path().join("agent2"));
+    cfg.run_dir = PathBuf::from("/run").join(&tag);
+    cfg.cgroup_parent = tag;
+    let log = dir.path().join("agent2.log");
+    let second = ExtraAgent {
+        child: spawn_agent(&cfg, "libcontainer", &["--pod-network", "none"], &log),
+        cfg,
+    };
+    let c = env.client.clone();
+    eventually("second node Ready", || {
+        let (c, n) = (c.clone(), second_node.clone());
+        async move {
+            let st = c.get::<Node>("", &n).await.ok()?.status?;
+            st.conditions
+                .iter()
+                .any(|c| c.r#type == "Ready" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await;
+    let out = env.berth_ok(&["image", "import", archive]);
+    let nodes: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(nodes, [env.node.as_str(), second_node.as_str()], "{out}");
+    let store = berth_node::image::ImageStore::open(&second.cfg.data_dir.join("images")).unwrap();
+    assert!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .any(|i| i.name == "example.org/ba/box:1"),
+        "not in the second agent's store; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// An agent started by a test besides its [`Env`]'s: stopped, and what it left removed, on drop.
+struct ExtraAgent {
+    child: Child,
+    cfg: berth_node::Config,
+}
+
+impl Drop for ExtraAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
+            eprintln!("cleanup: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
+    }
 }

@@ -44,6 +44,12 @@ pub fn lazy_channel(addr: &str, request_timeout: Duration) -> Result<Channel, Di
 /// the clients' failover and the Raft transport tell "never delivered" from "maybe delivered"
 /// with this.
 pub fn never_connected(s: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    // A status a server sent has no source, whatever its message says (the Proxy service
+    // reports an agent it could not reach with "tcp connect" in its message).
+    if s.source().is_none() {
+        return false;
+    }
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(s);
     while let Some(e) = next {
         let text = e.to_string();

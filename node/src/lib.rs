@@ -4,7 +4,10 @@
 //! reported, and run the pods bound to it: a sandbox per pod (network, IPC and UTS namespaces
 //! bound under the agent's run dir, a parent cgroup), containers from the node's image store
 //! (overlayfs rootfs, own mount and PID namespaces) through a [`runtime::Runtime`], volumes,
-//! env, restart back-off, and pod status written back through UpdateStatus only.
+//! env, restart back-off, and pod status written back through UpdateStatus only. Its own gRPC
+//! API ([`agent_api`], on `Config::agent_addr`, published as the Node's InternalIP and
+//! daemonEndpoints.kubeletEndpoint.Port) serves container logs ([`logs`]), exec and image
+//! import to the API server's Proxy.
 //!
 //! Invariants: one worker task per pod, so at most one sync of a pod runs at a time; syncs are
 //! level-triggered (desired spec vs what runs) and idempotent; the agent sees only the pods
@@ -18,13 +21,16 @@
 //! pod networking beyond the [`netns::PodNetwork`] trait and [`pod_network`]'s use of the net
 //! crate's bridge (addresses, veths and routes are the net crate's).
 
+pub mod agent_api;
 pub mod backoff;
 pub mod cgroups;
+pub mod containers;
 pub mod env;
 mod error;
 pub mod gc;
 pub mod image;
 pub mod lease;
+pub mod logs;
 pub mod mount;
 pub mod netns;
 pub mod node_status;
@@ -93,6 +99,10 @@ pub struct Config {
     pub container_log_bytes_max: u64,
     /// Garbage collection of container instances, logs and images.
     pub gc: gc::GcPolicy,
+    /// Where the agent's API (logs, exec, image import) listens: `host:port`, or `:port` on the
+    /// node's IP; None = `<node IP>:10250`. Port 0 takes a free port; the Node publishes the
+    /// port it got (the API server dials the Node's InternalIP and that port).
+    pub agent_addr: Option<String>,
 }
 
 impl Config {
@@ -119,6 +129,7 @@ impl Config {
             monitor: Vec::new(),
             container_log_bytes_max: runtime::monitor::LOG_BYTES_MAX_DEFAULT,
             gc: gc::GcPolicy::default(),
+            agent_addr: None,
         }
     }
 
@@ -202,6 +213,10 @@ pub struct Shared {
     pub objects: objects::ObjectCache,
     pub clock: Arc<dyn Clock>,
     pub host_ip: String,
+    /// The container instances running now.
+    pub running: containers::Running,
+    /// The port the agent's API listens on (published as the Node's kubelet endpoint).
+    pub agent_port: u16,
 }
 
 /// The node agent.
@@ -238,6 +253,19 @@ pub fn host_ip(cfg: &Config) -> IpAddr {
         }
     }
     found.unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// The address the agent's API binds: `configured` (`:port` meaning the node's IP), else the
+/// node's IP and the kubelet's port.
+pub fn agent_listen_addr(configured: Option<&str>, node_ip: IpAddr) -> String {
+    let on_node_ip = |port: u16| std::net::SocketAddr::new(node_ip, port).to_string();
+    match configured {
+        None => on_node_ip(berth_client::agent::AGENT_PORT_DEFAULT),
+        Some(a) => match a.strip_prefix(':').map(str::parse::<u16>) {
+            Some(Ok(port)) => on_node_ip(port),
+            _ => a.to_string(),
+        },
+    }
 }
 
 /// The pod uids that have something on the node: pod tmpfs or data dirs, namespace files.
@@ -396,6 +424,14 @@ impl Agent {
         let images = Arc::new(image::ImageStore::open(&cfg.data_dir.join("images"))?);
         let node_ip = host_ip(&cfg);
         let host_ip = node_ip.to_string();
+        let agent_addr = agent_listen_addr(cfg.agent_addr.as_deref(), node_ip);
+        let agent_listener = berth_client::listen::bind("--agent-addr", &agent_addr)
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let agent_port = agent_listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("--agent-addr {agent_addr}: {e}")))?
+            .port();
         loop {
             match node_status::register(&client, &cfg).await {
                 Ok(_) => break,
@@ -445,13 +481,18 @@ impl Agent {
             objects: objects::ObjectCache::new(client.clone(), poke_tx),
             clock: self.clock.clone(),
             host_ip: host_ip.clone(),
+            running: containers::Running::default(),
+            agent_port,
         });
         tracing::info!(node = %cfg.node_name, host_ip = %host_ip, cgroups = ?shared.cgroups.version(), "registered");
+        tracing::info!(addr = %agent_addr, port = agent_port, "agent API listening");
+        let api_task = tokio::spawn(agent_api::serve(agent_listener, shared.clone()));
         let lease_task = tokio::spawn(lease_loop(shared.clone()));
         let status_task = tokio::spawn(node_status_loop(shared.clone()));
         let r = pods_loop(shared, poke_rx, shutdown).await;
         lease_task.abort();
         status_task.abort();
+        api_task.abort();
         if let Some(t) = routes_task {
             t.abort();
         }
@@ -488,7 +529,13 @@ async fn node_status_loop(s: Arc<Shared>) {
             .await
             .unwrap_or_default();
         let now = rfc3339(s.clock.now_micros());
-        let st = node_status::status(&s.cfg, &facts, old.as_ref(), &s.host_ip, &version, &now);
+        let mut st = node_status::status(&s.cfg, &facts, old.as_ref(), &s.host_ip, &version, &now);
+        // Where the API server reaches this agent: InternalIP and this port, as the kubelet.
+        st.daemon_endpoints = Some(berth_proto::corev1::NodeDaemonEndpoints {
+            kubelet_endpoint: Some(berth_proto::corev1::DaemonEndpoint {
+                port: i32::from(s.agent_port),
+            }),
+        });
         let node = Node {
             api_version: "v1".into(),
             kind: "Node".into(),
@@ -609,5 +656,18 @@ async fn pods_loop(
             }
             Some(uid) = done_rx.recv() => { workers.remove(&uid); }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_listen_addr_defaults_to_the_node_ip_and_kubelet_port() {
+        let ip = IpAddr::from([10, 0, 0, 7]);
+        assert_eq!(agent_listen_addr(None, ip), "10.0.0.7:10250");
+        assert_eq!(agent_listen_addr(Some(":0"), ip), "10.0.0.7:0");
+        assert_eq!(agent_listen_addr(Some("127.0.0.1:9"), ip), "127.0.0.1:9");
     }
 }

@@ -192,7 +192,8 @@ impl Worker {
             });
             if let Some(run) = &running {
                 tracing::info!(pod = %self.uid, container = %name, attempt = run.attempt, restart_count = r.restart_count, "adopted running container");
-                self.spawn_waiter(name.clone(), run.attempt, None);
+                self.shared.running.started(&self.uid, &name, r.restart_count);
+                self.spawn_waiter(name.clone(), run.attempt, r.restart_count, None);
             }
             let ctr = Ctr {
                 image: r.image,
@@ -237,6 +238,7 @@ impl Worker {
         &self,
         name: String,
         attempt: u32,
+        restart_count: i32,
         started: Option<BoxFuture<'static, Result<ExitStatus, crate::Error>>>,
     ) {
         let (shared, uid, tx) = (self.shared.clone(), self.uid.clone(), self.exit_tx.clone());
@@ -269,6 +271,7 @@ impl Worker {
                     (128, 0, oom_cgroup, now_ms)
                 }
             };
+            shared.running.exited(&uid, &name, restart_count);
             if let Err(e) = shared.runtime.delete(&state_root, &name).await {
                 tracing::warn!(pod = %uid, container = %name, "delete: {e}");
             }
@@ -298,9 +301,7 @@ impl Worker {
 
     fn log_dir(pod: &Pod, cfg: &crate::Config) -> PathBuf {
         let m = pod.metadata.clone().unwrap_or_default();
-        cfg.data_dir
-            .join("logs")
-            .join(format!("{}_{}_{}", m.namespace, m.name, m.uid))
+        crate::logs::pod_log_dir(&cfg.data_dir, &m.namespace, &m.name, &m.uid)
     }
 
     async fn run(mut self) {
@@ -616,6 +617,11 @@ impl Worker {
             c.working_dir.clone()
         };
         let sandbox = self.sandbox.as_ref().expect("sandbox before containers");
+        // The restartCount this instance will have: each instance logs to its own file.
+        let restart_count = self
+            .ctrs
+            .get(&c.name)
+            .map_or(0, |x| x.restart_count + i32::from(x.exited.is_some()));
         let cfg = ContainerConfig {
             id: c.name.clone(),
             state_root: self.state_root(),
@@ -629,13 +635,20 @@ impl Worker {
             cgroups_path: self.shared.cgroups.container_path(&self.uid, &c.name),
             limits,
             mounts,
-            log_path: Self::log_dir(pod, &self.shared.cfg).join(format!("{}.log", c.name)),
+            log_path: crate::logs::instance_log(
+                &Self::log_dir(pod, &self.shared.cfg),
+                &c.name,
+                restart_count,
+            ),
             log_bytes_max: self.shared.cfg.container_log_bytes_max,
             oom_counter: Some(self.shared.cgroups.oom_counter(&self.uid, &c.name)),
         };
         let runtime = self.shared.runtime.clone();
         let _ = runtime.delete(&cfg.state_root, &cfg.id).await;
+        // Recorded before it starts, so a log follower that comes at once waits for its file.
+        self.shared.running.started(&self.uid, &c.name, restart_count);
         let started = runtime.run(&cfg).map_err(|e| {
+            self.shared.running.exited(&self.uid, &c.name, restart_count);
             let _ = mount::unmount(&rootfs);
             ("StartError".to_string(), e.to_string())
         })?;
@@ -661,7 +674,7 @@ impl Worker {
         });
         let (attempt, restart_count) = (ctr.attempts, ctr.restart_count);
         self.persist(&c.name);
-        self.spawn_waiter(c.name.clone(), attempt, Some(started.wait));
+        self.spawn_waiter(c.name.clone(), attempt, restart_count, Some(started.wait));
         if let Some(dir) = cfg.log_path.parent() {
             if let Err(e) = gc::prune_container_logs(dir, i64::from(restart_count)) {
                 tracing::warn!(pod = %self.uid, container = %c.name, "old logs: {e}");

@@ -10,7 +10,8 @@
 //! [`appsv1`], `berth.coordination.v1` [`coordinationv1`],
 //! `berth.networking.v1` [`networkingv1`], `berth.istio.networking.v1`
 //! [`istiov1`]) and the `Resources` service with its `Object` oneof
-//! (`berth.api.v1`, [`apiv1`]). The `.proto` files under `berth/` are plain
+//! (`berth.api.v1`, [`apiv1`]), and the node agent's `NodeAgent` service with the API
+//! server's `Proxy` in front of it (`berth.agent.v1`, [`agentv1`]). The `.proto` files under `berth/` are plain
 //! proto3 that other languages' generators (Python grpcio-tools) use as they are.
 //!
 //! The kinds also read and write Kubernetes JSON/YAML: serde derives are added
@@ -109,6 +110,14 @@ pub mod berth {
             }
         }
     }
+    /// `berth.agent.v1`: the node agent's `NodeAgent` service (logs, exec, image import)
+    /// and the API server's `Proxy` service in front of it.
+    pub mod agent {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("berth.agent.v1");
+        }
+    }
     /// `berth.api.v1`: the `Resources` service and its messages.
     pub mod api {
         /// Version 1.
@@ -118,6 +127,7 @@ pub mod berth {
     }
 }
 
+pub use berth::agent::v1 as agentv1;
 pub use berth::api::v1 as apiv1;
 pub use berth::apps::v1 as appsv1;
 pub use berth::coordination::v1 as coordinationv1;

@@ -13,6 +13,7 @@ pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod label;
+pub mod logs;
 pub mod manifests;
 pub mod printers;
 

@@ -49,6 +49,16 @@ pub struct ContainerConfig {
     pub oom_counter: Option<(PathBuf, String)>,
 }
 
+/// What a command run in a container printed, and how it ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Output beyond the caller's limit was dropped.
+    pub truncated: bool,
+}
+
 /// A started container; `wait` resolves when it has ended (its monitor's exit file). The
 /// monitor outlives the agent: after a restart, [`monitor::wait_adopted`] waits instead.
 pub struct Started {
@@ -78,4 +88,14 @@ pub trait Runtime: Send + Sync + 'static {
         argv: &'a [String],
         timeout: std::time::Duration,
     ) -> BoxFuture<'a, Result<i32, Error>>;
+    /// Runs a command inside a running container and collects its output, each stream cut at
+    /// `output_bytes_max` (`berth exec`).
+    fn exec_output<'a>(
+        &'a self,
+        state_root: &'a std::path::Path,
+        id: &'a str,
+        argv: &'a [String],
+        timeout: std::time::Duration,
+        output_bytes_max: usize,
+    ) -> BoxFuture<'a, Result<ExecOutput, Error>>;
 }

@@ -6,7 +6,7 @@
 //! itself: the container's monitor ([`super::monitor`]) runs it as its child.
 
 use super::monitor::{ExitStatus, MonitorFiles};
-use super::{ContainerConfig, Runtime, Started};
+use super::{ContainerConfig, ExecOutput, Runtime, Started};
 use crate::cgroups::CPU_PERIOD_US;
 use crate::Error;
 use futures::future::BoxFuture;
@@ -302,6 +302,69 @@ impl Runtime for OciCli {
             }
         })
     }
+
+    fn exec_output<'a>(
+        &'a self,
+        state_root: &'a Path,
+        id: &'a str,
+        argv: &'a [String],
+        timeout: Duration,
+        output_bytes_max: usize,
+    ) -> BoxFuture<'a, Result<ExecOutput, Error>> {
+        Box::pin(async move {
+            let mut child = self
+                .cmd(state_root)
+                .arg("exec")
+                .arg(id)
+                .args(argv)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| Error::Runtime(format!("exec: {e}")))?;
+            let (out, err) = (child.stdout.take(), child.stderr.take());
+            let run = async {
+                let (o, e, st) = tokio::join!(
+                    read_capped(out, output_bytes_max),
+                    read_capped(err, output_bytes_max),
+                    child.wait()
+                );
+                (o, e, st)
+            };
+            let ((stdout, t1), (stderr, t2), st) = tokio::time::timeout(timeout, run)
+                .await
+                .map_err(|_| Error::Runtime(format!("exec timed out after {timeout:?}")))?;
+            let st = st.map_err(|e| Error::Runtime(format!("exec wait: {e}")))?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(ExecOutput {
+                exit_code: st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)),
+                stdout,
+                stderr,
+                truncated: t1 || t2,
+            })
+        })
+    }
+}
+
+/// Reads a pipe to its end, keeping at most `max` bytes (the rest is read and dropped, so the
+/// writer never blocks on a full pipe); true when something was dropped.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, max: usize) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let Some(mut r) = r else {
+        return (Vec::new(), false);
+    };
+    let (mut out, mut dropped) = (Vec::new(), false);
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = max.saturating_sub(out.len());
+        out.extend_from_slice(&buf[..n.min(room)]);
+        dropped |= n > room;
+    }
+    (out, dropped)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Every listening socket in Berth is bound here, so that TLS (and any other listener policy)
-//! is added in one place.
+//! Every listening socket in Berth is bound here (the API server's and the node agent's), next
+//! to [`crate::dial`] where every outbound channel is built, so that TLS (and any other
+//! listener policy) is added in one place for both ends.
 
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
