@@ -56,6 +56,13 @@ pub struct AgentArgs {
     /// Prefix of the host ends of pod veths (at most 6 bytes); distinct per agent on a machine.
     #[arg(long, default_value = berth_node::pod_network::VETH_PREFIX_DEFAULT)]
     pub veth_prefix: String,
+    /// A registry (host or host:port, as in image references) pulled from over plain HTTP
+    /// (as Docker's flag); repeatable. Loopback registries always are.
+    #[arg(long)]
+    pub insecure_registry: Vec<String>,
+    /// PEM certificates trusted for HTTPS registries besides the system's roots.
+    #[arg(long)]
+    pub registry_ca_file: Option<PathBuf>,
 }
 
 /// `k=v,...` pairs; `flag` names the flag in errors.
@@ -109,6 +116,10 @@ pub fn config(a: &AgentArgs) -> anyhow::Result<berth_node::Config> {
         }),
         "none" => None,
         other => bail!("--pod-network {other:?}: expected bridge or none"),
+    };
+    c.registry = berth_node::image::registry::RegistrySettings {
+        insecure_registries: a.insecure_registry.clone(),
+        ca_file: a.registry_ca_file.clone(),
     };
     Ok(c)
 }

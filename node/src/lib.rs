@@ -82,6 +82,8 @@ pub struct Config {
     /// The pod network: None = loopback only (or what [`Agent::with_network`] sets); Some =
     /// the bridge network, once the node has a pod CIDR (state under `<data_dir>/net`).
     pub bridge: Option<pod_network::BridgeSettings>,
+    /// Registry pulls: insecure (plain HTTP) registries, an extra CA file.
+    pub registry: image::registry::RegistrySettings,
 }
 
 impl Config {
@@ -105,6 +107,7 @@ impl Config {
             runtime: RuntimeKind::Runc(PathBuf::from("runc")),
             pod_pids_max: Some(4096),
             bridge: None,
+            registry: image::registry::RegistrySettings::default(),
         }
     }
 
@@ -132,6 +135,7 @@ impl Config {
         if let Some(b) = &self.bridge {
             b.validate()?;
         }
+        self.registry.validate()?;
         if self.lease_renew_interval.is_zero() {
             return Err(Error::Config("--lease-renew-interval-ms must be positive".into()));
         }
@@ -165,6 +169,7 @@ pub struct Shared {
     pub cfg: Config,
     pub client: ResourceClient,
     pub images: Arc<image::ImageStore>,
+    pub puller: Arc<image::registry::Puller>,
     pub runtime: Arc<dyn runtime::Runtime>,
     pub cgroups: cgroups::Cgroups,
     pub network: Arc<dyn netns::PodNetwork>,
@@ -297,6 +302,7 @@ impl Agent {
         }
         let client = ResourceClient::new(&cfg.servers, cfg.request_timeout)?;
         let images = Arc::new(image::ImageStore::open(&cfg.data_dir.join("images"))?);
+        let puller = Arc::new(image::registry::Puller::new(cfg.registry.clone())?);
         let node_ip = host_ip(&cfg);
         let host_ip = node_ip.to_string();
         loop {
@@ -326,6 +332,7 @@ impl Agent {
             cfg: cfg.clone(),
             client: client.clone(),
             images,
+            puller,
             runtime: self.runtime.clone(),
             cgroups: cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent),
             network,
