@@ -104,6 +104,11 @@ impl BackOff {
         (since_ms < e.delay_ms).then(|| e.delay_ms - since_ms)
     }
 
+    /// When `key` last failed (None: not in back-off).
+    pub fn last_failure_ms(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|e| e.updated_ms)
+    }
+
     /// Forgets a container (its pod is gone).
     pub fn forget(&mut self, key: &str) {
         self.entries.remove(key);
@@ -154,6 +159,7 @@ mod tests {
             now += d;
         }
         assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(b.last_failure_ms("img"), Some(now - 300_000));
         b.forget("img");
         b.failed("img", now);
         assert_eq!(b.remaining_ms("img", now), Some(BACKOFF_INITIAL_MS));

@@ -30,6 +30,9 @@ pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 const SETUP_RETRY: Duration = Duration::from_secs(2);
 /// Retry a container that could not be created (missing image, bad config reference).
 const CREATE_RETRY: Duration = Duration::from_secs(2);
+/// A failed pull shows as ErrImagePull at least this long before ImagePullBackOff (a sync
+/// right after the failure, woken by the status write itself, would replace it at once).
+const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(2);
 /// Poll while referenced ConfigMaps/Secrets are still loading.
 const OBJECTS_WAIT: Duration = Duration::from_millis(100);
 /// How long to wait for processes after SIGKILL before tearing down anyway.
@@ -409,7 +412,15 @@ impl Worker {
 
     async fn pull(&mut self, c: &Container) -> Result<(), (String, String)> {
         let key = format!("pull/{}", c.image);
-        if self.pull_backoff.remaining_ms(&key, self.now_ms()).is_some() {
+        let now_ms = self.now_ms();
+        if self.pull_backoff.remaining_ms(&key, now_ms).is_some() {
+            let failed_ms = self.pull_backoff.last_failure_ms(&key).unwrap_or(0);
+            let shown = self.ctrs.get(&c.name).and_then(|x| x.waiting.clone());
+            if let Some(err) = shown.filter(|(r, _)| r == "ErrImagePull") {
+                if now_ms.saturating_sub(failed_ms) < ERR_IMAGE_PULL_SHOWN.as_millis() as u64 {
+                    return Err(err);
+                }
+            }
             return Err((
                 "ImagePullBackOff".into(),
                 format!("Back-off pulling image \"{}\"", c.image),
