@@ -40,7 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=27301
+port="${PORT:-27301}"
 "$BERTH_BIN" server --name pb1 --data-dir "$work/server" --peer-addr "127.0.0.1:$((port + 1))" \
   --client-addr "127.0.0.1:$port" --initial-cluster "pb1=127.0.0.1:$((port + 1))" 2>"$work/server.log" &
 server_pid=$!

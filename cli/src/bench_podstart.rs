@@ -378,7 +378,11 @@ async fn start_floor(
         {"type": "pid"}, {"type": "mount"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}
     ]);
     std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
-    let out = tokio::process::Command::new(&a.runc)
+    // runc's stderr goes to a file: a pipe would be inherited by the detached container and
+    // never reach end of file.
+    let err_path = c.dir.join("runc.err");
+    let err = std::fs::File::create(&err_path)?;
+    let st = tokio::process::Command::new(&a.runc)
         .arg("--root")
         .arg(state_root)
         .args(["run", "--detach", "--bundle"])
@@ -386,15 +390,15 @@ async fn start_floor(
         .arg(&c.id)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(err)
+        .status()
         .await
         .with_context(|| format!("--runc {}", a.runc))?;
-    if !out.status.success() {
+    if !st.success() {
         bail!(
             "runc run {}: {}",
             c.id,
-            String::from_utf8_lossy(&out.stderr).trim()
+            std::fs::read_to_string(&err_path).unwrap_or_default().trim()
         );
     }
     Ok(())
