@@ -32,7 +32,7 @@ server_pid=""
 agent_pid=""
 cleanup() {
   [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
-  [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   for d in /sys/fs/cgroup/*/"$node" /sys/fs/cgroup/"$node" /sys/fs/cgroup/*/"$node-runc" /sys/fs/cgroup/"$node-runc"; do
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
