@@ -147,7 +147,9 @@ pub async fn run(a: PodStartArgs) -> anyhow::Result<()> {
     let rc = ResourceClient::new(&a.server.servers, timeout)?;
     let mut nso = Namespace::default();
     nso.metadata.get_or_insert_with(Default::default).name = ns.clone();
-    rc.create("", &nso).await.context("creating the bench namespace")?;
+    rc.create("", &nso)
+        .await
+        .context("creating the bench namespace")?;
     // The watch carries no deadline: the request timeout would end it.
     let watcher = ResourceClient::new(&a.server.servers, Duration::from_secs(24 * 3600))?;
 
@@ -167,7 +169,9 @@ pub async fn run(a: PodStartArgs) -> anyhow::Result<()> {
     }
     let rss_pods = a.agent_pid.map(read_rss_kib).transpose()?;
     delete_pods(&rc, &ns, &names).await?;
-    let _ = rc.delete::<Namespace>("", &ns, apiv1::DeleteOptions::default()).await;
+    let _ = rc
+        .delete::<Namespace>("", &ns, apiv1::DeleteOptions::default())
+        .await;
 
     let runc = if a.runc.is_empty() {
         None
@@ -244,7 +248,9 @@ async fn start_pod(
 ) -> anyhow::Result<u64> {
     let pod = bench_pod(name, &a.node, &a.image)?;
     let t = Instant::now();
-    rc.create(ns, &pod).await.with_context(|| format!("creating pod {name}"))?;
+    rc.create(ns, &pod)
+        .await
+        .with_context(|| format!("creating pod {name}"))?;
     let deadline = tokio::time::Instant::now() + POD_RUNNING_TIMEOUT;
     loop {
         let ev = tokio::time::timeout_at(deadline, w.next())
@@ -292,7 +298,9 @@ async fn runc_floor(a: &PodStartArgs) -> anyhow::Result<Vec<u64>> {
     let image = store
         .resolve(&a.image)
         .with_context(|| format!("--image {} in {}", a.image, a.agent_data_dir.display()))?;
-    let work = a.agent_data_dir.join(format!("bench-runc-{}", std::process::id()));
+    let work = a
+        .agent_data_dir
+        .join(format!("bench-runc-{}", std::process::id()));
     let state_root = work.join("state");
     std::fs::create_dir_all(&state_root)?;
     let mut started = Vec::new();

@@ -126,7 +126,12 @@ async fn push(archive_file: &Path, registry: &str, repo: &str, tag: &str) -> arc
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 201, "put manifest: {}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        r.status(),
+        201,
+        "put manifest: {}",
+        r.text().await.unwrap_or_default()
+    );
     manifest
 }
 
@@ -157,7 +162,7 @@ struct Env {
     client: ResourceClient,
     node: String,
     // Last: its directory goes after the agent has stopped.
-    cluster: Cluster,
+    _cluster: Cluster,
 }
 
 impl Drop for Env {
@@ -205,7 +210,7 @@ impl Env {
             agent_log,
             client,
             node,
-            cluster,
+            _cluster: cluster,
         };
         let (c, n) = (env.client.clone(), env.node.clone());
         eventually("node registered", || {
@@ -298,7 +303,14 @@ struct ContainerNow {
 }
 
 fn container_now(p: &Pod) -> ContainerNow {
-    let Some(cs) = p.status.clone().unwrap_or_default().container_statuses.first().cloned() else {
+    let Some(cs) = p
+        .status
+        .clone()
+        .unwrap_or_default()
+        .container_statuses
+        .first()
+        .cloned()
+    else {
         return ContainerNow::default();
     };
     let st = cs.state.unwrap_or_default();
@@ -343,7 +355,10 @@ async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
         .arg(&env.cfg.data_dir)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&ls.stdout).contains(&image), "image ls lists the pull");
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains(&image),
+        "image ls lists the pull"
+    );
 
     // A missing tag: ErrImagePull naming the image and the cause, then ImagePullBackOff.
     let missing = format!("{reg}/berth/busybox:nope");

@@ -111,10 +111,7 @@ pub struct Parts {
 impl Parts {
     /// What a manifest request names: the digest when there is one, else the tag.
     pub fn manifest_ref(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 }
 

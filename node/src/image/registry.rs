@@ -190,7 +190,11 @@ fn parse_manifest(bytes: &[u8], digest: &str) -> Result<Manifest, Error> {
             m.config.media_type
         )));
     }
-    if let Some(l) = m.layers.iter().find(|l| !LAYER_TYPES.contains(&l.media_type.as_str())) {
+    if let Some(l) = m
+        .layers
+        .iter()
+        .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
+    {
         return Err(Error::Pull(format!(
             "manifest {digest}: layer type {:?} is not supported (plain or gzip tar only)",
             l.media_type
@@ -284,7 +288,11 @@ impl Session<'_> {
         }
         let t: Token = serde_json::from_slice(&body)
             .map_err(|e| Error::Pull(format!("token from {realm}: not a token answer: {e}")))?;
-        let t = if t.token.is_empty() { t.access_token } else { t.token };
+        let t = if t.token.is_empty() {
+            t.access_token
+        } else {
+            t.token
+        };
         if t.is_empty() {
             return Err(Error::Pull(format!("token from {realm}: empty token")));
         }
@@ -319,7 +327,12 @@ impl Session<'_> {
             let kind: Kind = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Pull(format!("GET {url}: not a JSON manifest: {e}")))?;
             let media = if kind.media_type.is_empty() {
-                content_type.split(';').next().unwrap_or_default().trim().to_string()
+                content_type
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
             } else {
                 kind.media_type
             };
@@ -451,7 +464,9 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
 /// A body, refused when longer than `bytes_max`.
 async fn read_limited(resp: &mut reqwest::Response, bytes_max: u64, url: &str) -> Result<Vec<u8>, Error> {
     if resp.content_length().is_some_and(|n| n > bytes_max) {
-        return Err(Error::Pull(format!("GET {url}: body over {bytes_max} bytes: refused")));
+        return Err(Error::Pull(format!(
+            "GET {url}: body over {bytes_max} bytes: refused"
+        )));
     }
     let mut out = Vec::new();
     while let Some(c) = resp
@@ -460,7 +475,9 @@ async fn read_limited(resp: &mut reqwest::Response, bytes_max: u64, url: &str) -
         .map_err(|e| Error::Pull(format!("GET {url}: {}", chain(&e))))?
     {
         if (out.len() + c.len()) as u64 > bytes_max {
-            return Err(Error::Pull(format!("GET {url}: body over {bytes_max} bytes: refused")));
+            return Err(Error::Pull(format!(
+                "GET {url}: body over {bytes_max} bytes: refused"
+            )));
         }
         out.extend_from_slice(&c);
     }
@@ -608,7 +625,12 @@ mod tests {
 
     #[test]
     fn manifests_are_checked_for_what_the_store_holds() {
-        let d = |m: &str| format!(r#"{{"mediaType":"{m}","digest":"sha256:{}","size":1}}"#, "a".repeat(64));
+        let d = |m: &str| {
+            format!(
+                r#"{{"mediaType":"{m}","digest":"sha256:{}","size":1}}"#,
+                "a".repeat(64)
+            )
+        };
         let doc = |config: &str, layer: &str| {
             format!(
                 r#"{{"schemaVersion":2,"config":{},"layers":[{}]}}"#,
@@ -624,7 +646,10 @@ mod tests {
         );
         let e = parse_manifest(zstd.as_bytes(), "m").unwrap_err().to_string();
         assert!(e.contains("zstd"), "{e}");
-        let helm = doc("application/vnd.cncf.helm.config.v1+json", archive::MEDIA_LAYER_TAR);
+        let helm = doc(
+            "application/vnd.cncf.helm.config.v1+json",
+            archive::MEDIA_LAYER_TAR,
+        );
         assert!(parse_manifest(helm.as_bytes(), "m").is_err());
     }
 }

@@ -315,7 +315,10 @@ impl ImageStore {
         }
         // With a manifest, every blob must be what it names (digest and size).
         let manifest: Option<Manifest> = img.manifest_file.as_deref().map(archive::read_json).transpose()?;
-        if let Some(m) = manifest.as_ref().filter(|m| m.layers.len() != img.layer_files.len()) {
+        if let Some(m) = manifest
+            .as_ref()
+            .filter(|m| m.layers.len() != img.layer_files.len())
+        {
             return Err(Error::InvalidImage(format!(
                 "the manifest lists {} layers, {} were given",
                 m.layers.len(),
