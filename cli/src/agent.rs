@@ -56,8 +56,8 @@ pub struct AgentArgs {
     /// Prefix of the host ends of pod veths (at most 6 bytes); distinct per agent on a machine.
     #[arg(long, default_value = berth_node::pod_network::VETH_PREFIX_DEFAULT)]
     pub veth_prefix: String,
-    /// A registry (host or host:port, as in image references) pulled from over plain HTTP
-    /// (as Docker's flag); repeatable. Loopback registries always are.
+    /// A registry (host or host:port, as in image references) that may be pulled from over
+    /// plain HTTP when HTTPS fails (as Docker's flag); repeatable. Loopback registries may be.
     #[arg(long)]
     pub insecure_registry: Vec<String>,
     /// PEM certificates trusted for HTTPS registries besides the system's roots.

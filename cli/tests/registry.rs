@@ -23,6 +23,10 @@ struct Registry {
     child: Child,
     addr: String,
     storage: PathBuf,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// A client trusting the registry's certificate when it has one.
+    http: reqwest::Client,
 }
 
 impl Drop for Registry {
@@ -33,7 +37,8 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    async fn start(dir: &Path) -> Registry {
+    /// Plain HTTP, or HTTPS with `tls` = (certificate, key, the CA that signed it) PEM files.
+    async fn start(dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).is_file(),
             "{REGISTRY_BIN} missing: install Debian's docker-registry (scripts/deps.sh)"
@@ -42,15 +47,22 @@ impl Registry {
         let storage = dir.join("registry-storage");
         std::fs::create_dir_all(&storage).unwrap();
         let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {addr}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
+        let mut yml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n",
+            storage.display()
+        );
+        let mut http = reqwest::Client::builder();
+        if let Some((cert, key, ca)) = tls {
+            yml.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+            let pem = std::fs::read(ca).unwrap();
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        std::fs::write(&config, yml).unwrap();
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
             .arg(&config)
@@ -58,11 +70,25 @@ impl Registry {
             .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
             .spawn()
             .unwrap();
-        let r = Registry { child, addr, storage };
-        let url = format!("http://{}/v2/", r.addr);
+        let r = Registry {
+            child,
+            addr,
+            storage,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            http: http.build().unwrap(),
+        };
+        let url = format!("{}://{}/v2/", r.scheme, r.addr);
         eventually("registry answers /v2/", || {
-            let url = url.clone();
-            async move { reqwest::get(&url).await.ok()?.status().is_success().then_some(()) }
+            let (url, http) = (url.clone(), r.http.clone());
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()?
+                    .status()
+                    .is_success()
+                    .then_some(())
+            }
         })
         .await;
         r
@@ -88,7 +114,7 @@ impl Registry {
 
 /// The push side: every blob of an OCI archive uploaded monolithically (POST an upload, PUT
 /// it with `?digest=`), then the manifest under `tag`. Returns the manifest.
-async fn push(archive_file: &Path, registry: &str, repo: &str, tag: &str) -> archive::Manifest {
+async fn push(archive_file: &Path, registry: &Registry, repo: &str, tag: &str) -> archive::Manifest {
     let dir = archive_file.with_extension("unpacked");
     tar::Archive::new(std::fs::File::open(archive_file).unwrap())
         .unpack(&dir)
@@ -97,15 +123,15 @@ async fn push(archive_file: &Path, registry: &str, repo: &str, tag: &str) -> arc
     let manifest_file = archive::blob_path(&dir, &index.manifests[0].digest).unwrap();
     let manifest_bytes = std::fs::read(&manifest_file).unwrap();
     let manifest: archive::Manifest = serde_json::from_slice(&manifest_bytes).unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://{registry}/v2/{repo}");
+    let (http, origin) = (&registry.http, format!("{}://{}", registry.scheme, registry.addr));
+    let base = format!("{origin}/v2/{repo}");
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let body = std::fs::read(archive::blob_path(&dir, &d.digest).unwrap()).unwrap();
         let r = http.post(format!("{base}/blobs/uploads/")).send().await.unwrap();
         assert_eq!(r.status(), 202, "start upload");
         let loc = r.headers()["location"].to_str().unwrap().to_string();
         let loc = if loc.starts_with('/') {
-            format!("http://{registry}{loc}")
+            format!("{origin}{loc}")
         } else {
             loc
         };
@@ -182,7 +208,9 @@ impl Env {
     async fn start(agent_args: &[&str]) -> Env {
         let cluster = Cluster::start(1, &[]).await;
         let server = cluster.members[0].client.clone();
-        let tag = format!("br-reg-{}", std::process::id());
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("br-reg-{}-{n}", std::process::id());
         let node = tag.clone();
         let data_dir = cluster.dir.path().join("agent");
         let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
@@ -326,12 +354,12 @@ fn container_now(p: &Pod) -> ContainerNow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
     let scratch = tempfile::tempdir().unwrap();
-    let registry = Registry::start(scratch.path()).await;
+    let registry = Registry::start(scratch.path(), None).await;
     let reg = registry.addr.clone();
     let good = build_archive(scratch.path(), "good", "good");
-    let manifest = push(&good, &reg, "berth/busybox", "1").await;
+    let manifest = push(&good, &registry, "berth/busybox", "1").await;
     let bad = build_archive(scratch.path(), "bad", "bad");
-    let bad_manifest = push(&bad, &reg, "berth/corrupt", "1").await;
+    let bad_manifest = push(&bad, &registry, "berth/corrupt", "1").await;
     registry.corrupt_blob(&bad_manifest.layers[0].digest);
 
     let mut env = Env::start(&[]).await;
@@ -406,4 +434,103 @@ async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
         .await;
     let agent = env.agent.as_mut().unwrap();
     assert!(agent.try_wait().unwrap().is_none(), "the agent runs on");
+}
+
+/// HTTPS with a self-signed certificate (openssl): a pull without the certificate trusted is
+/// refused (TLS verification fails, and the plain HTTP fallback a loopback registry gets meets
+/// a TLS server); an agent given it with `--registry-ca-file` pulls and runs the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_registry_with_a_ca_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path();
+    let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+    // A CA, and a server certificate for 127.0.0.1 it signs (rustls refuses a CA certificate
+    // as the server's own).
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl (Debian's openssl package)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let rsa = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &rsa,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=berth-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &rsa,
+            &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr"],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let registry = Registry::start(scratch.path(), Some((&cert, &key, &ca))).await;
+    let archive_file = build_archive(scratch.path(), "tls", "tls");
+    let manifest = push(&archive_file, &registry, "berth/tls", "1").await;
+    let image = format!("{}/berth/tls:1", registry.addr);
+
+    // Without the certificate: refused, with the TLS cause in the message.
+    let store = std::sync::Arc::new(
+        berth_node::image::ImageStore::open(&scratch.path().join("plain-store")).unwrap(),
+    );
+    let puller = berth_node::image::registry::Puller::new(Default::default()).unwrap();
+    let e = puller.pull(&store, &image).await.unwrap_err().to_string();
+    assert!(
+        e.contains("after HTTPS failed") && e.contains("certificate"),
+        "{e}"
+    );
+    assert!(store.list().unwrap().is_empty());
+
+    let ca_flag = ca.display().to_string();
+    let env = Env::start(&["--registry-ca-file", &ca_flag]).await;
+    env.create_pod("tls", &image, None).await;
+    let p = env.wait_container("tls", "running", |c| c.running).await;
+    assert_eq!(container_now(&p).image_id, manifest.config.digest);
+    assert!(
+        !env.log().contains("trying plain HTTP"),
+        "HTTPS was used throughout"
+    );
+    env.delete_pods(&["tls"]).await;
 }

@@ -8,8 +8,10 @@
 //! explicit size limits; what arrives is stored through the store's import path, so a pulled
 //! image is checked and laid out exactly as an imported one.
 //!
-//! Transport: plain HTTP for a registry listed as insecure and for a loopback one (as Docker
-//! treats 127.0.0.0/8), HTTPS otherwise with the system's roots plus an optional CA file.
+//! Transport: HTTPS with the system's roots plus an optional CA file. A registry listed as
+//! insecure, or a loopback one (as Docker treats 127.0.0.0/8), may also be spoken to over plain
+//! HTTP: HTTPS is tried first (still verified) and plain HTTP used when no TLS connection can be
+//! made, as Docker does for insecure registries (Docker also skips verification; this does not).
 //! Pulls run one at a time (the kubelet's default, serialized pulls).
 //!
 //! It does not know: pull policies and back-off (the pod worker's), credentials (only
@@ -83,7 +85,7 @@ impl RegistrySettings {
     }
 }
 
-/// Whether registry `domain` (a reference's domain) is spoken to over plain HTTP.
+/// Whether registry `domain` (a reference's domain) may be spoken to over plain HTTP.
 pub fn plain_http(domain: &str, insecure: &[String]) -> bool {
     if insecure.iter().any(|i| i == domain) {
         return true;
@@ -95,19 +97,17 @@ pub fn plain_http(domain: &str, insecure: &[String]) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `https://host/v2/<repository>` (or `http://`) for a reference.
-pub fn repository_url(p: &Parts, insecure: &[String]) -> String {
+/// `https://host/v2/<repository>` for a reference, and its `http://` form when the registry
+/// may be spoken to over plain HTTP (the fallback).
+pub fn repository_urls(p: &Parts, insecure: &[String]) -> (String, Option<String>) {
     let host = if p.domain == reference::DEFAULT_DOMAIN {
         DOCKER_HUB_REGISTRY
     } else {
         p.domain.as_str()
     };
-    let scheme = if plain_http(&p.domain, insecure) {
-        "http"
-    } else {
-        "https"
-    };
-    format!("{scheme}://{host}/v2/{}", p.repository)
+    let path = format!("{host}/v2/{}", p.repository);
+    let http = plain_http(&p.domain, insecure).then(|| format!("http://{path}"));
+    (format!("https://{path}"), http)
 }
 
 /// Pulls images; one per agent, shared by the pod workers.
@@ -155,9 +155,12 @@ impl Puller {
         let parts = reference::parts(image)?;
         let name = reference::normalize(image)?;
         let _one_at_a_time = self.serial.lock().await;
+        let (base, fallback) = repository_urls(&parts, &self.settings.insecure_registries);
         let mut s = Session {
             client: &self.client,
-            base: repository_url(&parts, &self.settings.insecure_registries),
+            base,
+            fallback,
+            https_error: None,
             repository: parts.repository.clone(),
             auth: None,
         };
@@ -208,27 +211,51 @@ struct Session<'a> {
     client: &'a reqwest::Client,
     /// `scheme://host/v2/<repository>`.
     base: String,
+    /// The plain-HTTP base to use when no TLS connection can be made (insecure registries).
+    fallback: Option<String>,
+    /// Why HTTPS was given up (told with later errors).
+    https_error: Option<String>,
     repository: String,
     /// `Authorization` header value, once a token was needed.
     auth: Option<String>,
 }
 
 impl Session<'_> {
-    /// GET with the token when one is held; a first `401` with a bearer challenge fetches one
-    /// and retries.
-    async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<reqwest::Response, Error> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// An error about `url`, with why HTTPS was given up when it was.
+    fn error(&self, url: &str, what: String) -> Error {
+        match &self.https_error {
+            Some(h) => Error::Pull(format!("GET {url}: {what} (after HTTPS failed: {h})")),
+            None => Error::Pull(format!("GET {url}: {what}")),
+        }
+    }
+
+    /// GET of `path` under the repository URL, with the token when one is held; a first `401`
+    /// with a bearer challenge fetches one and retries; a failed connection moves to the plain
+    /// HTTP fallback when there is one.
+    async fn get(&mut self, path: &str, accept: Option<&str>) -> Result<reqwest::Response, Error> {
         loop {
-            let mut req = self.client.get(url);
+            let url = self.url(path);
+            let mut req = self.client.get(&url);
             if let Some(a) = accept {
                 req = req.header(reqwest::header::ACCEPT, a);
             }
             if let Some(t) = &self.auth {
                 req = req.header(reqwest::header::AUTHORIZATION, t);
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| Error::Pull(format!("GET {url}: {}", chain(&e))))?;
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() && self.fallback.is_some() => {
+                    tracing::debug!(url = %url, "no TLS connection, trying plain HTTP: {}", chain(&e));
+                    self.https_error = Some(chain(&e));
+                    self.base = self.fallback.take().expect("checked");
+                    continue;
+                }
+                Err(e) => return Err(self.error(&url, chain(&e))),
+            };
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && self.auth.is_none() {
                 let challenge = resp
                     .headers()
@@ -236,11 +263,17 @@ impl Session<'_> {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_string();
-                self.auth = Some(self.token(url, &challenge).await?);
+                self.auth = Some(self.token(&url, &challenge).await?);
                 continue;
             }
             if !resp.status().is_success() {
-                return Err(status_error(url, resp).await);
+                // A 400 over plain HTTP is what a TLS-only server answers: say why HTTPS failed.
+                let bad_request = resp.status() == reqwest::StatusCode::BAD_REQUEST;
+                let e = status_error(&url, resp).await;
+                return Err(match &self.https_error {
+                    Some(h) if bad_request => Error::Pull(format!("{e} (after HTTPS failed: {h})")),
+                    _ => e,
+                });
             }
             return Ok(resp);
         }
@@ -305,8 +338,9 @@ impl Session<'_> {
         let mut reference = p.manifest_ref().to_string();
         let mut want = p.digest.clone();
         for _ in 0..=INDEX_DEPTH_MAX {
-            let url = format!("{}/manifests/{reference}", self.base);
-            let mut resp = self.get(&url, Some(ACCEPT_MANIFESTS)).await?;
+            let path = format!("/manifests/{reference}");
+            let mut resp = self.get(&path, Some(ACCEPT_MANIFESTS)).await?;
+            let url = self.url(&path);
             let announced = header(&resp, "docker-content-digest");
             let content_type = header(&resp, "content-type").unwrap_or_default();
             let bytes = read_limited(&mut resp, MANIFEST_BYTES_MAX, &url).await?;
@@ -415,8 +449,9 @@ impl Session<'_> {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| Error::io(parent, e))?;
-        let url = format!("{}/blobs/{}", self.base, d.digest);
-        let mut resp = self.get(&url, None).await?;
+        let rel = format!("/blobs/{}", d.digest);
+        let mut resp = self.get(&rel, None).await?;
+        let url = self.url(&rel);
         let mut f = tokio::fs::File::create(&path)
             .await
             .map_err(|e| Error::io(&path, e))?;
@@ -596,11 +631,17 @@ mod tests {
         }
         let p = reference::parts("busybox:1.36").unwrap();
         assert_eq!(
-            repository_url(&p, &[]),
-            "https://registry-1.docker.io/v2/library/busybox"
+            repository_urls(&p, &[]),
+            ("https://registry-1.docker.io/v2/library/busybox".into(), None)
         );
         let p = reference::parts("127.0.0.1:5000/x/y:1").unwrap();
-        assert_eq!(repository_url(&p, &[]), "http://127.0.0.1:5000/v2/x/y");
+        assert_eq!(
+            repository_urls(&p, &[]),
+            (
+                "https://127.0.0.1:5000/v2/x/y".into(),
+                Some("http://127.0.0.1:5000/v2/x/y".into())
+            )
+        );
     }
 
     #[test]
