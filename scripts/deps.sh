@@ -5,8 +5,9 @@ set -euo pipefail
 need=()
 # nftables and iproute2 (ip, tc netem): the lab network and the faults of `berth jepsen run`;
 # iputils-ping: the pod network tests; runc (the agent's fallback runtime), busybox-static (the
-# offline test image), util-linux (nsenter, mount).
-for pkg in libclang-dev clang protobuf-compiler etcd-client iproute2 iputils-ping nftables curl runc busybox-static util-linux "$@"; do
+# offline test image), util-linux (nsenter, mount), docker-registry (the registry the pull tests
+# push to and pull from, started by the tests on loopback; its packaged service is not used).
+for pkg in libclang-dev clang protobuf-compiler etcd-client iproute2 iputils-ping nftables curl runc busybox-static util-linux docker-registry "$@"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

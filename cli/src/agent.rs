@@ -76,6 +76,13 @@ pub struct AgentArgs {
     /// Images used or stored more recently than this are kept.
     #[arg(long, default_value_t = berth_node::gc::IMAGE_MIN_AGE_DEFAULT.as_secs())]
     pub image_gc_min_age_seconds: u64,
+    /// A registry (host or host:port, as in image references) that may be pulled from over
+    /// plain HTTP when HTTPS fails (as Docker's flag); repeatable. Loopback registries may be.
+    #[arg(long)]
+    pub insecure_registry: Vec<String>,
+    /// PEM certificates trusted for HTTPS registries besides the system's roots.
+    #[arg(long)]
+    pub registry_ca_file: Option<PathBuf>,
 }
 
 /// `k=v,...` pairs; `flag` names the flag in errors.
@@ -140,6 +147,10 @@ pub fn config(a: &AgentArgs) -> anyhow::Result<berth_node::Config> {
         }),
         "none" => None,
         other => bail!("--pod-network {other:?}: expected bridge or none"),
+    };
+    c.registry = berth_node::image::registry::RegistrySettings {
+        insecure_registries: a.insecure_registry.clone(),
+        ca_file: a.registry_ca_file.clone(),
     };
     Ok(c)
 }

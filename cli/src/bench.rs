@@ -22,6 +22,9 @@ pub enum BenchCmd {
     Api(crate::bench_api::ApiArgs),
     /// Scheduling throughput and packing over hollow nodes, with 1..N scheduler instances.
     Scheduler(crate::bench_scheduler::SchedulerBenchArgs),
+    /// Pod start latency on a warm node (create -> Running by watch), runc as the floor, and
+    /// the agent's RSS.
+    Podstart(crate::bench_podstart::PodStartArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -120,6 +123,7 @@ fn write_json(path: &Option<PathBuf>, v: &impl Serialize) -> anyhow::Result<()> 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Api(a) => crate::bench_api::run(a).await,
+        BenchCmd::Podstart(a) => crate::bench_podstart::run(a).await,
         BenchCmd::Scheduler(a) => {
             let r = crate::bench_scheduler::run(&a).await?;
             write_json(&a.json, &r)

@@ -513,11 +513,11 @@ async fn exit_codes_phases_and_init_containers() {
     assert_eq!((t.exit_code, t.reason.as_str()), (3, "Error"));
     assert_eq!(condition(&p, "Ready"), "False");
 
-    // A missing image waits with a reason, not a crash.
+    // A missing image waits with a reason, not a crash (Never: no pull is tried).
     env.create_pod(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "noimage", "namespace": "default"},
-        "spec": {"containers": [{"name": "main", "image": "nosuch:1"}]}
+        "spec": {"containers": [{"name": "main", "image": "nosuch:1", "imagePullPolicy": "Never"}]}
     }))
     .await;
     let p = env

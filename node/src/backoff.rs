@@ -79,6 +79,36 @@ impl BackOff {
         Decision::Restart
     }
 
+    /// Records a failure of `key` (an image pull) at `now_ms`: the first waits the initial
+    /// delay, each next one twice the last, up to the cap.
+    pub fn failed(&mut self, key: &str, now_ms: u64) {
+        let delay_ms = match self.entries.get(key) {
+            Some(e) if now_ms.saturating_sub(e.updated_ms) <= 2 * self.max_ms => {
+                (e.delay_ms * 2).min(self.max_ms)
+            }
+            _ => self.initial_ms,
+        };
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                delay_ms,
+                updated_ms: now_ms,
+            },
+        );
+    }
+
+    /// How long `key` still waits after its last recorded failure (None: try now).
+    pub fn remaining_ms(&self, key: &str, now_ms: u64) -> Option<u64> {
+        let e = self.entries.get(key)?;
+        let since_ms = now_ms.saturating_sub(e.updated_ms);
+        (since_ms < e.delay_ms).then(|| e.delay_ms - since_ms)
+    }
+
+    /// When `key` last failed (None: not in back-off).
+    pub fn last_failure_ms(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|e| e.updated_ms)
+    }
+
     /// Forgets a container (its pod is gone).
     pub fn forget(&mut self, key: &str) {
         self.entries.remove(key);
@@ -111,6 +141,28 @@ mod tests {
             now += 1; // ran for a millisecond
         }
         assert_eq!(waits, vec![0, 10, 20, 40, 80, 160, 300, 300]);
+    }
+
+    /// Pull failures: 10 s after the first, then 20, 40, ... 300 s; success forgets.
+    #[test]
+    fn failures_wait_doubling_delays() {
+        let mut b = BackOff::default();
+        assert_eq!(b.remaining_ms("img", 0), None, "never failed: try now");
+        let mut now = 1_000;
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            b.failed("img", now);
+            let d = b.remaining_ms("img", now).unwrap();
+            assert_eq!(b.remaining_ms("img", now + d - 1), Some(1));
+            assert_eq!(b.remaining_ms("img", now + d), None);
+            delays.push(d / 1000);
+            now += d;
+        }
+        assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(b.last_failure_ms("img"), Some(now - 300_000));
+        b.forget("img");
+        b.failed("img", now);
+        assert_eq!(b.remaining_ms("img", now), Some(BACKOFF_INITIAL_MS));
     }
 
     #[test]

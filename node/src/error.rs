@@ -16,6 +16,9 @@ pub enum Error {
     InvalidImage(String),
     #[error("image {0} not found in the node's store")]
     ImageNotFound(String),
+    /// A registry pull failed (unreachable, refused, not found, content not as announced).
+    #[error("{0}")]
+    Pull(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("control plane: {0}")]

@@ -103,6 +103,8 @@ pub struct Config {
     /// node's IP; None = `<node IP>:10250`. Port 0 takes a free port; the Node publishes the
     /// port it got (the API server dials the Node's InternalIP and that port).
     pub agent_addr: Option<String>,
+    /// Registry pulls: insecure (plain HTTP) registries, an extra CA file.
+    pub registry: image::registry::RegistrySettings,
 }
 
 impl Config {
@@ -130,6 +132,7 @@ impl Config {
             container_log_bytes_max: runtime::monitor::LOG_BYTES_MAX_DEFAULT,
             gc: gc::GcPolicy::default(),
             agent_addr: None,
+            registry: image::registry::RegistrySettings::default(),
         }
     }
 
@@ -174,6 +177,7 @@ impl Config {
         if let Some(b) = &self.bridge {
             b.validate()?;
         }
+        self.registry.validate()?;
         if self.lease_renew_interval.is_zero() {
             return Err(Error::Config("--lease-renew-interval-ms must be positive".into()));
         }
@@ -207,6 +211,7 @@ pub struct Shared {
     pub cfg: Config,
     pub client: ResourceClient,
     pub images: Arc<image::ImageStore>,
+    pub puller: Arc<image::registry::Puller>,
     pub runtime: Arc<dyn runtime::Runtime>,
     pub cgroups: cgroups::Cgroups,
     pub network: Arc<dyn netns::PodNetwork>,
@@ -422,6 +427,7 @@ impl Agent {
         }
         let client = ResourceClient::new(&cfg.servers, cfg.request_timeout)?;
         let images = Arc::new(image::ImageStore::open(&cfg.data_dir.join("images"))?);
+        let puller = Arc::new(image::registry::Puller::new(cfg.registry.clone())?);
         let node_ip = host_ip(&cfg);
         let host_ip = node_ip.to_string();
         let agent_addr = agent_listen_addr(cfg.agent_addr.as_deref(), node_ip);
@@ -475,6 +481,7 @@ impl Agent {
             cfg: cfg.clone(),
             client: client.clone(),
             images,
+            puller,
             runtime: self.runtime.clone(),
             cgroups: cgroups::Cgroups::detect(&cfg.cgroup_root, &cfg.cgroup_parent),
             network,

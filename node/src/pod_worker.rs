@@ -33,6 +33,9 @@ pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 const SETUP_RETRY: Duration = Duration::from_secs(2);
 /// Retry a container that could not be created (missing image, bad config reference).
 const CREATE_RETRY: Duration = Duration::from_secs(2);
+/// A failed pull shows as ErrImagePull at least this long before ImagePullBackOff (a sync
+/// right after the failure, woken by the status write itself, would replace it at once).
+const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(2);
 /// Poll while referenced ConfigMaps/Secrets are still loading.
 const OBJECTS_WAIT: Duration = Duration::from_millis(100);
 /// How long to wait for processes after SIGKILL before tearing down anyway.
@@ -100,6 +103,8 @@ pub struct Worker {
     sandbox: Option<Sandbox>,
     ctrs: BTreeMap<String, Ctr>,
     backoff: BackOff,
+    /// Image pull failures, keyed `pull/<image>` (ImagePullBackOff).
+    pull_backoff: BackOff,
     start_time: String,
     message: String,
     volumes: HashMap<String, PathBuf>,
@@ -134,6 +139,7 @@ pub fn spawn(shared: Arc<Shared>, pod: Pod, done: mpsc::UnboundedSender<String>)
         sandbox: None,
         ctrs: BTreeMap::new(),
         backoff: BackOff::default(),
+        pull_backoff: BackOff::default(),
         start_time: String::new(),
         message: String::new(),
         volumes: HashMap::new(),
@@ -519,8 +525,70 @@ impl Worker {
         Ok(())
     }
 
+    /// Makes the container's image present as its imagePullPolicy says (Always; IfNotPresent;
+    /// Never: fail when missing), pulling with back-off; an error is (waiting reason, message)
+    /// as the kubelet reports it.
+    async fn ensure_image(&mut self, c: &Container) -> Result<(), (String, String)> {
+        let policy = if c.image_pull_policy.is_empty() {
+            berth_proto::defaults::image_pull_policy(&c.image)
+        } else {
+            c.image_pull_policy.as_str()
+        };
+        let present = self
+            .shared
+            .images
+            .manifest_digest_of(&c.image)
+            .map_err(|e| ("InvalidImageName".to_string(), e.to_string()))?
+            .is_some();
+        match (policy, present) {
+            ("Never", false) => Err((
+                "ErrImageNeverPull".into(),
+                format!(
+                    "Container image \"{}\" is not present with pull policy of Never",
+                    c.image
+                ),
+            )),
+            ("Never", true) | ("IfNotPresent", true) => Ok(()),
+            _ => self.pull(c).await,
+        }
+    }
+
+    async fn pull(&mut self, c: &Container) -> Result<(), (String, String)> {
+        let key = format!("pull/{}", c.image);
+        let now_ms = self.now_ms();
+        if self.pull_backoff.remaining_ms(&key, now_ms).is_some() {
+            let failed_ms = self.pull_backoff.last_failure_ms(&key).unwrap_or(0);
+            let shown = self.ctrs.get(&c.name).and_then(|x| x.waiting.clone());
+            if let Some(err) = shown.filter(|(r, _)| r == "ErrImagePull") {
+                if now_ms.saturating_sub(failed_ms) < ERR_IMAGE_PULL_SHOWN.as_millis() as u64 {
+                    return Err(err);
+                }
+            }
+            return Err((
+                "ImagePullBackOff".into(),
+                format!("Back-off pulling image \"{}\"", c.image),
+            ));
+        }
+        tracing::info!(pod = %self.uid, image = %c.image, "pulling");
+        match self.shared.puller.pull(&self.shared.images, &c.image).await {
+            Ok(info) => {
+                tracing::info!(pod = %self.uid, image = %info.name, digest = %info.manifest_digest, "pulled");
+                self.pull_backoff.forget(&key);
+                Ok(())
+            }
+            Err(e) => {
+                self.pull_backoff.failed(&key, self.now_ms());
+                Err((
+                    "ErrImagePull".into(),
+                    format!("Failed to pull image \"{}\": {e}", c.image),
+                ))
+            }
+        }
+    }
+
     /// Creates and starts one container; an error is (waiting reason, message).
     async fn start(&mut self, pod: &Pod, c: &Container) -> Result<(), (String, String)> {
+        self.ensure_image(c).await?;
         let images = self.shared.images.clone();
         let image_ref = c.image.clone();
         let image = tokio::task::spawn_blocking(move || {

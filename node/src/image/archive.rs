@@ -12,7 +12,12 @@ pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker's (schema 2) media types, which registries still serve for many images.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 /// Annotation holding the full reference (containerd's and Berth's archives).
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 /// OCI's annotation: a tag, or (in older tools) a full reference.
@@ -200,23 +205,31 @@ fn descriptor_names(d: &Descriptor) -> Vec<String> {
 fn pick_manifest(dir: &Path, d: &Descriptor) -> Result<Descriptor, Error> {
     let mut d = d.clone();
     for _ in 0..4 {
-        if d.media_type != MEDIA_INDEX && d.media_type != DOCKER_MANIFEST_LIST {
+        if !is_index(&d.media_type) {
             return Ok(d);
         }
         let idx: Index = read_json(&blob_path(dir, &d.digest)?)?;
-        let arch = host_arch();
-        d = idx
-            .manifests
-            .iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-            })
-            .cloned()
-            .ok_or_else(|| Error::InvalidImage(format!("no linux/{arch} image in the index")))?;
+        d = platform_manifest(&idx)?.clone();
     }
     Err(Error::InvalidImage("indexes nested too deep".into()))
+}
+
+/// Whether a descriptor's media type is an index (OCI) or manifest list (Docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == MEDIA_INDEX || media_type == DOCKER_MANIFEST_LIST
+}
+
+/// The entry of a multi-platform index for this machine (linux and its architecture).
+pub fn platform_manifest(idx: &Index) -> Result<&Descriptor, Error> {
+    let arch = host_arch();
+    idx.manifests
+        .iter()
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+        })
+        .ok_or_else(|| Error::InvalidImage(format!("no linux/{arch} image in the index")))
 }
 
 /// This machine's architecture in OCI's spelling.

@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod busybox;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use store::{ImageInfo, ImageStore, ResolvedImage};

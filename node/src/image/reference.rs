@@ -97,6 +97,48 @@ fn split_domain(name: &str) -> (String, String) {
     }
 }
 
+/// A normalized reference taken apart: what a registry request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts {
+    /// `docker.io`, `quay.io`, `127.0.0.1:5000`, ...
+    pub domain: String,
+    /// The repository path inside the registry (`library/busybox`).
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl Parts {
+    /// What a manifest request names: the digest when there is one, else the tag.
+    pub fn manifest_ref(&self) -> &str {
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
+    }
+}
+
+/// Splits a reference (normalized first, so any accepted form works).
+pub fn parts(r: &str) -> Result<Parts, Error> {
+    let n = normalize(r)?;
+    let (name_tag, digest) = match n.split_once('@') {
+        Some((a, d)) => (a.to_string(), Some(d.to_string())),
+        None => (n.clone(), None),
+    };
+    let last_slash = name_tag.rfind('/').expect("normalized references have a domain");
+    let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        Some(i) => (
+            name_tag[..last_slash + i].to_string(),
+            Some(name_tag[last_slash + i + 1..].to_string()),
+        ),
+        None => (name_tag.clone(), None),
+    };
+    let (domain, repository) = name.split_once('/').expect("normalized references have a domain");
+    Ok(Parts {
+        domain: domain.into(),
+        repository: repository.into(),
+        tag,
+        digest,
+    })
+}
+
 /// The short form users type, for display (`docker.io/library/busybox:1.36` -> `busybox:1.36`).
 pub fn familiar(normalized: &str) -> &str {
     let s = normalized.strip_prefix("docker.io/").unwrap_or(normalized);
@@ -150,6 +192,24 @@ mod tests {
         ] {
             assert!(normalize(r).is_err(), "{r:?} accepted");
         }
+    }
+
+    #[test]
+    fn parts_of_references() {
+        let p = parts("localhost:5000/x/y:v1").unwrap();
+        assert_eq!(
+            (p.domain.as_str(), p.repository.as_str(), p.tag.as_deref()),
+            ("localhost:5000", "x/y", Some("v1"))
+        );
+        assert_eq!(p.manifest_ref(), "v1");
+        let d = format!("sha256:{}", "b".repeat(64));
+        let p = parts(&format!("busybox:1@{d}")).unwrap();
+        assert_eq!(
+            (p.domain.as_str(), p.repository.as_str()),
+            ("docker.io", "library/busybox")
+        );
+        assert_eq!(p.manifest_ref(), d);
+        assert_eq!(parts("busybox").unwrap().manifest_ref(), "latest");
     }
 
     #[test]

@@ -161,19 +161,26 @@ impl ImageStore {
         Ok(digest)
     }
 
-    /// Moves or copies a file in as a blob, checking it against `want` when given.
-    fn put_file(&self, src: &Path, want: Option<&str>) -> Result<(String, u64, String), Error> {
+    /// Links (same filesystem) or copies a file in as a blob, checking it against the
+    /// descriptor `want` (digest and size) when given. The source stays in place.
+    fn put_file(&self, src: &Path, want: Option<&Descriptor>) -> Result<(String, u64, String), Error> {
         let (digest, size, diff_id) = file_digests(src)?;
-        if let Some(w) = want.filter(|w| *w != digest) {
-            return Err(Error::InvalidImage(format!(
-                "{}: digest {digest}, expected {w}",
-                src.display()
-            )));
+        if let Some(w) = want {
+            if w.digest != digest || w.size != size as i64 {
+                return Err(Error::InvalidImage(format!(
+                    "{}: content is {digest} ({size} bytes), the manifest says {} ({} bytes)",
+                    src.display(),
+                    w.digest,
+                    w.size
+                )));
+            }
         }
         let p = self.blob(&digest)?;
         if !p.exists() {
             let tmp = self.tmp_path("blob");
-            std::fs::copy(src, &tmp).map_err(|e| Error::io(src, e))?;
+            if std::fs::hard_link(src, &tmp).is_err() {
+                std::fs::copy(src, &tmp).map_err(|e| Error::io(src, e))?;
+            }
             std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
         }
         Ok((digest, size, diff_id))
@@ -306,10 +313,23 @@ impl ImageStore {
                 img.layer_files.len()
             )));
         }
-        let (config_digest, config_size, _) = self.put_file(&img.config_file, None)?;
+        // With a manifest, every blob must be what it names (digest and size).
+        let manifest: Option<Manifest> = img.manifest_file.as_deref().map(archive::read_json).transpose()?;
+        if let Some(m) = manifest
+            .as_ref()
+            .filter(|m| m.layers.len() != img.layer_files.len())
+        {
+            return Err(Error::InvalidImage(format!(
+                "the manifest lists {} layers, {} were given",
+                m.layers.len(),
+                img.layer_files.len()
+            )));
+        }
+        let (config_digest, config_size, _) =
+            self.put_file(&img.config_file, manifest.as_ref().map(|m| &m.config))?;
         let mut layers = Vec::new();
-        for (file, want_diff) in img.layer_files.iter().zip(&config.rootfs.diff_ids) {
-            let (digest, size, diff_id) = self.put_file(file, None)?;
+        for (i, (file, want_diff)) in img.layer_files.iter().zip(&config.rootfs.diff_ids).enumerate() {
+            let (digest, size, diff_id) = self.put_file(file, manifest.as_ref().map(|m| &m.layers[i]))?;
             if &diff_id != want_diff {
                 return Err(Error::InvalidImage(format!(
                     "layer {}: content {diff_id}, config says {want_diff}",
@@ -346,6 +366,39 @@ impl ImageStore {
             layers,
         };
         self.put_bytes(&serde_json::to_vec(&manifest).expect("manifest serializes"))
+    }
+
+    /// Stores one image (a manifest, its config and layer files, as a registry pull brings
+    /// them) under `name`, through the same checks as an archive import.
+    pub fn import_image(&self, img: &archive::ArchiveImage, name: &str) -> Result<ImageInfo, Error> {
+        let name = reference::normalize(name)?;
+        let _l = self.lock()?;
+        let manifest_digest = self.import_one(img)?;
+        let mut refs = self.refs()?;
+        refs.insert(name.clone(), manifest_digest);
+        self.write_refs(&refs)?;
+        drop(_l);
+        self.info(&name)
+    }
+
+    /// The manifest digest `name` points at, if the store has that name.
+    pub fn manifest_digest_of(&self, name: &str) -> Result<Option<String>, Error> {
+        let name = reference::normalize(name)?;
+        Ok(self.refs()?.get(&name).cloned())
+    }
+
+    /// The stored blob with this digest, if present (complete: blobs are renamed into place).
+    pub fn blob_if_present(&self, digest: &str) -> Result<Option<PathBuf>, Error> {
+        let p = self.blob(digest)?;
+        Ok(p.exists().then_some(p))
+    }
+
+    /// A fresh scratch directory inside the store (same filesystem: blobs link in without a
+    /// copy); the caller removes it.
+    pub fn scratch_dir(&self, what: &str) -> Result<PathBuf, Error> {
+        let d = self.tmp_path(what);
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        Ok(d)
     }
 
     /// Writes image `name` as an OCI archive (an OCI image layout in a tar) to `out`.
@@ -407,7 +460,8 @@ impl ImageStore {
         archive::read_json(&self.blob(digest)?)
     }
 
-    fn info(&self, name: &str) -> Result<ImageInfo, Error> {
+    /// What the store holds under `name` (a normalized reference).
+    pub fn info(&self, name: &str) -> Result<ImageInfo, Error> {
         let manifest_digest = self.manifest_digest(name)?;
         let m = self.manifest(&manifest_digest)?;
         Ok(ImageInfo {
