@@ -379,6 +379,8 @@ async fn start_floor(
             })
             .collect(),
         log_path: c.dir.join("log"),
+        log_bytes_max: berth_node::runtime::monitor::LOG_BYTES_MAX_DEFAULT,
+        oom_counter: None,
     };
     let mut spec = oci::spec(&cfg);
     // The pod's shared namespaces do not exist here: runc makes fresh ones.
