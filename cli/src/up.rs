@@ -115,6 +115,8 @@ fn agent_config(a: &UpArgs) -> anyhow::Result<berth_node::Config> {
         bridge_name: a.bridge_name.clone(),
         veth_prefix: a.veth_prefix.clone(),
     });
+    // A one-machine cluster: the agent's API and the Node's address stay on loopback.
+    c.node_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
     c.agent_addr = a.agent_addr.clone();
     Ok(c)
 }

@@ -125,6 +125,8 @@ impl Env {
                 "500",
             ])
             .args(["--node-ip", "127.0.0.1", "--runtime", &self.runtime])
+            // A free port: agents of tests running at once never collide.
+            .args(["--agent-addr", "127.0.0.1:0"])
             .args(&self.agent_args)
             .env("BERTH_LOG", "info,berth_node=debug")
             .stdout(Stdio::null())

@@ -225,6 +225,7 @@ impl Env {
             .arg(&cfg.run_dir)
             .args(["--cgroup-parent", &tag, "--lease-renew-interval-ms", "200"])
             .args(["--node-ip", "127.0.0.1", "--pod-network", "none"])
+            .args(["--agent-addr", "127.0.0.1:0"])
             .args(agent_args)
             .env("BERTH_LOG", "info,berth_node=debug")
             .stdout(Stdio::null())

@@ -57,7 +57,7 @@ async fn up_runs_the_demo_on_its_own_node() {
         .arg(&data_dir)
         .args(["--bridge-name", BRIDGE, "--veth-prefix", "buw"])
         .args(["--cluster-cidr", "10.214.0.0/16", "--node-name", NODE])
-        // Any free port on the node's IP: tests running at once never collide.
+        // Any free port on the node's IP (loopback under `berth up`): tests running at once never collide.
         .args(["--agent-addr", ":0"])
         .env("BERTH_LOG", "info")
         .stdout(Stdio::null())
