@@ -22,6 +22,9 @@ pub enum BenchCmd {
     Api(crate::bench_api::ApiArgs),
     /// Scheduling throughput and packing over hollow nodes, with 1..N scheduler instances.
     Scheduler(crate::bench_scheduler::SchedulerBenchArgs),
+    /// Node and control-plane member loss on a cluster of real servers and agents: time until
+    /// replicas run elsewhere, controllers and schedulers act again.
+    Recovery(crate::bench_recovery::RecoveryArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -120,6 +123,7 @@ fn write_json(path: &Option<PathBuf>, v: &impl Serialize) -> anyhow::Result<()> 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Api(a) => crate::bench_api::run(a).await,
+        BenchCmd::Recovery(a) => crate::bench_recovery::run(a).await,
         BenchCmd::Scheduler(a) => {
             let r = crate::bench_scheduler::run(&a).await?;
             write_json(&a.json, &r)

@@ -965,7 +965,7 @@ async fn a_partition_of_most_nodes_evicts_nothing() {
         Some(())
     })
     .await;
-    // Evictions would start 1 s (DISRUPTION_SETTLE) after the taints; give them twice that.
+    // Evictions would start 400 ms (disruption_settle of 2 s) after the taints; give them 2 s.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in names {
         let p: Pod = rc.get("default", &format!("pod-{n}")).await.unwrap();
