@@ -84,6 +84,9 @@ pub struct RecoveryArgs {
     pub work_dir: Option<PathBuf>,
     #[arg(long)]
     pub keep: bool,
+    /// On a failure, leave the cluster running this long before tearing it down (to inspect it).
+    #[arg(long, default_value_t = 0)]
+    pub hold_on_failure_secs: u64,
     /// The berth binary to start (default: this one).
     #[arg(long)]
     pub berth_bin: Option<PathBuf>,
@@ -433,6 +436,7 @@ fn probe_pod(name: &str) -> anyhow::Result<Pod> {
 /// A pod informer whose every event bumps a counter, so a waiter can re-evaluate.
 struct PodView {
     pods: Informer<Pod>,
+    client: ResourceClient,
     changes: watch::Receiver<u64>,
     _pump: tokio::task::JoinHandle<()>,
 }
@@ -440,7 +444,7 @@ struct PodView {
 impl PodView {
     async fn start(addrs: &[String]) -> anyhow::Result<PodView> {
         let rc = ResourceClient::new(addrs, Duration::from_secs(5))?;
-        let (pods, mut rx) = Informer::<Pod>::start(rc, NAMESPACE, ListParams::default());
+        let (pods, mut rx) = Informer::<Pod>::start(rc.clone(), NAMESPACE, ListParams::default());
         let (tx, changes) = watch::channel(0u64);
         let pump = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
@@ -450,6 +454,7 @@ impl PodView {
         });
         let v = PodView {
             pods,
+            client: rc,
             changes,
             _pump: pump,
         };
@@ -471,10 +476,57 @@ impl PodView {
             match tokio::time::timeout_at(deadline, self.changes.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => bail!("pod informer stopped while waiting for {what}"),
-                Err(_) => bail!("timed out waiting for {what}"),
+                Err(_) => {
+                    // What the informer shows, and what a fresh list says.
+                    let fresh = match self
+                        .client
+                        .list_all::<Pod>(NAMESPACE, &ListParams::default())
+                        .await
+                    {
+                        Ok(l) => summary(&l.items),
+                        Err(e) => e.to_string(),
+                    };
+                    let rs = match self
+                        .client
+                        .list_all::<berth_proto::appsv1::ReplicaSet>(NAMESPACE, &ListParams::default())
+                        .await
+                    {
+                        Ok(l) => format!(
+                            "{:?}",
+                            l.items.iter().map(|r| (&r.spec, &r.status)).collect::<Vec<_>>()
+                        ),
+                        Err(e) => e.to_string(),
+                    };
+                    bail!(
+                        "timed out waiting for {what}; pods (informer):\n{}pods (list):\n{fresh}replicasets: {rs}",
+                        summary(&self.pods.list())
+                    )
+                }
             }
         }
     }
+}
+
+/// One line per pod: name, node, phase, conditions, whether it is being deleted.
+fn summary(pods: &[Pod]) -> String {
+    let mut out = String::new();
+    for p in pods {
+        let st = p.status.clone().unwrap_or_default();
+        let conds: Vec<String> = st
+            .conditions
+            .iter()
+            .map(|c| format!("{}={}({})", c.r#type, c.status, c.message))
+            .collect();
+        out.push_str(&format!(
+            "  {} node={:?} phase={:?} terminating={} {}\n",
+            meta(p).name,
+            node_of(p),
+            st.phase,
+            terminating(p),
+            conds.join(" ")
+        ));
+    }
+    out
 }
 
 fn meta(p: &Pod) -> berth_proto::metav1::ObjectMeta {
@@ -869,7 +921,12 @@ pub async fn run(a: RecoveryArgs) -> anyhow::Result<()> {
         let r = match r {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("logs in {}", dir.display());
+                eprintln!(
+                    "{e:#}\nlogs in {}; servers {}",
+                    dir.display(),
+                    cluster.clients().join(",")
+                );
+                tokio::time::sleep(Duration::from_secs(a.hold_on_failure_secs)).await;
                 return Err(e);
             }
         };

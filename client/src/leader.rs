@@ -214,12 +214,14 @@ async fn run(
 ) {
     // Start (micros) of the last successful round while leading.
     let mut renewed: Option<i64> = None;
+    // The Lease as last written by us (None when another holds it or a round failed).
+    let mut held: Option<Lease> = None;
     let deadline = micros(config.renew_deadline);
     loop {
         let started = clock.now_micros();
         // A leader's round may take no longer than its remaining time; a follower's, a deadline.
         let budget = renewed.map_or(deadline, |t| time_left_micros(t, deadline, started));
-        let round = try_acquire_or_renew(&client, &config, started);
+        let round = try_acquire_or_renew(&client, &config, started, &mut held);
         let outcome = tokio::time::timeout(Duration::from_micros(budget as u64), round).await;
         match outcome {
             Ok(Ok(true)) => {
@@ -228,12 +230,15 @@ async fn run(
             }
             Ok(Ok(false)) => {
                 renewed = None;
+                held = None;
                 tx.send_replace(false);
             }
             Ok(Err(e)) => {
                 tracing::debug!(identity = %config.identity, "lease {}: {e}", config.lease_name);
             }
             Err(_) => {
+                // The write may still land: the next round reads what is there.
+                held = None;
                 tracing::debug!(identity = %config.identity, "lease {}: round timed out", config.lease_name);
             }
         }
@@ -293,13 +298,30 @@ pub async fn release(
 pub const RELEASE_ATTEMPTS_MAX: usize = 3;
 
 /// One round: `Ok(true)` when we hold the Lease after it, `Ok(false)` when another does.
+/// `held` is the Lease as this candidate last wrote it while holding it: a renewal is then one
+/// compare-and-swap write on it, without a read first (a conflict means someone else wrote
+/// since, so the round reads and decides afresh).
 async fn try_acquire_or_renew(
     client: &ResourceClient,
     config: &LeaderElectionConfig,
     now: i64,
+    held: &mut Option<Lease>,
 ) -> Result<bool, ClientError> {
     let now_s = format_micro_time(now);
     let secs = i32::try_from(config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+    if let Some(mut lease) = held.take() {
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.renew_time = Some(now_s.clone());
+        spec.lease_duration_seconds = Some(secs);
+        match client.update(&lease).await {
+            Ok(written) => {
+                *held = Some(written);
+                return Ok(true);
+            }
+            Err(ClientError::Conflict(_)) | Err(ClientError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let lease = match client.get::<Lease>(&config.namespace, &config.lease_name).await {
         Ok(l) => l,
         Err(ClientError::NotFound(_)) => {
@@ -320,7 +342,10 @@ async fn try_acquire_or_renew(
                 ..Default::default()
             };
             return match client.create(&config.namespace, &lease).await {
-                Ok(_) => Ok(true),
+                Ok(written) => {
+                    *held = Some(written);
+                    Ok(true)
+                }
                 Err(ClientError::AlreadyExists(_)) => Ok(false),
                 Err(e) => Err(e),
             };
@@ -343,7 +368,10 @@ async fn try_acquire_or_renew(
     next.spec = Some(spec);
     // `next` carries the resourceVersion read: a concurrent writer makes this a Conflict.
     match client.update(&next).await {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            *held = Some(written);
+            Ok(true)
+        }
         Err(ClientError::Conflict(_)) => Ok(false),
         Err(e) => Err(e),
     }
