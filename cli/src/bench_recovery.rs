@@ -884,6 +884,18 @@ fn parse_setting(s: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 pub async fn run(a: RecoveryArgs) -> anyhow::Result<()> {
+    // On SIGINT/SIGTERM the bench's future is dropped, and with it the cluster: every process
+    // it started is killed and the agents' leftovers removed.
+    tokio::select! {
+        r = run_bench(a) => r,
+        r = crate::server::wait_for_signal() => {
+            r?;
+            bail!("interrupted")
+        }
+    }
+}
+
+async fn run_bench(a: RecoveryArgs) -> anyhow::Result<()> {
     if a.servers < 2 || a.agents < 2 || a.replicas == 0 {
         bail!("need --servers >= 2, --agents >= 2 and --replicas >= 1");
     }
