@@ -948,7 +948,8 @@ async fn run_bench(a: RecoveryArgs) -> anyhow::Result<()> {
             match member_loss(&a, &mut cluster).await {
                 Ok(m) => result.member_loss = Some(m),
                 Err(e) => {
-                    eprintln!("logs in {}", dir.display());
+                    eprintln!("{e:#}\nlogs in {}; servers {}", dir.display(), cluster.clients().join(","));
+                    tokio::time::sleep(Duration::from_secs(a.hold_on_failure_secs)).await;
                     return Err(e);
                 }
             }

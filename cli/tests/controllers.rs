@@ -1080,7 +1080,7 @@ async fn another_member_takes_over_when_the_leading_one_dies() {
     rc.delete::<Pod>("default", &victim, DeleteOptions::default())
         .await
         .unwrap();
-    // The Lease (15 s) expires, another member's manager takes it and repairs the set.
+    // The Lease (1 s) expires, another member's manager takes it and repairs the set.
     eventually("a new leader replaced the pod", || async {
         let l: Lease = rc.get("kube-system", "berth-controller-manager").await.ok()?;
         let new_holder = l.spec?.holder_identity?;
