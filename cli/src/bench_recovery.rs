@@ -726,7 +726,7 @@ async fn member_loss(a: &RecoveryArgs, cluster: &mut BenchCluster) -> anyhow::Re
             let rc = rc.clone();
             let (doomed, probes, round) = (doomed.clone(), a.probe_pods, round);
             tokio::spawn(async move {
-                delete_retrying(&rc, &doomed).await?;
+                delete_retrying(&rc, &doomed, DeleteOptions::default()).await?;
                 for i in 0..probes {
                     create_retrying(&rc, &probe_pod(&format!("bv-probe-{round}-{i}"))?).await?;
                 }
@@ -809,11 +809,7 @@ async fn member_loss(a: &RecoveryArgs, cluster: &mut BenchCluster) -> anyhow::Re
                 grace_period_seconds: Some(0),
                 ..Default::default()
             };
-            let name = format!("bv-probe-{round}-{i}");
-            match rc.delete::<Pod>(NAMESPACE, &name, opts).await {
-                Ok(_) | Err(ClientError::NotFound(_)) => {}
-                Err(e) => return Err(e).context(format!("deleting probe {name}")),
-            }
+            delete_retrying(&rc, &format!("bv-probe-{round}-{i}"), opts).await?;
         }
         cluster.servers[idx].proc.start()?;
         let one = vec![cluster.servers[idx].client.clone()];
@@ -840,10 +836,10 @@ async fn member_loss(a: &RecoveryArgs, cluster: &mut BenchCluster) -> anyhow::Re
 
 /// A write that may meet the election: retried on answers that say it was not applied, or
 /// may not have been (a delete or create is checked by its outcome: NotFound / AlreadyExists).
-async fn delete_retrying(rc: &ResourceClient, name: &str) -> anyhow::Result<()> {
+async fn delete_retrying(rc: &ResourceClient, name: &str, opts: DeleteOptions) -> anyhow::Result<()> {
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
-        match rc.delete::<Pod>(NAMESPACE, name, DeleteOptions::default()).await {
+        match rc.delete::<Pod>(NAMESPACE, name, opts.clone()).await {
             Ok(_) | Err(ClientError::NotFound(_)) => return Ok(()),
             Err(e) if Instant::now() < deadline => {
                 tracing::debug!("delete {name}: {e}; retrying");
@@ -948,7 +944,11 @@ async fn run_bench(a: RecoveryArgs) -> anyhow::Result<()> {
             match member_loss(&a, &mut cluster).await {
                 Ok(m) => result.member_loss = Some(m),
                 Err(e) => {
-                    eprintln!("{e:#}\nlogs in {}; servers {}", dir.display(), cluster.clients().join(","));
+                    eprintln!(
+                        "{e:#}\nlogs in {}; servers {}",
+                        dir.display(),
+                        cluster.clients().join(",")
+                    );
                     tokio::time::sleep(Duration::from_secs(a.hold_on_failure_secs)).await;
                     return Err(e);
                 }

@@ -113,8 +113,14 @@ impl Drop for Agent {
 async fn wait_ready(rc: &ResourceClient, node: &str) {
     eventually(&format!("node {node} Ready"), || async {
         let n = rc.get::<Node>("", node).await.ok()?;
-        let ready = n.status?.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True");
-        let tainted = n.spec.is_some_and(|s| s.taints.iter().any(|t| t.key.starts_with("node.kubernetes.io/")));
+        let ready = n
+            .status?
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True");
+        let tainted = n
+            .spec
+            .is_some_and(|s| s.taints.iter().any(|t| t.key.starts_with("node.kubernetes.io/")));
         (ready && !tainted).then_some(())
     })
     .await;
@@ -144,7 +150,7 @@ fn running(p: &Pod) -> bool {
 async fn a_killed_agents_pods_come_back_on_another_node() {
     let c = Cluster::start(1, &["--node-grace-period-ms", "2000"]).await;
     let server = c.members[0].client.clone();
-    let rc = ResourceClient::new(&[server.clone()], Duration::from_secs(5)).unwrap();
+    let rc = ResourceClient::new(std::slice::from_ref(&server), Duration::from_secs(5)).unwrap();
     let tag = format!("bv-t{}", std::process::id());
     let mut agents: Vec<Agent> = ["a", "b"]
         .iter()
@@ -191,7 +197,11 @@ async fn a_killed_agents_pods_come_back_on_another_node() {
     wait_ready(&rc, &victim).await;
     eventually("only the two new replicas left", || async {
         let ps = pods(&rc).await;
-        (ps.len() == 2 && ps.iter().all(|p| !terminating(p) && running(p) && node_of(p) != victim)).then_some(())
+        (ps.len() == 2
+            && ps
+                .iter()
+                .all(|p| !terminating(p) && running(p) && node_of(p) != victim))
+        .then_some(())
     })
     .await;
 }
