@@ -656,6 +656,12 @@ async fn raft_leader(cluster: &BenchCluster, among: &[String]) -> Option<String>
     ids.get(&leader?).cloned()
 }
 
+/// Whether the member at `client` answers and knows a Raft leader.
+async fn knows_a_leader(client: &str) -> Option<()> {
+    let c = EtcdClient::new(&[client.to_string()], Duration::from_millis(500)).ok()?;
+    (c.status_of(0).await.ok()?.leader != 0).then_some(())
+}
+
 async fn lease(rc: &ResourceClient, ns: &str, name: &str) -> Option<(String, i64)> {
     let l: Lease = rc.get(ns, name).await.ok()?;
     let spec = l.spec?;
@@ -812,11 +818,8 @@ async fn member_loss(a: &RecoveryArgs, cluster: &mut BenchCluster) -> anyhow::Re
             delete_retrying(&rc, &format!("bv-probe-{round}-{i}"), opts).await?;
         }
         cluster.servers[idx].proc.start()?;
-        let one = vec![cluster.servers[idx].client.clone()];
-        poll("the restarted member in the cluster", || {
-            raft_leader(cluster, &one)
-        })
-        .await?;
+        let back = cluster.servers[idx].client.clone();
+        poll("the restarted member in the cluster", || knows_a_leader(&back)).await?;
         view.until("probes gone and replicas settled", |p| {
             settled(p, a.replicas) && !p.iter().any(|p| meta(p).labels.contains_key("bv-probe"))
         })
