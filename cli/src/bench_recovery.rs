@@ -87,6 +87,9 @@ pub struct RecoveryArgs {
     /// On a failure, leave the cluster running this long before tearing it down (to inspect it).
     #[arg(long, default_value_t = 0)]
     pub hold_on_failure_secs: u64,
+    /// BERTH_LOG of the servers and agents the bench starts.
+    #[arg(long, default_value = "info,openraft=warn")]
+    pub child_log: String,
     /// The berth binary to start (default: this one).
     #[arg(long)]
     pub berth_bin: Option<PathBuf>,
@@ -184,6 +187,7 @@ pub struct RecoveryResult {
 /// A child process we started, restartable with the same arguments; killed on drop.
 struct Proc {
     name: String,
+    log_filter: String,
     bin: PathBuf,
     args: Vec<String>,
     log: PathBuf,
@@ -198,7 +202,7 @@ impl Proc {
             .open(&self.log)?;
         let child = Command::new(&self.bin)
             .args(&self.args)
-            .env("BERTH_LOG", "info,openraft=warn")
+            .env("BERTH_LOG", &self.log_filter)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -313,6 +317,7 @@ async fn start_cluster(
         ];
         let mut proc = Proc {
             name: name.clone(),
+            log_filter: a.child_log.clone(),
             bin: bin.to_path_buf(),
             args,
             log: dir.join(format!("{name}.log")),
@@ -362,6 +367,7 @@ async fn start_cluster(
         ];
         let mut proc = Proc {
             name: name.clone(),
+            log_filter: a.child_log.clone(),
             bin: bin.to_path_buf(),
             args,
             log: dir.join(format!("{name}.log")),
