@@ -292,7 +292,11 @@ async fn run(
         // Synced: each informer's first list has been sent whole and applied here, so no
         // decision is made from a half-loaded cache.
         synced |= drained && pods_rev > 0 && nodes_rev > 0 && leases_rev > 0;
-        let me_live = elector.is_leader();
+        // Live while the elector holds the Lease, or while the Lease as the others see it
+        // has not expired: an instance whose renewal is late (during a Raft election, say)
+        // keeps its share until the others count it dead, instead of leaving it to nobody.
+        // Binds are compare-and-swap transactions, so overlapping views cost conflicts only.
+        let me_live = elector.is_leader() || r.own_lease_unexpired();
         // Ownership must follow the Leases as they are now, not as of the last tick.
         r.update_live(me_live);
         if r.can_schedule(synced, me_live) {
@@ -511,6 +515,18 @@ impl Runner {
             self.last_flush = now;
             self.cluster_changed();
         }
+    }
+
+    /// Whether this instance's Lease, as cached, is held by it and has not expired.
+    fn own_lease_unexpired(&self) -> bool {
+        let name = format!("{}{}", self.cfg.lease_prefix, self.cfg.instance);
+        self.leases
+            .get(&name)
+            .and_then(|l| l.spec.as_ref())
+            .is_some_and(|spec| {
+                spec.holder_identity.as_deref() == Some(self.cfg.instance.as_str())
+                    && leader::decide(spec, "\0", self.clock.now_micros()) == LeaseDecision::Wait
+            })
     }
 
     /// The instances whose Lease has not expired (this one while it holds its own).
