@@ -25,6 +25,9 @@ pub enum BenchCmd {
     /// Pod start latency on a warm node (create -> Running by watch), runc as the floor, and
     /// the agent's RSS.
     Podstart(crate::bench_podstart::PodStartArgs),
+    /// Node and control-plane member loss on a cluster of real servers and agents: time until
+    /// replicas run elsewhere, controllers and schedulers act again.
+    Recovery(crate::bench_recovery::RecoveryArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -124,6 +127,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Api(a) => crate::bench_api::run(a).await,
         BenchCmd::Podstart(a) => crate::bench_podstart::run(a).await,
+        BenchCmd::Recovery(a) => crate::bench_recovery::run(a).await,
         BenchCmd::Scheduler(a) => {
             let r = crate::bench_scheduler::run(&a).await?;
             write_json(&a.json, &r)

@@ -10,6 +10,7 @@ mod agent;
 mod bench;
 mod bench_api;
 mod bench_podstart;
+mod bench_recovery;
 mod bench_scheduler;
 mod cluster;
 mod cordon;

@@ -18,7 +18,7 @@ pub struct SchedulerArgs {
     #[arg(long, default_value = "LeastAllocated")]
     pub scheduler_policy: String,
     /// Seconds an instance's lease lives without renewal: how fast others take its pods over.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = berth_scheduler::DEFAULT_LEASE_DURATION.as_secs())]
     pub scheduler_lease_secs: u64,
     /// Percentage of nodes to find feasible before scoring (0: adaptive, as Kubernetes).
     #[arg(long, default_value_t = 0)]
@@ -30,7 +30,7 @@ impl Default for SchedulerArgs {
         SchedulerArgs {
             no_scheduler: false,
             scheduler_policy: "LeastAllocated".into(),
-            scheduler_lease_secs: 5,
+            scheduler_lease_secs: berth_scheduler::DEFAULT_LEASE_DURATION.as_secs(),
             scheduler_nodes_percentage: 0,
         }
     }

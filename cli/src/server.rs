@@ -68,6 +68,9 @@ pub struct ServerArgs {
     pub scheduler: crate::scheduler::SchedulerArgs,
 }
 
+/// How long a clean shutdown waits for the scheduler instance to release its Lease.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// `host:port` from `host:port` or `http(s)://host:port`.
 fn strip_scheme(addr: &str) -> &str {
     addr.strip_prefix("http://")
@@ -253,8 +256,14 @@ async fn serve_until_signal(
         }
     }
     tracing::info!("shutting down");
-    drop(scheduler);
-    drop(manager);
+    // Stop acting, then release the Leases while this member still serves, so that the other
+    // members' scheduler instances and controller manager take over at once.
+    if let Some(s) = scheduler {
+        let _ = tokio::time::timeout(LEASE_RELEASE_TIMEOUT, s.shutdown()).await;
+    }
+    if let Some(m) = manager {
+        m.shutdown().await;
+    }
     server.shutdown().await;
     Ok(())
 }

@@ -335,3 +335,57 @@ async fn watch_from_a_compacted_revision_is_expired() {
     .expect("an answer");
     assert!(matches!(r, Err(ClientError::Expired(_))), "{r:?}");
 }
+
+/// A leader whose server stops answering (SIGSTOP: connections stay open, calls hang) steps
+/// down by its renew deadline, before its Lease could expire for anyone else, although its
+/// renewal call has not returned (the client's timeout is far longer). Then it leads again
+/// once the server answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_whose_calls_hang_steps_down_by_its_deadline() {
+    use berth_client::leader::{LeaderElectionConfig, LeaderElector, SystemClock};
+    use std::sync::Arc;
+    let (c, _) = started(1).await;
+    // Calls time out after a minute: only the elector's own deadline can end its leadership.
+    let rc = ResourceClient::new(&c.running_clients(), Duration::from_secs(60)).unwrap();
+    let lease_duration = Duration::from_secs(2);
+    let config = LeaderElectionConfig {
+        namespace: "default".into(),
+        lease_name: "hang".into(),
+        identity: "a".into(),
+        lease_duration,
+        renew_interval: Duration::from_millis(200),
+        renew_deadline: Duration::from_secs(1),
+    };
+    let a = LeaderElector::start(rc.clone(), config, Arc::new(SystemClock));
+    eventually("a leads", || {
+        let l = a.is_leader();
+        async move { l.then_some(()) }
+    })
+    .await;
+    let pid = c.members[0].child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let stopped = std::time::Instant::now();
+    // Not a wait for a condition: the property is about this instant. From its last renewal
+    // (before the stop) another candidate could take the Lease over after lease_duration.
+    tokio::time::sleep(lease_duration).await;
+    let still_leading = a.is_leader();
+    signal("-CONT");
+    assert!(
+        !still_leading,
+        "still leading {:?} after the server stopped answering",
+        stopped.elapsed()
+    );
+    eventually("a leads again", || {
+        let l = a.is_leader();
+        async move { l.then_some(()) }
+    })
+    .await;
+}

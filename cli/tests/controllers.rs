@@ -965,7 +965,7 @@ async fn a_partition_of_most_nodes_evicts_nothing() {
         Some(())
     })
     .await;
-    // Evictions would start 1 s (DISRUPTION_SETTLE) after the taints; give them twice that.
+    // Evictions would start 400 ms (disruption_settle of 2 s) after the taints; give them 2 s.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in names {
         let p: Pod = rc.get("default", &format!("pod-{n}")).await.unwrap();
@@ -1080,7 +1080,7 @@ async fn another_member_takes_over_when_the_leading_one_dies() {
     rc.delete::<Pod>("default", &victim, DeleteOptions::default())
         .await
         .unwrap();
-    // The Lease (15 s) expires, another member's manager takes it and repairs the set.
+    // The Lease (1 s) expires, another member's manager takes it and repairs the set.
     eventually("a new leader replaced the pod", || async {
         let l: Lease = rc.get("kube-system", "berth-controller-manager").await.ok()?;
         let new_holder = l.spec?.holder_identity?;

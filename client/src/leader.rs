@@ -189,45 +189,139 @@ impl LeaderElector {
     }
 }
 
+/// Micros of a duration (saturating).
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// How long a leader may still act after a renewal that *started* at `renewed_micros`: until
+/// `renewed_micros + deadline_micros` (zero once past). Counting from the start of the round
+/// (the renewTime it wrote), never from its answer, keeps a slow write from stretching it.
+fn time_left_micros(renewed_micros: i64, deadline_micros: i64, now_micros: i64) -> i64 {
+    (renewed_micros.saturating_add(deadline_micros) - now_micros).max(0)
+}
+
+/// The election loop. Safety rests on `renew_deadline < lease_duration`: a leader whose last
+/// successful round started at t stops leading at t + renew_deadline (by a timer, even while a
+/// call hangs), and no other candidate may take the Lease before t + lease_duration (the
+/// renewTime it wrote, t, plus the duration); the difference absorbs clock skew between
+/// candidates and writes the old leader sent just before stepping down.
 async fn run(
     client: ResourceClient,
     config: LeaderElectionConfig,
     clock: Arc<dyn Clock>,
     tx: watch::Sender<bool>,
 ) {
-    let mut last_renew: Option<i64> = None;
-    let deadline = i64::try_from(config.renew_deadline.as_micros()).unwrap_or(i64::MAX);
+    // Start (micros) of the last successful round while leading.
+    let mut renewed: Option<i64> = None;
+    // The Lease as last written by us (None when another holds it or a round failed).
+    let mut held: Option<Lease> = None;
+    let deadline = micros(config.renew_deadline);
     loop {
-        match try_acquire_or_renew(&client, &config, clock.as_ref()).await {
-            Ok(true) => {
-                last_renew = Some(clock.now_micros());
+        let started = clock.now_micros();
+        // A leader's round may take no longer than its remaining time; a follower's, a deadline.
+        let budget = renewed.map_or(deadline, |t| time_left_micros(t, deadline, started));
+        let round = try_acquire_or_renew(&client, &config, started, &mut held);
+        let outcome = tokio::time::timeout(Duration::from_micros(budget as u64), round).await;
+        match outcome {
+            Ok(Ok(true)) => {
+                renewed = Some(started);
                 tx.send_replace(true);
             }
-            Ok(false) => {
-                last_renew = None;
+            Ok(Ok(false)) => {
+                renewed = None;
+                held = None;
                 tx.send_replace(false);
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::debug!(identity = %config.identity, "lease {}: {e}", config.lease_name);
-                if last_renew.is_none_or(|t| clock.now_micros() - t > deadline) {
-                    last_renew = None;
+            }
+            Err(_) => {
+                // The write may still land: the next round reads what is there.
+                held = None;
+                tracing::debug!(identity = %config.identity, "lease {}: round timed out", config.lease_name);
+            }
+        }
+        // Sleep until the next round, waking to step down if the deadline comes first.
+        let mut pause = micros(config.renew_interval);
+        if let Some(t) = renewed {
+            let left = time_left_micros(t, deadline, clock.now_micros());
+            if left == 0 {
+                renewed = None;
+                tx.send_replace(false);
+                tracing::info!(identity = %config.identity, "lease {}: not renewed within the deadline; stepped down", config.lease_name);
+            } else if left < pause {
+                tokio::time::sleep(Duration::from_micros(left as u64)).await;
+                pause -= left;
+                if time_left_micros(t, deadline, clock.now_micros()) == 0 {
+                    renewed = None;
                     tx.send_replace(false);
+                    tracing::info!(identity = %config.identity, "lease {}: not renewed within the deadline; stepped down", config.lease_name);
                 }
             }
         }
-        tokio::time::sleep(config.renew_interval).await;
+        tokio::time::sleep(Duration::from_micros(pause.max(0) as u64)).await;
     }
 }
 
+/// Gives the Lease up if `identity` holds it (holder cleared, so the next candidate takes it
+/// at once instead of after the lease duration). For a clean shutdown, after the candidate has
+/// stopped acting and its elector has stopped. Each write is a compare-and-swap; a conflict
+/// (a renewal that was still in flight) rereads, up to [`RELEASE_ATTEMPTS_MAX`] times.
+pub async fn release(
+    client: &ResourceClient,
+    namespace: &str,
+    lease_name: &str,
+    identity: &str,
+) -> Result<bool, ClientError> {
+    for _ in 0..RELEASE_ATTEMPTS_MAX {
+        let mut lease = match client.get::<Lease>(namespace, lease_name).await {
+            Ok(l) => l,
+            Err(ClientError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(identity) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        match client.update(&lease).await {
+            Ok(_) => return Ok(true),
+            Err(ClientError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// Attempts of [`release`] against concurrent writes.
+pub const RELEASE_ATTEMPTS_MAX: usize = 3;
+
 /// One round: `Ok(true)` when we hold the Lease after it, `Ok(false)` when another does.
+/// `held` is the Lease as this candidate last wrote it while holding it: a renewal is then one
+/// compare-and-swap write on it, without a read first (a conflict means someone else wrote
+/// since, so the round reads and decides afresh).
 async fn try_acquire_or_renew(
     client: &ResourceClient,
     config: &LeaderElectionConfig,
-    clock: &dyn Clock,
+    now: i64,
+    held: &mut Option<Lease>,
 ) -> Result<bool, ClientError> {
-    let now = clock.now_micros();
     let now_s = format_micro_time(now);
     let secs = i32::try_from(config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+    if let Some(mut lease) = held.take() {
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.renew_time = Some(now_s.clone());
+        spec.lease_duration_seconds = Some(secs);
+        match client.update(&lease).await {
+            Ok(written) => {
+                *held = Some(written);
+                return Ok(true);
+            }
+            Err(ClientError::Conflict(_)) | Err(ClientError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let lease = match client.get::<Lease>(&config.namespace, &config.lease_name).await {
         Ok(l) => l,
         Err(ClientError::NotFound(_)) => {
@@ -248,7 +342,10 @@ async fn try_acquire_or_renew(
                 ..Default::default()
             };
             return match client.create(&config.namespace, &lease).await {
-                Ok(_) => Ok(true),
+                Ok(written) => {
+                    *held = Some(written);
+                    Ok(true)
+                }
                 Err(ClientError::AlreadyExists(_)) => Ok(false),
                 Err(e) => Err(e),
             };
@@ -271,7 +368,10 @@ async fn try_acquire_or_renew(
     next.spec = Some(spec);
     // `next` carries the resourceVersion read: a concurrent writer makes this a Conflict.
     match client.update(&next).await {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            *held = Some(written);
+            Ok(true)
+        }
         Err(ClientError::Conflict(_)) => Ok(false),
         Err(e) => Err(e),
     }

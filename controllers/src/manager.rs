@@ -28,6 +28,19 @@ pub const LEADER_LEASE_NAMESPACE: &str = "kube-system";
 pub const LEADER_LEASE_NAME: &str = "berth-controller-manager";
 /// Namespaces the control plane itself uses (created at start if missing).
 pub const SYSTEM_NAMESPACES: [&str; 2] = [LEADER_LEASE_NAMESPACE, NODE_LEASE_NAMESPACE];
+/// The leader Lease's duration: when the leading member dies, another takes over at most this
+/// long after the last renewal (plus one [`RENEW_INTERVAL`] of polling). Kubernetes uses 15 s;
+/// Berth's target is controllers acting again within 2 s of losing the leader.
+pub const LEASE_DURATION: Duration = Duration::from_secs(1);
+/// How often the leader renews (and candidates look at) the Lease: one Raft write each.
+pub const RENEW_INTERVAL: Duration = Duration::from_millis(150);
+/// A leader that has not renewed for this long (counted from the start of its last successful
+/// renewal) stops its controllers. [`LEASE_DURATION`] minus this (300 ms) is the margin for
+/// clock skew between members and for writes a deposed leader sent just before stopping; the
+/// deadline leaves room for a Raft election (250–500 ms timeout) without stepping down.
+pub const RENEW_DEADLINE: Duration = Duration::from_millis(700);
+/// How long a clean shutdown waits to release the Lease.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between attempts to create the system namespaces while the server is not ready.
 pub const STARTUP_RETRY: Duration = Duration::from_millis(500);
 
@@ -49,19 +62,33 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: grace period 5 s, cluster CIDR 10.244.0.0/16, 2 workers, and Kubernetes'
-    /// leader-election timings (15 s lease, renew every 2 s, step down after 10 s).
+    /// Defaults: grace period 5 s, cluster CIDR 10.244.0.0/16, 2 workers, and a fast failover
+    /// ([`LEASE_DURATION`], [`RENEW_INTERVAL`], [`RENEW_DEADLINE`]).
     pub fn new(identity: impl Into<String>) -> Config {
         Config {
             identity: identity.into(),
             node_grace_period: Duration::from_secs(5),
             cluster_cidr: "10.244.0.0/16".parse().expect("valid"),
             workers: 2,
-            lease_duration: Duration::from_secs(15),
-            renew_interval: Duration::from_secs(2),
-            renew_deadline: Duration::from_secs(10),
+            lease_duration: LEASE_DURATION,
+            renew_interval: RENEW_INTERVAL,
+            renew_deadline: RENEW_DEADLINE,
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The election timings' invariant: renew several times per deadline, and step down
+    /// (renew deadline) before anyone else may take the Lease over (lease duration, whole
+    /// seconds since the Lease stores seconds). A violation is a programming error.
+    fn check_timings(&self) {
+        assert!(
+            self.renew_interval < self.renew_deadline && self.renew_deadline < self.lease_duration,
+            "controller manager: need renew_interval < renew_deadline < lease_duration: {self:?}"
+        );
+        assert!(
+            self.lease_duration.subsec_nanos() == 0 && self.lease_duration >= Duration::from_secs(1),
+            "controller manager: the lease duration must be whole seconds: {self:?}"
+        );
     }
 }
 
@@ -83,6 +110,9 @@ impl std::fmt::Debug for Config {
 pub struct ControllerManager {
     tasks: Vec<JoinHandle<()>>,
     leader: watch::Receiver<bool>,
+    /// For releasing the Lease on a clean shutdown.
+    client: ResourceClient,
+    identity: String,
 }
 
 impl Drop for ControllerManager {
@@ -415,6 +445,9 @@ fn gc_keys(gc: &Arc<GarbageCollector>) -> KeysFn {
 impl ControllerManager {
     /// Starts informers, controllers and the leader election; returns at once.
     pub fn start(client: ResourceClient, config: Config) -> ControllerManager {
+        config.check_timings();
+        let identity = config.identity.clone();
+        let release_client = client.clone();
         let (lead_tx, lead) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(campaign(client.clone(), config.clone(), lead_tx))];
         let (caches, feeds) = Caches::start(&client);
@@ -490,7 +523,12 @@ impl ControllerManager {
             })
         };
         tasks.push(run(ep, &q.ep, w, ep_keys, c, &lead));
-        ControllerManager { tasks, leader: lead }
+        ControllerManager {
+            tasks,
+            leader: lead,
+            client: release_client,
+            identity,
+        }
     }
 
     /// Whether this instance currently leads (runs the controllers).
@@ -498,9 +536,32 @@ impl ControllerManager {
         *self.leader.borrow()
     }
 
-    /// Stops everything (the Lease expires by itself for the next candidate).
-    pub fn shutdown(self) {
-        drop(self);
+    /// A clean shutdown: stops the controllers and the election, then gives the Lease up (if
+    /// this instance holds it) so that another member's manager takes over at once instead of
+    /// after the lease duration. Best effort within [`RELEASE_TIMEOUT`]: a Lease that cannot be
+    /// released expires by itself.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        let release = berth_client::leader::release(
+            &self.client,
+            LEADER_LEASE_NAMESPACE,
+            LEADER_LEASE_NAME,
+            &self.identity,
+        );
+        match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
+            Ok(Ok(released)) => {
+                tracing::info!(identity = %self.identity, released, "controller manager stopped")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(identity = %self.identity, "controller manager lease not released: {e}")
+            }
+            Err(_) => {
+                tracing::warn!(identity = %self.identity, "controller manager lease not released in time")
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! `tolerationSeconds`). When the Lease is renewed again, the node is Ready again and the taints
 //! go.
 //!
-//! Evictions start [`DISRUPTION_SETTLE`] after the grace period and are rate-limited per node
+//! Evictions start [`disruption_settle`] after the grace period and are rate-limited per node
 //! by a token bucket whose rate depends on how much of the
 //! cluster is silent ([`eviction_rate_per_sec`]): when more than
 //! [`UNHEALTHY_SHARE_THRESHOLD`] of the nodes (and at least [`DISRUPTION_MIN_UNHEALTHY_NODES`])
@@ -50,11 +50,21 @@ pub const EVICTION_BURST: f64 = 3.0;
 pub const EVICTION_NODES_PER_SEC_DISRUPTED: f64 = 0.01;
 /// Up to this many nodes, a disrupted cluster evicts nothing.
 pub const LARGE_CLUSTER_NODES: usize = 50;
-/// A silent node's pods are evicted only once it has been silent this long past the grace
-/// period: nodes cut off together by one partition (whose last renewals differ by up to one
-/// renew interval of their agents, a second) are then all counted silent when the disruption
-/// is judged, instead of the first of them being evicted as if it were alone.
+/// A silent node's pods are evicted only once it has been silent a little past the grace
+/// period ([`disruption_settle`]): nodes cut off together by one partition (whose last renewals
+/// differ by up to one renew interval of their agents) are then all counted silent when the
+/// disruption is judged, instead of the first of them being evicted as if it were alone.
+/// At most this long (the agents' default renew interval, 1 s, at the default 5 s grace).
 pub const DISRUPTION_SETTLE: Duration = Duration::from_secs(1);
+/// The settle time is the grace period divided by this, up to [`DISRUPTION_SETTLE`]: agents are
+/// expected to renew at least this many times per grace period (1 s of 5 s by default; a
+/// shorter grace period for faster recovery wants a faster renew, e.g. 400 ms of 2 s).
+pub const DISRUPTION_SETTLE_GRACE_DIVISOR: u32 = 5;
+
+/// How long past the grace period a silent node waits before its pods are evicted.
+pub fn disruption_settle(grace: Duration) -> Duration {
+    (grace / DISRUPTION_SETTLE_GRACE_DIVISOR).min(DISRUPTION_SETTLE)
+}
 /// How long to wait before re-asking a halted limiter.
 pub const HALTED_RECHECK: Duration = Duration::from_secs(1);
 
@@ -435,7 +445,7 @@ impl Reconciler for NodeLifecycleController {
         }
         let node = self.mark_unreachable(node, now).await?;
         if !self.evicting.lock().unwrap().contains(key) {
-            let settled = last + (self.grace + DISRUPTION_SETTLE).as_micros() as i64;
+            let settled = last + (self.grace + disruption_settle(self.grace)).as_micros() as i64;
             if now < settled {
                 return Ok(Action::RequeueAfter(Duration::from_micros(
                     (settled - now) as u64,
@@ -549,6 +559,16 @@ mod tests {
         assert_eq!(eviction_delay(&p, &t), Some(Duration::ZERO));
         let p = pod_tolerating(Some(tol(UNREACHABLE_TAINT, "Exists", "NoSchedule", None)));
         assert_eq!(eviction_delay(&p, &t), Some(Duration::ZERO), "wrong effect");
+    }
+
+    #[test]
+    fn the_settle_time_follows_the_grace_period_up_to_a_second() {
+        assert_eq!(disruption_settle(Duration::from_secs(5)), Duration::from_secs(1));
+        assert_eq!(disruption_settle(Duration::from_secs(40)), Duration::from_secs(1));
+        assert_eq!(
+            disruption_settle(Duration::from_secs(2)),
+            Duration::from_millis(400)
+        );
     }
 
     #[test]

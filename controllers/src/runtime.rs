@@ -148,9 +148,11 @@ impl WorkQueue {
     pub fn requeue_processing(&self) {
         let mut s = self.state.lock().unwrap();
         for k in std::mem::take(&mut s.processing) {
-            if s.dirty.insert(k.clone()) {
-                s.queue.push_back(k);
-            }
+            // A key being processed is never in `queue`; if it was added meanwhile it is in
+            // `dirty` already, held back for `done`, and must be queued all the same (skipping
+            // it left the key dirty but unqueued forever: every later add was a no-op).
+            s.dirty.insert(k.clone());
+            s.queue.push_back(k);
         }
         self.items.notify_waiters();
     }
@@ -405,6 +407,22 @@ async fn worker<R: Reconciler>(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn an_aborted_key_added_meanwhile_is_queued_again() {
+        let q = WorkQueue::new(8);
+        q.add("a".into()).await;
+        assert_eq!(q.get().await.unwrap(), "a");
+        // Added while processing (held back), then the worker is aborted (never `done`).
+        q.add("a".into()).await;
+        q.requeue_processing();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.get().await.unwrap(), "a");
+        q.done("a");
+        // And it can be added and handed out again.
+        q.add("a".into()).await;
+        assert_eq!(q.get().await.unwrap(), "a");
+    }
 
     #[tokio::test]
     async fn queue_dedupes_and_holds_keys_being_processed() {

@@ -171,8 +171,8 @@ async fn one_manager_leads_stops_when_it_loses_the_lease_and_another_takes_over(
     })
     .await;
 
-    // The leader goes: the follower takes over once the Lease expires, and keeps working.
-    leader.shutdown();
+    // The leader dies (no release): the follower takes over once the Lease expires.
+    drop(leader);
     eventually("the follower leads", || async {
         follower.is_leader().then_some(())
     })
@@ -191,5 +191,26 @@ async fn one_manager_leads_stops_when_it_loses_the_lease_and_another_takes_over(
     })
     .await;
     drop(follower);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cleanly_stopped_leader_hands_the_lease_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, rc) = server(dir.path()).await;
+    // A Lease far longer than the test's deadline: only a release lets b lead in time.
+    let slow = |id: &str| {
+        let mut c = config(id);
+        c.lease_duration = Duration::from_secs(600);
+        c
+    };
+    let a = ControllerManager::start(rc.clone(), slow("a"));
+    eventually("a leads", || async { a.is_leader().then_some(()) }).await;
+    let b = ControllerManager::start(rc.clone(), slow("b"));
+    a.shutdown().await;
+    let l: Lease = rc.get("kube-system", "berth-controller-manager").await.unwrap();
+    assert_ne!(l.spec.unwrap().holder_identity.as_deref(), Some("a"), "released");
+    eventually("b leads", || async { b.is_leader().then_some(()) }).await;
+    drop(b);
     server.shutdown().await;
 }

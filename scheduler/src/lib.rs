@@ -40,6 +40,9 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 /// Where instances keep their Leases.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
 pub const DEFAULT_LEASE_PREFIX: &str = "berth-scheduler-";
+/// An instance's Lease: short, so that the pods a dead instance owned move to the others
+/// within about a second (bench: `berth bench recovery`).
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(1);
 
 /// Settings of one scheduler instance.
 #[derive(Debug, Clone)]
@@ -51,7 +54,9 @@ pub struct SchedulerConfig {
     pub lease_namespace: String,
     /// Instances' Leases are named `<lease_prefix><instance>`.
     pub lease_prefix: String,
-    /// How long an instance's Lease lives without renewal: the failover time.
+    /// How long an instance's Lease lives without renewal: the failover time (whole seconds:
+    /// the Lease stores seconds). Renewed every fifth of it; an instance that has not renewed
+    /// for three fifths of it stops binding.
     pub lease_duration: Duration,
     pub algorithm: AlgorithmConfig,
     /// Bind calls outstanding at once.
@@ -65,7 +70,7 @@ impl SchedulerConfig {
             scheduler_name: DEFAULT_SCHEDULER_NAME.into(),
             lease_namespace: DEFAULT_LEASE_NAMESPACE.into(),
             lease_prefix: DEFAULT_LEASE_PREFIX.into(),
-            lease_duration: Duration::from_secs(5),
+            lease_duration: DEFAULT_LEASE_DURATION,
             algorithm: AlgorithmConfig::default(),
             binds_in_flight_max: 256,
         }
@@ -80,7 +85,18 @@ pub enum SchedulerError {
 }
 
 impl SchedulerConfig {
-    /// Checks the settings (names non-empty, a lease duration of at least a second).
+    /// How often the instance renews its Lease.
+    pub fn renew_interval(&self) -> Duration {
+        self.lease_duration / 5
+    }
+
+    /// How long the instance may go without renewing before it stops binding (less than the
+    /// lease duration, so that it stops before the others count it dead).
+    pub fn renew_deadline(&self) -> Duration {
+        self.lease_duration * 3 / 5
+    }
+
+    /// Checks the settings (names non-empty, a lease duration of whole seconds, at least one).
     pub fn validate(&self) -> Result<(), SchedulerError> {
         let bad = |field, reason: &str| {
             Err(SchedulerError::Config {
@@ -94,8 +110,8 @@ impl SchedulerConfig {
         if self.scheduler_name.is_empty() {
             return bad("scheduler_name", "must not be empty");
         }
-        if self.lease_duration < Duration::from_secs(1) {
-            return bad("lease_duration", "must be at least 1s");
+        if self.lease_duration < Duration::from_secs(1) || self.lease_duration.subsec_nanos() != 0 {
+            return bad("lease_duration", "must be whole seconds, at least 1s");
         }
         if self.binds_in_flight_max == 0 {
             return bad("binds_in_flight_max", "must be at least 1");

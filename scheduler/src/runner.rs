@@ -70,6 +70,11 @@ pub struct SchedulerStats {
 pub struct Scheduler {
     task: JoinHandle<()>,
     stats: Arc<SchedulerStats>,
+    /// For releasing the Lease on a clean shutdown.
+    client: ResourceClient,
+    lease_namespace: String,
+    lease_name: String,
+    instance: String,
 }
 
 impl Drop for Scheduler {
@@ -87,8 +92,18 @@ impl Scheduler {
     ) -> Result<Scheduler, crate::SchedulerError> {
         config.validate()?;
         let stats = Arc::new(SchedulerStats::default());
-        let task = tokio::spawn(run(client, config, clock, stats.clone()));
-        Ok(Scheduler { task, stats })
+        let lease_namespace = config.lease_namespace.clone();
+        let lease_name = format!("{}{}", config.lease_prefix, config.instance);
+        let instance = config.instance.clone();
+        let task = tokio::spawn(run(client.clone(), config, clock, stats.clone()));
+        Ok(Scheduler {
+            task,
+            stats,
+            client,
+            lease_namespace,
+            lease_name,
+            instance,
+        })
     }
 
     pub fn stats(&self) -> Arc<SchedulerStats> {
@@ -98,6 +113,25 @@ impl Scheduler {
     /// Stops the instance at once (as if its process died).
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// A clean shutdown: stops deciding and binding, then gives the instance's Lease up, so the
+    /// others take its pods over at once instead of after the lease duration. Best effort: a
+    /// Lease that cannot be released expires by itself.
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        let r = leader::release(
+            &self.client,
+            &self.lease_namespace,
+            &self.lease_name,
+            &self.instance,
+        )
+        .await;
+        match r {
+            Ok(released) => tracing::info!(instance = %self.instance, released, "scheduler stopped"),
+            Err(e) => tracing::warn!(instance = %self.instance, "scheduler lease not released: {e}"),
+        }
     }
 }
 
@@ -192,8 +226,8 @@ async fn run(
             lease_name: format!("{}{}", cfg.lease_prefix, cfg.instance),
             identity: cfg.instance.clone(),
             lease_duration,
-            renew_interval: lease_duration / 5,
-            renew_deadline: lease_duration * 3 / 5,
+            renew_interval: cfg.renew_interval(),
+            renew_deadline: cfg.renew_deadline(),
         },
         clock.clone(),
     );
@@ -258,7 +292,11 @@ async fn run(
         // Synced: each informer's first list has been sent whole and applied here, so no
         // decision is made from a half-loaded cache.
         synced |= drained && pods_rev > 0 && nodes_rev > 0 && leases_rev > 0;
-        let me_live = elector.is_leader();
+        // Live while the elector holds the Lease, or while the Lease as the others see it
+        // has not expired: an instance whose renewal is late (during a Raft election, say)
+        // keeps its share until the others count it dead, instead of leaving it to nobody.
+        // Binds are compare-and-swap transactions, so overlapping views cost conflicts only.
+        let me_live = elector.is_leader() || r.own_lease_unexpired();
         // Ownership must follow the Leases as they are now, not as of the last tick.
         r.update_live(me_live);
         if r.can_schedule(synced, me_live) {
@@ -477,6 +515,18 @@ impl Runner {
             self.last_flush = now;
             self.cluster_changed();
         }
+    }
+
+    /// Whether this instance's Lease, as cached, is held by it and has not expired.
+    fn own_lease_unexpired(&self) -> bool {
+        let name = format!("{}{}", self.cfg.lease_prefix, self.cfg.instance);
+        self.leases
+            .get(&name)
+            .and_then(|l| l.spec.as_ref())
+            .is_some_and(|spec| {
+                spec.holder_identity.as_deref() == Some(self.cfg.instance.as_str())
+                    && leader::decide(spec, "\0", self.clock.now_micros()) == LeaseDecision::Wait
+            })
     }
 
     /// The instances whose Lease has not expired (this one while it holds its own).
