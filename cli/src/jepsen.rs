@@ -13,7 +13,7 @@ pub enum JepsenCmd {
     Run(RunArgs),
     /// Check a saved history.jsonl offline with a workload's checker.
     Check {
-        /// register, set, append, watch or lease.
+        /// register, set, append, watch, lease or controlplane.
         #[arg(long)]
         workload: String,
         history: PathBuf,
@@ -22,7 +22,7 @@ pub enum JepsenCmd {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// register, set, append, watch or lease.
+    /// register, set, append, watch, lease or controlplane.
     #[arg(long, default_value = "register")]
     workload: String,
     /// Faults, comma-separated: kill, pause, partition, netem, member, disk (none if empty).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::config::Workload;
-use crate::checkers::{append, lease, set, watch, Validity};
+use crate::checkers::{append, controlplane, lease, set, watch, Validity};
 use crate::history::{History, Op, OpType, Operation, Outcome, Process};
 use crate::lin::{check_history, CheckOptions, Verdict};
 use crate::models::EtcdRegister;
@@ -53,6 +53,10 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
         }
         Workload::Lease => {
             let r = lease::check(&clients)?;
+            (r.validity, serde_json::to_value(&r), None)
+        }
+        Workload::Controlplane => {
+            let r = controlplane::check(&clients)?;
             (r.validity, serde_json::to_value(&r), None)
         }
     };

@@ -21,6 +21,10 @@ pub enum Workload {
     /// Keys attached to leases kept alive, then revoked; kept alive means present, revoked
     /// means gone.
     Lease,
+    /// Hollow nodes and pods (bare and from Deployments) through the Resources API, with the
+    /// servers' schedulers and controllers at work; pods bound once, nodes never
+    /// overcommitted, replicas converge after the faults.
+    Controlplane,
 }
 
 impl FromStr for Workload {
@@ -32,9 +36,10 @@ impl FromStr for Workload {
             "append" => Ok(Workload::Append),
             "watch" => Ok(Workload::Watch),
             "lease" => Ok(Workload::Lease),
+            "controlplane" => Ok(Workload::Controlplane),
             other => Err(Error::Config {
                 field: "workload".into(),
-                message: format!("{other:?} is not one of register, set, append, watch, lease"),
+                message: format!("{other:?} is not one of register, set, append, watch, lease, controlplane"),
             }),
         }
     }

@@ -73,14 +73,20 @@ pub struct Worker {
     pub rng: StdRng,
 }
 
+/// The servers worker `index` talks to: its own node, or (with failover) every node, its own
+/// first.
+pub fn worker_addrs(ctx: &Ctx, index: usize) -> Vec<String> {
+    let n = ctx.addrs.len();
+    if ctx.client_failover {
+        (0..n).map(|i| ctx.addrs[(index + i) % n].clone()).collect()
+    } else {
+        vec![ctx.addrs[index % n].clone()]
+    }
+}
+
 impl Worker {
     pub fn new(ctx: Ctx, index: usize, rng: StdRng) -> Worker {
-        let n = ctx.addrs.len();
-        let addrs: Vec<String> = if ctx.client_failover {
-            (0..n).map(|i| ctx.addrs[(index + i) % n].clone()).collect()
-        } else {
-            vec![ctx.addrs[index % n].clone()]
-        };
+        let addrs = worker_addrs(&ctx, index);
         let client = EtcdClient::new(&addrs, ctx.op_timeout).expect("lab addresses are valid");
         Worker {
             ctx,
@@ -141,7 +147,7 @@ impl Worker {
 
 /// A read changes nothing: if it did not answer, it simply failed.
 fn is_read(f: &str) -> bool {
-    f == "read"
+    f == "read" || f == "converge-read"
 }
 
 /// Errors that prove the request never reached a server.
