@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// each client talks to one server, as Jepsen's do).
     #[arg(long)]
     client_failover: bool,
+    /// Prefix of the lab's network namespace names (1-7 of a-z, 0-9, -): give a campaign run
+    /// beside other runs (CI) its own, e.g. `bjc-`.
+    #[arg(long, default_value = berth_jepsen::run::lab::NAME_PREFIX)]
+    lab_prefix: String,
 }
 
 pub fn run(cmd: JepsenCmd) -> anyhow::Result<()> {
@@ -94,6 +98,7 @@ fn run_test(a: RunArgs) -> anyhow::Result<()> {
         nemesis_duration: secs("nemesis-duration", a.nemesis_duration)?,
         op_timeout: Duration::from_millis(a.op_timeout_ms),
         client_failover: a.client_failover,
+        lab_prefix: a.lab_prefix,
     };
     eprintln!(
         "berth jepsen: seed {seed}, report in {}",

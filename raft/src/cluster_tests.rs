@@ -874,3 +874,109 @@ async fn a_member_killed_without_closing_restarts_fine() {
     eventually("caught up", || async { get(&h, "/after").map(|_| ()) }).await;
     c.shutdown_all().await;
 }
+
+/// The durable mark on disk of a stopped member's data dir.
+fn mark_on_disk(data_dir: &std::path::Path) -> crate::durable::Mark {
+    match crate::durable::DurableFile::open(data_dir).expect("readable mark") {
+        crate::durable::Opened::Found(f) => f.mark(),
+        crate::durable::Opened::Missing => panic!("no durable mark in {}", data_dir.display()),
+    }
+}
+
+/// The open question of session 2 (JEPSEN.md, bug 2): a live WAL cut at half once let a member
+/// start. That is legitimate only if the cut lost no log entry the member had acknowledged.
+/// Independent witness of "acknowledged": the leader's replication progress for the member
+/// (openraft's matched log id, which moves only on the member's answer to an append, sent
+/// after its sync). The test checks (1) the mark on disk covers that, so a start (recovered
+/// state >= mark) can never come after losing an acknowledged entry; (2) for cuts at several
+/// points (on copies of the data dir), which case each is, by comparing the recovered last
+/// log id with the mark; (3) the real start after a cut at half does what the comparison says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wal_cut_lets_a_member_start_only_when_it_lost_nothing_acknowledged() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let victim = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    let victim_id = crate::member_id(&victim);
+    let data_dir = c.config(&victim).data_dir.clone();
+    // Restart once so the live WAL holds only this test's writes, then write.
+    c.stop_member(&victim).await.expect("stop");
+    c.start_member(&victim).await.expect("restart");
+    write_and_wait_applied(&c, &victim, "w").await;
+    let leader = c.leader().await;
+    let leader_last = c.h(&leader).raft().metrics().borrow().last_log_index;
+    let acked = eventually("the leader saw the victim acknowledge its whole log", || async {
+        let m = c.h(&leader).raft().metrics().borrow().clone();
+        let matched = m.replication.as_ref()?.get(&victim_id).copied().flatten()?;
+        (Some(matched.index) >= leader_last).then_some(matched)
+    })
+    .await;
+    c.stop_member(&victim).await.expect("stop");
+    let mark = mark_on_disk(&data_dir);
+    assert!(
+        mark.last_log_id >= Some(acked),
+        "the mark {mark:?} covers what the leader saw acknowledged ({acked:?})"
+    );
+    let wal = live_wal(&data_dir);
+    let len = std::fs::metadata(&wal).unwrap().len();
+    let scratch = TempDir::new().unwrap();
+    let mut cases = Vec::new();
+    for percent in [10u64, 50, 90, 99] {
+        let copy = scratch.path().join(format!("cut{percent}"));
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&data_dir)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let copied_wal = copy.join("db").join(wal.file_name().unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copied_wal)
+            .unwrap()
+            .set_len(len * percent / 100)
+            .unwrap();
+        let recovered = crate::log_store::recovered_mark_read_only(&copy).expect("opens read-only");
+        let starts = recovered.covers(&mark);
+        if starts {
+            assert!(
+                recovered.last_log_id >= Some(acked),
+                "cut at {percent}%: would start having lost acknowledged entries"
+            );
+        }
+        let index = |id: Option<crate::types::LogId>| id.map_or(0, |id| id.index);
+        cases.push((
+            percent,
+            starts,
+            index(recovered.last_log_id),
+            index(mark.last_log_id),
+        ));
+    }
+    eprintln!(
+        "live WAL of {len} bytes; acknowledged up to index {}; (cut at %, starts, recovered last \
+         index, mark's last index): {cases:?}",
+        acked.index
+    );
+    // The real member after a cut at half: starts exactly when the comparison says it may.
+    let half_starts = cases.iter().find(|c| c.0 == 50).unwrap().1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    match c.start_member(&victim).await {
+        Ok(_) => assert!(
+            half_starts,
+            "started although its recovered log is behind the mark"
+        ),
+        Err(e) => {
+            assert!(
+                !half_starts,
+                "refused although nothing acknowledged was lost: {e}"
+            );
+            assert!(matches!(e, RaftError::StateBehind(_)), "{e}");
+        }
+    }
+    c.shutdown_all().await;
+}

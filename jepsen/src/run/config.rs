@@ -133,6 +133,9 @@ pub struct Config {
     /// Give each worker's client every server (its own first), so the client crate's
     /// failover is under test too. Off: each worker talks to one node only, as in Jepsen.
     pub client_failover: bool,
+    /// Starts the name of every network namespace of the lab (`lab::NAME_PREFIX` by default);
+    /// give concurrent campaigns their own, so no run's cleanup check sees another's.
+    pub lab_prefix: String,
 }
 
 impl Config {
@@ -158,6 +161,7 @@ impl Config {
         if self.time_limit.is_zero() {
             return bad("time-limit", "must be positive");
         }
+        super::lab::Lab::check_prefix(&self.lab_prefix)?;
         if self.op_timeout.is_zero() {
             return bad("op-timeout", "must be positive");
         }

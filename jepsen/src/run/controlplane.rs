@@ -3,9 +3,10 @@
 //!
 //! - hollow nodes: Node objects with a small allocatable ([`NODE_CPU_M`], [`NODE_PODS`]) and a
 //!   Ready condition, whose node Leases are renewed every [`HOLLOW_TICK_MS`] by the workload's
-//!   clients (each with every server, as an agent has), which also mark the pods bound to them
-//!   Running and Ready through UpdateStatus and finish (delete with grace 0) those marked for
-//!   deletion, as an agent does once its containers stopped;
+//!   clients (each with every server, as an agent has; one heartbeat task per node), while a
+//!   second task per node marks the pods bound to it Running and Ready through UpdateStatus
+//!   and finishes (deletes with grace 0) those marked for deletion, as an agent does once
+//!   their containers stopped;
 //! - [`DEPLOYMENTS`] Deployments, each scaled at random between 1 and [`REPLICAS_MAX`] by its
 //!   worker (a merge patch of `spec.replicas`);
 //! - bare pods with cpu requests created and deleted by the other workers (each keeping at most
@@ -69,8 +70,9 @@ pub const CONVERGE_DEADLINE_MS: u64 = 60_000;
 pub const CONVERGE_POLL_MS: u64 = 1_000;
 /// Processes of the setup steps and the hollow nodes (apart from the workers').
 pub const SETUP_PROCESS: u64 = 900_000;
-pub const HOLLOW_PROCESS: u64 = 910_000;
+pub const HEARTBEAT_PROCESS: u64 = 910_000;
 pub const WATCHER_PROCESS: u64 = 920_000;
+pub const HOLLOW_PROCESS: u64 = 930_000;
 
 pub fn node_name(i: usize) -> String {
     format!("hollow-{i}")
@@ -238,12 +240,22 @@ pub async fn setup(w: &mut Worker, rc: &ResourceClient) -> Result<(), String> {
 
 // ---------------------------------------------------------------- hollow nodes
 
-/// A hollow node's agent loop, until `stop` says the run is over.
-pub async fn hollow_agent(mut w: Worker, rc: ResourceClient, node: String, stop: watch::Receiver<bool>) {
+/// A hollow node's heartbeat: renews its Lease every [`HOLLOW_TICK_MS`] until `stop`, on its
+/// own task (as an agent's heartbeat is), so slow pod updates never delay it.
+pub async fn hollow_heartbeat(mut w: Worker, rc: ResourceClient, node: String, stop: watch::Receiver<bool>) {
     let mut lease: Option<Lease> = None;
     while !*stop.borrow() {
         let tick = tokio::time::sleep(Duration::from_millis(HOLLOW_TICK_MS));
         renew(&mut w, &rc, &node, &mut lease).await;
+        tick.await;
+    }
+}
+
+/// A hollow node's pod loop, until `stop`: every [`HOLLOW_TICK_MS`], the pods bound to it are
+/// marked Running and Ready, and those marked for deletion are deleted.
+pub async fn hollow_agent(mut w: Worker, rc: ResourceClient, node: String, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let tick = tokio::time::sleep(Duration::from_millis(HOLLOW_TICK_MS));
         if let Ok(Ok(pods)) = tokio::time::timeout(
             w.ctx.op_timeout,
             rc.list_all::<Pod>(NAMESPACE, &ListParams::default()),

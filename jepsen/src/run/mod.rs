@@ -70,7 +70,7 @@ pub fn run(config: &Config) -> Result<RunOutcome, Error> {
     // half-built lab is still removed.
     early_signals::install();
     let run_id = format!("{:04x}", std::process::id() % 0x10000);
-    let lab = Arc::new(Lab::create(&run_id, config.nodes)?);
+    let lab = Arc::new(Lab::create(&config.lab_prefix, &run_id, config.nodes)?);
     let lab_ns = Arc::new(Lab::open_netns(&lab.lab_netns())?);
     let cluster = Cluster::new(&lab, &config.server_exe, &data, &logs)?;
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
@@ -265,6 +265,9 @@ async fn spawn_controlplane(config: &Config, ctx: &Ctx, rng: &impl Fn(u64) -> St
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for i in 0..cp::HOLLOW_NODES {
+        let w = worker_at(cp::HEARTBEAT_PROCESS + i as u64);
+        let heartbeat = cp::hollow_heartbeat(w, all.clone(), cp::node_name(i), stop_rx.clone());
+        spawned.background.push(tokio::spawn(heartbeat));
         let w = worker_at(cp::HOLLOW_PROCESS + i as u64);
         let agent = cp::hollow_agent(w, all.clone(), cp::node_name(i), stop_rx.clone());
         spawned.background.push(tokio::spawn(agent));
