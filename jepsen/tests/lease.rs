@@ -111,6 +111,7 @@ fn a_lease_left_to_expire_and_gone_after_its_bound_is_valid() {
     let r = left_to_expire(3 * S + EXPIRY_SLACK_MS * 1_000_000 + 1, false);
     let report = check_with_faults(&r.history(), &[]).unwrap();
     assert_eq!(report.validity, Validity::Valid, "{report:?}");
+    assert_eq!(report.reads_past_expiry_bound, 1);
 }
 
 #[test]

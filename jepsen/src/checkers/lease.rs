@@ -80,6 +80,9 @@ pub struct LeaseReport {
     pub keys: usize,
     pub reads: usize,
     pub keepalives: usize,
+    /// Reads of keys left to expire that began after the key's expiry bound (each must have
+    /// found it gone); 0 without fault intervals.
+    pub reads_past_expiry_bound: usize,
     pub anomalies: Vec<LeaseAnomaly>,
 }
 
@@ -115,7 +118,7 @@ fn check_inner(history: &History, faults: Option<&[(u64, u64)]>) -> Result<Lease
         }
     }
     let mut anomalies = Vec::new();
-    let (mut reads, mut keepalives) = (0, 0);
+    let (mut reads, mut keepalives, mut past_bound) = (0, 0, 0);
     for (key, k) in &by_key {
         reads += k
             .ops
@@ -129,7 +132,7 @@ fn check_inner(history: &History, faults: Option<&[(u64, u64)]>) -> Result<Lease
             .count();
         check_key(key, &k.ops, &mut anomalies)?;
         if let Some(faults) = faults {
-            check_expiry(key, &k.ops, faults, &mut anomalies)?;
+            past_bound += check_expiry(key, &k.ops, faults, &mut anomalies)?;
         }
     }
     Ok(LeaseReport {
@@ -141,6 +144,7 @@ fn check_inner(history: &History, faults: Option<&[(u64, u64)]>) -> Result<Lease
         keys: by_key.len(),
         reads,
         keepalives,
+        reads_past_expiry_bound: past_bound,
         anomalies,
     })
 }
@@ -256,15 +260,16 @@ pub fn expiry_bound_ns(refreshed_ns: u64, ttl_s: u64, faults: &[(u64, u64)]) -> 
     }
 }
 
-/// A key whose lease was left to expire must not be found after its expiry bound.
+/// A key whose lease was left to expire must not be found after its expiry bound. Returns how
+/// many reads began after the bound.
 fn check_expiry(
     key: &str,
     ops: &[&Operation],
     faults: &[(u64, u64)],
     anomalies: &mut Vec<LeaseAnomaly>,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     if ops.iter().any(|o| o.f == "revoke") {
-        return Ok(());
+        return Ok(0);
     }
     // Any refresh that may have happened counts: an indeterminate keep-alive may have
     // restarted the TTL as late as the end of the run, so a key with one is not judged.
@@ -272,7 +277,7 @@ fn check_expiry(
         .iter()
         .any(|o| (o.f == "keepalive" || o.f == "grant") && o.outcome == Outcome::Info)
     {
-        return Ok(());
+        return Ok(0);
     }
     let mut last: Option<(usize, u64, i64)> = None;
     for op in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
@@ -286,11 +291,16 @@ fn check_expiry(
         }
     }
     let Some((refresh, refreshed_ns, ttl_s)) = last else {
-        return Ok(());
+        return Ok(0);
     };
     let bound = expiry_bound_ns(refreshed_ns, ttl_s as u64, faults);
+    let mut judged = 0;
     for read in ops.iter().filter(|o| o.f == "read" && o.outcome == Outcome::Ok) {
-        if read.call > bound && present(read)? {
+        if read.call <= bound {
+            continue;
+        }
+        judged += 1;
+        if present(read)? {
             anomalies.push(LeaseAnomaly::ExpiredLate {
                 key: key.to_string(),
                 read: read.invoke,
@@ -301,5 +311,5 @@ fn check_expiry(
             break;
         }
     }
-    Ok(())
+    Ok(judged)
 }

@@ -657,7 +657,7 @@ pub const LEASE_PREFIX: &str = "jepsen/lease/";
 /// A lease left to expire is read this long after its expiry bound, then up to
 /// `LEASE_EXPIRY_READS` times until it is gone.
 pub const LEASE_EXPIRY_READ_DELAY_MS: u64 = 200;
-pub const LEASE_EXPIRY_READS: usize = 3;
+pub const LEASE_EXPIRY_READS: usize = 10;
 
 /// One key per lease: grant, put attached, keep-alive and read in rounds, then revoke and
 /// read (or, one time in three, just let it expire).
