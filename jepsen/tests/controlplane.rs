@@ -247,3 +247,53 @@ fn without_a_converge_read_the_verdict_is_unknown() {
     assert_eq!(report.validity, Validity::Unknown);
     assert!(report.unknown_because.is_some());
 }
+
+#[test]
+fn a_watcher_missing_an_event_the_other_saw_disagrees() {
+    let mut r = with_nodes();
+    let list = ev(5, "LIST", json!({"pods": []}));
+    let a = vec![
+        list.clone(),
+        ev(6, "ADDED", pod("a", "ua", "", 1500)),
+        ev(7, "MODIFIED", pod("a", "ua", "n1", 1500)),
+        ev(8, "ADDED", pod("b", "ub", "", 1000)),
+    ];
+    // The second skipped the bind at revision 7.
+    let b = vec![
+        list,
+        ev(6, "ADDED", pod("a", "ua", "", 1500)),
+        ev(8, "ADDED", pod("b", "ub", "", 1000)),
+    ];
+    watch(&mut r, 200, a);
+    watch(&mut r, 201, b);
+    converge(&mut r, 30_000, vec![deployment(1, 1)], vec![]);
+    let report = check(&r.history()).unwrap();
+    assert!(
+        matches!(&report.anomalies[..], [ControlPlaneAnomaly::WatchersDisagree { rv: 7, other_events, .. }] if other_events.is_empty()),
+        "{:?}",
+        report.anomalies
+    );
+}
+
+#[test]
+fn a_watcher_that_relisted_is_not_compared() {
+    let mut r = with_nodes();
+    watch(
+        &mut r,
+        200,
+        vec![
+            ev(5, "LIST", json!({"pods": []})),
+            ev(7, "MODIFIED", pod("a", "ua", "n1", 100)),
+        ],
+    );
+    watch(
+        &mut r,
+        201,
+        vec![
+            ev(5, "LIST", json!({"pods": []})),
+            ev(9, "LIST", json!({"pods": [pod("a", "ua", "n1", 100)]})),
+        ],
+    );
+    converge(&mut r, 30_000, vec![deployment(1, 1)], vec![]);
+    assert_eq!(check(&r.history()).unwrap().validity, Validity::Valid);
+}

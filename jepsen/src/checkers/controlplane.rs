@@ -18,6 +18,9 @@
 //!   revision (the events of one revision, e.g. a multi-pod Bind, together); after every
 //!   revision each node's non-terminal bound pods (terminating ones included: they still hold
 //!   their resources) sum to at most its allocatable cpu and number at most its `pods`;
+//! - watchers agree: two watchers that never relisted delivered the same events (type, uid,
+//!   node) for every revision both covered (from the later list on), so neither stream that
+//!   the overcommit replay relies on skipped an event;
 //! - replicas converge: some `converge-read` that completed within `deadline_ms` of `since_ns`
 //!   (when the faults healed) saw, for every Deployment, `spec.replicas` = `status.replicas` =
 //!   `status.readyReplicas` = its live (not terminating, not terminal) pods = its ready pods,
@@ -64,8 +67,17 @@ pub enum ControlPlaneAnomaly {
         cpu_allocatable_m: i64,
         pods: i64,
         pods_allocatable: i64,
-        /// The pods bound to it at that revision.
+        /// The pods bound to it at that revision, with their cpu requests (`ns/name 500m`).
         bound: Vec<String>,
+    },
+    /// Two watchers that never relisted delivered different events for one revision both
+    /// covered (a watch that skips or invents events would make the overcommit replay blind).
+    WatchersDisagree {
+        rv: i64,
+        watcher: String,
+        events: Vec<String>,
+        other: String,
+        other_events: Vec<String>,
     },
     /// No converge-read within the deadline after healing saw every Deployment converged.
     NotConverged {
@@ -116,6 +128,7 @@ pub fn check(history: &History) -> Result<ControlPlaneReport, Error> {
     let mut anomalies = Vec::new();
     let mut binds = Binds::default();
     let (mut watchers, mut events_n, mut revisions) = (0, 0, 0);
+    let mut streams: Vec<(String, &[Value])> = Vec::new();
     for op in ops.iter().filter(|o| o.f == "watch") {
         let Some(events) = op.output.get("events").and_then(Value::as_array) else {
             continue; // never completed: nothing observed
@@ -124,7 +137,9 @@ pub fn check(history: &History) -> Result<ControlPlaneReport, Error> {
         events_n += events.len();
         let seen_by = op.process.to_string();
         revisions += replay(op, events, &nodes, &seen_by, &mut binds, &mut anomalies)?;
+        streams.push((seen_by, events.as_slice()));
     }
+    compare_streams(&streams, &mut anomalies);
     let converge = check_converged(&ops, &mut binds, &mut anomalies)?;
     anomalies.extend(binds.anomalies);
     let unknown_because = if watchers == 0 {
@@ -252,6 +267,69 @@ fn pod_of(op: &Operation, v: &Value) -> Result<(String, PodState), Error> {
     ))
 }
 
+/// A watcher's stream by revision: (list revision, last revision, events per revision).
+type Revisions = (i64, i64, BTreeMap<i64, Vec<String>>);
+
+/// Per revision, a watcher's events as comparable strings (`type uid node`), and the range
+/// of revisions it covered (after its list, up to its last event); None if it relisted.
+fn stream_revisions(events: &[Value]) -> Option<Revisions> {
+    let mut lists = events.iter().filter(|e| e["type"] == "LIST");
+    let from = lists.next()?["rv"].as_i64()?;
+    if lists.next().is_some() {
+        return None;
+    }
+    let mut by_rv: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["type"] != "LIST") {
+        let text = format!(
+            "{} {} {}",
+            e["type"].as_str().unwrap_or(""),
+            e["uid"].as_str().unwrap_or(""),
+            e["node"].as_str().unwrap_or("")
+        );
+        by_rv.entry(e["rv"].as_i64().unwrap_or(0)).or_default().push(text);
+    }
+    by_rv.values_mut().for_each(|v| v.sort());
+    let to = by_rv.keys().next_back().copied().unwrap_or(from);
+    Some((from, to, by_rv))
+}
+
+/// Every pair of watchers that never relisted agrees on every revision both covered; one
+/// anomaly per pair at most.
+fn compare_streams(streams: &[(String, &[Value])], anomalies: &mut Vec<ControlPlaneAnomaly>) {
+    let parsed: Vec<(&String, Revisions)> = streams
+        .iter()
+        .filter_map(|(who, events)| Some((who, stream_revisions(events)?)))
+        .collect();
+    for (i, (a, (a_from, a_to, a_revs))) in parsed.iter().enumerate() {
+        for (b, (b_from, b_to, b_revs)) in &parsed[i + 1..] {
+            // Revisions after both lists, up to the end of the shorter stream.
+            let (lo, hi) = (*a_from.max(b_from), *a_to.min(b_to));
+            let revs: std::collections::BTreeSet<i64> = a_revs
+                .range(lo + 1..=hi)
+                .chain(b_revs.range(lo + 1..=hi))
+                .map(|(rv, _)| *rv)
+                .collect();
+            let empty = Vec::new();
+            for rv in revs {
+                let (ea, eb) = (
+                    a_revs.get(&rv).unwrap_or(&empty),
+                    b_revs.get(&rv).unwrap_or(&empty),
+                );
+                if ea != eb {
+                    anomalies.push(ControlPlaneAnomaly::WatchersDisagree {
+                        rv,
+                        watcher: a.to_string(),
+                        events: ea.clone(),
+                        other: b.to_string(),
+                        other_events: eb.clone(),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Replays one watcher's stream; returns the number of revisions checked.
 fn replay(
     op: &Operation,
@@ -335,11 +413,11 @@ fn overcommit(
     seen_by: &str,
     anomalies: &mut Vec<ControlPlaneAnomaly>,
 ) {
-    let mut per_node: BTreeMap<&str, (i64, Vec<&str>)> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, (i64, Vec<String>)> = BTreeMap::new();
     for p in state.values().filter(|p| !p.node.is_empty() && !p.terminal) {
         let e = per_node.entry(p.node.as_str()).or_default();
         e.0 += p.cpu_m;
-        e.1.push(p.name.as_str());
+        e.1.push(format!("{} {}m", p.name, p.cpu_m));
     }
     for (node, (cpu_m, mut bound)) in per_node {
         let Some(alloc) = nodes.get(node) else { continue };
@@ -354,7 +432,7 @@ fn overcommit(
                 cpu_allocatable_m: alloc.cpu_m,
                 pods,
                 pods_allocatable: alloc.pods,
-                bound: bound.into_iter().map(str::to_string).collect(),
+                bound,
             });
         }
     }
