@@ -980,3 +980,58 @@ async fn a_wal_cut_lets_a_member_start_only_when_it_lost_nothing_acknowledged() 
     }
     c.shutdown_all().await;
 }
+
+/// JEPSEN.md bug 5: a keep-alive must not revive a lease whose revoke is already in flight.
+/// The leader, alone (both followers stopped, as by the kill nemesis), sees the lease expire
+/// and proposes its revoke, which cannot commit. A keep-alive sent meanwhile waits for a
+/// quorum; when the followers return, the leader (still leader) confirms, and before the fix
+/// its lessor restarted the TTL and answered "TTL 2" although the pending revoke then
+/// committed and deleted the lease at once (the jepsen lease workload saw the key gone 1.2 s
+/// after such an answer). Now a keep-alive of an expired lease waits for the revoke and
+/// answers "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keepalive_does_not_revive_a_lease_whose_revoke_is_in_flight() {
+    let mut c = Cluster::start(3, slow_requests).await;
+    let leader = c.leader().await;
+    let granted = applied_ok(
+        c.h(&leader)
+            .propose(Command::LeaseGrant { id: 0, ttl_secs: 2 })
+            .await,
+    );
+    let CommandResult::LeaseGrant { id, ttl_secs, .. } = granted else {
+        panic!("{granted:?}")
+    };
+    let followers: Vec<String> = c.names.iter().filter(|n| **n != leader).cloned().collect();
+    for f in &followers {
+        c.stop_member(f).await.expect("stop a follower");
+    }
+    // Past the TTL, the leader's duty loop has proposed the revoke (it cannot commit).
+    eventually("the lease expired on the leader's clock", || async {
+        (c.h(&leader).inner.leases.remaining_secs(id) == Some(Some(0))).then_some(())
+    })
+    .await;
+    let keepalive = {
+        let h = c.h(&leader).clone();
+        tokio::spawn(async move { h.lease_keepalive(id).await })
+    };
+    for f in &followers {
+        c.start_member(f).await.expect("restart a follower");
+    }
+    let answer = keepalive.await.unwrap();
+    let answered = std::time::Instant::now();
+    assert!(
+        c.h(&leader).is_leader(),
+        "the test needs the same leader throughout"
+    );
+    eventually("the revoke is applied", || async {
+        c.h(&leader).store().lease(id).is_none().then_some(())
+    })
+    .await;
+    assert!(
+        answer.is_err() || answered.elapsed() >= Duration::from_secs(ttl_secs as u64),
+        "a keep-alive answered {answer:?}, then the lease was revoked {:?} later",
+        answered.elapsed()
+    );
+    assert_eq!(answer, Err(RaftError::LeaseNotFound));
+    c.shutdown_all().await;
+}
