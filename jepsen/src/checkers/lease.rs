@@ -27,7 +27,9 @@
 //!   leader's deadlines), so under a fault that can move the leadership (kill, pause,
 //!   partition, member, disk, netem, a crash) the bound becomes `end of the fault +
 //!   ELECTION_BOUND_MS + TTL + EXPIRY_SLACK_MS`, taken over every fault that began before the
-//!   bound it extends (a chain of faults extends it again). Between the fault's start and a new
+//!   bound it extends and whose end + ELECTION_BOUND_MS comes after the refresh (a leader
+//!   change can follow a fault's end: a member cut off by a partition rejoins with a higher
+//!   term and deposes the leader); a chain of faults extends it again. Between the fault's start and a new
 //!   leader's promotion the lease cannot expire at all, which is why the whole fault counts.
 //!
 //! Not checked: how soon a lease expires while faults keep moving the leadership (there is no
@@ -249,7 +251,10 @@ pub fn expiry_bound_ns(refreshed_ns: u64, ttl_s: u64, faults: &[(u64, u64)]) -> 
     loop {
         let extended = faults
             .iter()
-            .filter(|&&(start, end)| start < bound && end > refreshed_ns)
+            // A fault may move the leadership until an election after its end (a member cut
+            // off by a partition rejoins with a higher term and deposes the leader), so it
+            // counts if that window reaches past the refresh.
+            .filter(|&&(start, end)| start < bound && end.saturating_add(election) > refreshed_ns)
             .map(|&(_, end)| end.saturating_add(election + ttl + slack))
             .max()
             .unwrap_or(0);
