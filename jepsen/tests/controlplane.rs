@@ -4,7 +4,7 @@
 
 mod common;
 
-use berth_jepsen::checkers::controlplane::{check, ControlPlaneAnomaly};
+use berth_jepsen::checkers::controlplane::{check, counterexample, ControlPlaneAnomaly};
 use berth_jepsen::checkers::Validity;
 use common::Recorder;
 use serde_json::{json, Value};
@@ -296,4 +296,44 @@ fn a_watcher_that_relisted_is_not_compared() {
     );
     converge(&mut r, 30_000, vec![deployment(1, 1)], vec![]);
     assert_eq!(check(&r.history()).unwrap().validity, Validity::Valid);
+}
+
+#[test]
+fn the_counterexample_holds_the_events_behind_each_anomaly() {
+    // A double bind: every sighting of the pod, from both watchers and the final read.
+    let mut r = good();
+    watch(&mut r, 202, vec![ev(9, "MODIFIED", pod("b", "ub", "n2", 1000))]);
+    let h = r.history();
+    let report = check(&h).unwrap();
+    let ce = counterexample(&h, &report).unwrap().expect("a counterexample");
+    let nodes: Vec<&str> = ce.ops().iter().filter_map(|o| o.value["node"].as_str()).collect();
+    assert!(nodes.contains(&"n1") && nodes.contains(&"n2"), "{ce:?}");
+    assert!(
+        ce.ops().iter().all(|o| o.key.as_deref() == Some("jepsen-cp/b")),
+        "{ce:?}"
+    );
+    assert!(ce.ops().iter().any(|o| o.f == "final-read"));
+    // None for a valid history.
+    let good = good().history();
+    assert!(counterexample(&good, &check(&good).unwrap()).unwrap().is_none());
+}
+
+#[test]
+fn an_overcommit_counterexample_is_the_pods_on_that_node_up_to_the_revision() {
+    let mut r = with_nodes();
+    watch(
+        &mut r,
+        200,
+        vec![
+            ev(6, "ADDED", pod("a", "ua", "n1", 1500)),
+            ev(7, "ADDED", pod("other", "uo", "n2", 100)),
+            ev(8, "ADDED", pod("b", "ub", "n1", 1000)),
+            ev(9, "DELETED", pod("a", "ua", "n1", 1500)),
+        ],
+    );
+    converge(&mut r, 30_000, vec![deployment(1, 1)], vec![]);
+    let h = r.history();
+    let ce = counterexample(&h, &check(&h).unwrap()).unwrap().unwrap();
+    let rvs: Vec<i64> = ce.ops().iter().map(|o| o.value["rv"].as_i64().unwrap()).collect();
+    assert_eq!(rvs, vec![6, 8], "{ce:?}");
 }

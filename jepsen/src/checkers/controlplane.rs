@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Validity;
-use crate::history::{History, Operation, Outcome};
+use crate::history::{History, Op, OpType, Operation, Outcome};
 use crate::Error;
 
 /// Where a pod's binding was seen.
@@ -547,4 +547,119 @@ fn check_converged(
         });
     }
     Ok(out)
+}
+
+/// The entries behind each anomaly, as a small history (`counterexample.jsonl`): every watch
+/// event (`f` = `watch-event`, process = the watcher, key = the pod, time = the watch's
+/// completion) and final-read entry of a pod bound twice; the events up to the revision of
+/// the pods on an overcommitted node, from that watcher; both watchers' events at a revision
+/// they disagree on; the converge-reads of a run that did not converge.
+pub fn counterexample(history: &History, report: &ControlPlaneReport) -> Result<Option<History>, Error> {
+    if report.anomalies.is_empty() {
+        return Ok(None);
+    }
+    let ops = history.pair()?;
+    let mut out: Vec<Op> = Vec::new();
+    let event_op = |op: &Operation, e: &Value| {
+        let mut entry = Op::new(
+            op.process.clone(),
+            OpType::Ok,
+            "watch-event",
+            e.clone(),
+            op.ret.unwrap_or(op.call),
+        );
+        entry.key = e["pod"].as_str().map(str::to_string);
+        entry
+    };
+    let watches: Vec<&Operation> = ops.iter().filter(|o| o.f == "watch").collect();
+    // Every pod entry of a watch: events themselves, and the items of lists (with the list's rv).
+    let pods_of = |op: &Operation| -> Vec<Value> {
+        let mut v = Vec::new();
+        for e in op.output["events"].as_array().into_iter().flatten() {
+            if e["type"] == "LIST" {
+                for p in e["pods"].as_array().into_iter().flatten() {
+                    let mut p = p.clone();
+                    p["rv"] = e["rv"].clone();
+                    p["type"] = "LIST".into();
+                    v.push(p);
+                }
+            } else {
+                v.push(e.clone());
+            }
+        }
+        v
+    };
+    for a in &report.anomalies {
+        match a {
+            ControlPlaneAnomaly::BoundTwice { uid, .. } => {
+                for w in &watches {
+                    out.extend(
+                        pods_of(w)
+                            .iter()
+                            .filter(|e| e["uid"] == uid.as_str())
+                            .map(|e| event_op(w, e)),
+                    );
+                }
+                for r in ops
+                    .iter()
+                    .filter(|o| o.f == "converge-read" && o.outcome == Outcome::Ok)
+                {
+                    for p in r.output["pods"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p["uid"] == uid.as_str())
+                    {
+                        let mut entry = Op::new(
+                            r.process.clone(),
+                            OpType::Ok,
+                            "final-read",
+                            p.clone(),
+                            r.ret.unwrap_or(r.call),
+                        );
+                        entry.key = p["pod"].as_str().map(str::to_string);
+                        out.push(entry);
+                    }
+                }
+            }
+            ControlPlaneAnomaly::Overcommitted {
+                rv, watcher, bound, ..
+            } => {
+                let names: Vec<&str> = bound.iter().filter_map(|b| b.split(' ').next()).collect();
+                for w in watches.iter().filter(|w| w.process.to_string() == *watcher) {
+                    out.extend(
+                        pods_of(w)
+                            .iter()
+                            .filter(|e| e["rv"].as_i64().is_some_and(|r| r <= *rv))
+                            .filter(|e| e["pod"].as_str().is_some_and(|p| names.contains(&p)))
+                            .map(|e| event_op(w, e)),
+                    );
+                }
+            }
+            ControlPlaneAnomaly::WatchersDisagree {
+                rv, watcher, other, ..
+            } => {
+                for w in watches.iter().filter(|w| {
+                    let who = w.process.to_string();
+                    who == *watcher || who == *other
+                }) {
+                    out.extend(
+                        pods_of(w)
+                            .iter()
+                            .filter(|e| e["rv"] == *rv)
+                            .map(|e| event_op(w, e)),
+                    );
+                }
+            }
+            ControlPlaneAnomaly::NotConverged { .. } => {
+                for r in ops.iter().filter(|o| o.f == "converge-read") {
+                    out.push(history.ops()[r.invoke].clone());
+                    if let Some(c) = r.completion {
+                        out.push(history.ops()[c].clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(History::from_ops(out)))
 }

@@ -57,7 +57,8 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
         }
         Workload::Controlplane => {
             let r = controlplane::check(&clients)?;
-            (r.validity, serde_json::to_value(&r), None)
+            let counterexample = controlplane::counterexample(&clients, &r)?;
+            (r.validity, serde_json::to_value(&r), counterexample)
         }
     };
     Ok(CheckResult {
