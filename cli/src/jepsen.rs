@@ -13,7 +13,7 @@ pub enum JepsenCmd {
     Run(RunArgs),
     /// Check a saved history.jsonl offline with a workload's checker.
     Check {
-        /// register, set, append, watch or lease.
+        /// register, set, append, watch, lease or controlplane.
         #[arg(long)]
         workload: String,
         history: PathBuf,
@@ -22,7 +22,7 @@ pub enum JepsenCmd {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// register, set, append, watch or lease.
+    /// register, set, append, watch, lease or controlplane.
     #[arg(long, default_value = "register")]
     workload: String,
     /// Faults, comma-separated: kill, pause, partition, netem, member, disk (none if empty).
@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// each client talks to one server, as Jepsen's do).
     #[arg(long)]
     client_failover: bool,
+    /// Prefix of the lab's network namespace names (1-7 of a-z, 0-9, -): give a campaign run
+    /// beside other runs (CI) its own, e.g. `bjc-`.
+    #[arg(long, default_value = berth_jepsen::run::lab::NAME_PREFIX)]
+    lab_prefix: String,
 }
 
 pub fn run(cmd: JepsenCmd) -> anyhow::Result<()> {
@@ -94,6 +98,7 @@ fn run_test(a: RunArgs) -> anyhow::Result<()> {
         nemesis_duration: secs("nemesis-duration", a.nemesis_duration)?,
         op_timeout: Duration::from_millis(a.op_timeout_ms),
         client_failover: a.client_failover,
+        lab_prefix: a.lab_prefix,
     };
     eprintln!(
         "berth jepsen: seed {seed}, report in {}",

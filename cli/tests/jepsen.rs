@@ -116,6 +116,20 @@ fn append_under_pause() {
     jepsen_run("append", "pause", &dir.path().join("report"));
 }
 
+/// Hollow nodes, bare pods and Deployments through the Resources API while members are
+/// killed: pods bound once, nodes never overcommitted, replicas converge (about 30 s).
+#[test]
+fn controlplane_under_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    jepsen_run("controlplane", "kill", &out);
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("verdict.json")).unwrap()).unwrap();
+    let checker = &verdict["checker"];
+    assert!(checker["pods_bound"].as_u64() > Some(5), "{checker:#}");
+    assert!(checker["converged_after_ms"].is_u64(), "{checker:#}");
+}
+
 #[test]
 fn offline_check_exits_non_zero_on_an_anomaly() {
     let dir = tempfile::tempdir().unwrap();

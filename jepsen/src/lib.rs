@@ -8,11 +8,11 @@
 //! search, which can only turn an answer into "unknown"). The linearizability checker is
 //! verified against Porcupine's histories with known verdicts (`tests/porcupine.rs`, data in
 //! `../shared/testdata/porcupine/`). The runner removes everything it creates (processes by
-//! PID, namespaces named `bj-...`) on every exit path, and takes a typed [`run::Config`]: it
+//! PID, namespaces named `<lab prefix>...`, `bj-` by default) on every exit path, and takes a typed [`run::Config`]: it
 //! parses no arguments.
 //!
 //! It does not know the store's internals or the wire format beyond the client crate: it
-//! reaches a cluster only through `berth_client`, and it judges only what clients observed.
+//! reaches a cluster only through `berth_client` (`EtcdClient`, `ResourceClient`), and it judges only what clients observed.
 //!
 //! Modules:
 //! - [`history`]: entries (process, invoke/ok/fail/info, function, value, monotonic ns), JSON
@@ -22,7 +22,8 @@
 //! - [`models`]: `Register` (Jepsen's etcd histories), `KvRegister` (Porcupine's kv histories),
 //!   `EtcdRegister` (Berth's register workload: keys, versions, cas on value or version).
 //! - [`import`]: parsers for Jepsen's etcd logs and EDN kv lines.
-//! - [`checkers`]: `set`, `watch`, `append` (Elle's list-append anomalies) and `lease`.
+//! - [`checkers`]: `set`, `watch`, `append` (Elle's list-append anomalies), `lease` and
+//!   `controlplane` (pods bound once, nodes never overcommitted, replicas converge).
 //! - [`run`]: the runner: lab, cluster, workloads, nemesis, checking, report.
 
 mod error;

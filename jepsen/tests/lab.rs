@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use berth_jepsen::run::lab::{enter_netns, Lab};
+use berth_jepsen::run::lab::{enter_netns, Lab, NAME_PREFIX};
 
 fn netns_list() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -40,7 +40,7 @@ fn reachable(lab: &Lab, addr: std::net::SocketAddr) -> bool {
 #[test]
 fn partition_rules_cut_tcp_between_nodes_and_drop_removes_everything() {
     let run = format!("t{:03x}", std::process::id() % 0x1000);
-    let lab = Lab::create(&run, 2).unwrap();
+    let lab = Lab::create(NAME_PREFIX, &run, 2).unwrap();
     assert!(netns_list().contains(&lab.node_netns(2)));
     // An echo server on node 2.
     let ip = lab.node_ip(2);
@@ -77,7 +77,7 @@ fn partition_rules_cut_tcp_between_nodes_and_drop_removes_everything() {
 #[test]
 fn nothing_in_the_lab_routes_to_the_uplink() {
     let run = format!("u{:03x}", std::process::id() % 0x1000);
-    let lab = Lab::create(&run, 1).unwrap();
+    let lab = Lab::create(NAME_PREFIX, &run, 1).unwrap();
     for ns in [lab.lab_netns(), lab.node_netns(1)] {
         let out = Command::new("ip")
             .args(["-n", &ns, "route", "show", "default"])
@@ -88,4 +88,43 @@ fn nothing_in_the_lab_routes_to_the_uplink() {
             "{ns} has a default route"
         );
     }
+}
+
+#[test]
+fn labs_with_other_prefixes_coexist_with_the_same_run_id_and_subnet() {
+    // What a campaign (its own prefix) beside a CI run (the default one) amounts to, even if
+    // their run ids (PIDs) collided: only namespace names are machine-global.
+    let run = format!("c{:03x}", std::process::id() % 0x1000);
+    let ci = Lab::create(NAME_PREFIX, &run, 1).unwrap();
+    let campaign = Lab::create("bjc-", &run, 1).unwrap();
+    assert!(campaign.node_netns(1).starts_with("bjc-"));
+    assert!(!campaign.node_netns(1).starts_with(NAME_PREFIX));
+    assert_eq!(
+        ci.node_ip(1),
+        campaign.node_ip(1),
+        "the same subnet, in separate namespaces"
+    );
+    let campaign_names = [campaign.lab_netns(), campaign.node_netns(1)];
+    drop(ci);
+    let left = netns_list();
+    for name in &campaign_names {
+        assert!(
+            left.contains(name.as_str()),
+            "{name} removed by the other lab's cleanup"
+        );
+    }
+    drop(campaign);
+    let left = netns_list();
+    for name in &campaign_names {
+        assert!(!left.contains(name.as_str()), "{name} left behind");
+    }
+}
+
+#[test]
+fn bad_prefixes_are_refused_with_the_flag_named() {
+    for bad in ["", "BJ-", "bj_", "toolongpfx-"] {
+        let e = Lab::check_prefix(bad).unwrap_err().to_string();
+        assert!(e.contains("lab-prefix"), "{bad:?}: {e}");
+    }
+    Lab::check_prefix("bjc-").unwrap();
 }

@@ -874,3 +874,164 @@ async fn a_member_killed_without_closing_restarts_fine() {
     eventually("caught up", || async { get(&h, "/after").map(|_| ()) }).await;
     c.shutdown_all().await;
 }
+
+/// The durable mark on disk of a stopped member's data dir.
+fn mark_on_disk(data_dir: &std::path::Path) -> crate::durable::Mark {
+    match crate::durable::DurableFile::open(data_dir).expect("readable mark") {
+        crate::durable::Opened::Found(f) => f.mark(),
+        crate::durable::Opened::Missing => panic!("no durable mark in {}", data_dir.display()),
+    }
+}
+
+/// The open question of session 2 (JEPSEN.md, bug 2): a live WAL cut at half once let a member
+/// start. That is legitimate only if the cut lost no log entry the member had acknowledged.
+/// Independent witness of "acknowledged": the leader's replication progress for the member
+/// (openraft's matched log id, which moves only on the member's answer to an append, sent
+/// after its sync). The test checks (1) the mark on disk covers that, so a start (recovered
+/// state >= mark) can never come after losing an acknowledged entry; (2) for cuts at several
+/// points (on copies of the data dir), which case each is, by comparing the recovered last
+/// log id with the mark; (3) the real start after a cut at half does what the comparison says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wal_cut_lets_a_member_start_only_when_it_lost_nothing_acknowledged() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader().await;
+    let victim = c.names.iter().find(|n| **n != leader).unwrap().clone();
+    let victim_id = crate::member_id(&victim);
+    let data_dir = c.config(&victim).data_dir.clone();
+    // Restart once so the live WAL holds only this test's writes, then write.
+    c.stop_member(&victim).await.expect("stop");
+    c.start_member(&victim).await.expect("restart");
+    write_and_wait_applied(&c, &victim, "w").await;
+    let leader = c.leader().await;
+    let leader_last = c.h(&leader).raft().metrics().borrow().last_log_index;
+    let acked = eventually("the leader saw the victim acknowledge its whole log", || async {
+        let m = c.h(&leader).raft().metrics().borrow().clone();
+        let matched = m.replication.as_ref()?.get(&victim_id).copied().flatten()?;
+        (Some(matched.index) >= leader_last).then_some(matched)
+    })
+    .await;
+    c.stop_member(&victim).await.expect("stop");
+    let mark = mark_on_disk(&data_dir);
+    assert!(
+        mark.last_log_id >= Some(acked),
+        "the mark {mark:?} covers what the leader saw acknowledged ({acked:?})"
+    );
+    let wal = live_wal(&data_dir);
+    let len = std::fs::metadata(&wal).unwrap().len();
+    let scratch = TempDir::new().unwrap();
+    let mut cases = Vec::new();
+    for percent in [10u64, 50, 90, 99] {
+        let copy = scratch.path().join(format!("cut{percent}"));
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&data_dir)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let copied_wal = copy.join("db").join(wal.file_name().unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copied_wal)
+            .unwrap()
+            .set_len(len * percent / 100)
+            .unwrap();
+        let recovered = crate::log_store::recovered_mark_read_only(&copy).expect("opens read-only");
+        let starts = recovered.covers(&mark);
+        if starts {
+            assert!(
+                recovered.last_log_id >= Some(acked),
+                "cut at {percent}%: would start having lost acknowledged entries"
+            );
+        }
+        let index = |id: Option<crate::types::LogId>| id.map_or(0, |id| id.index);
+        cases.push((
+            percent,
+            starts,
+            index(recovered.last_log_id),
+            index(mark.last_log_id),
+        ));
+    }
+    eprintln!(
+        "live WAL of {len} bytes; acknowledged up to index {}; (cut at %, starts, recovered last \
+         index, mark's last index): {cases:?}",
+        acked.index
+    );
+    // The real member after a cut at half: starts exactly when the comparison says it may.
+    let half_starts = cases.iter().find(|c| c.0 == 50).unwrap().1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    match c.start_member(&victim).await {
+        Ok(_) => assert!(
+            half_starts,
+            "started although its recovered log is behind the mark"
+        ),
+        Err(e) => {
+            assert!(
+                !half_starts,
+                "refused although nothing acknowledged was lost: {e}"
+            );
+            assert!(matches!(e, RaftError::StateBehind(_)), "{e}");
+        }
+    }
+    c.shutdown_all().await;
+}
+
+/// JEPSEN.md bug 5: a keep-alive must not revive a lease whose revoke is already in flight.
+/// The leader, alone (both followers stopped, as by the kill nemesis), sees the lease expire
+/// and proposes its revoke, which cannot commit. A keep-alive sent meanwhile waits for a
+/// quorum; when the followers return, the leader (still leader) confirms, and before the fix
+/// its lessor restarted the TTL and answered "TTL 2" although the pending revoke then
+/// committed and deleted the lease at once (the jepsen lease workload saw the key gone 1.2 s
+/// after such an answer). Now a keep-alive of an expired lease waits for the revoke and
+/// answers "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keepalive_does_not_revive_a_lease_whose_revoke_is_in_flight() {
+    let mut c = Cluster::start(3, slow_requests).await;
+    let leader = c.leader().await;
+    let granted = applied_ok(
+        c.h(&leader)
+            .propose(Command::LeaseGrant { id: 0, ttl_secs: 2 })
+            .await,
+    );
+    let CommandResult::LeaseGrant { id, ttl_secs, .. } = granted else {
+        panic!("{granted:?}")
+    };
+    let followers: Vec<String> = c.names.iter().filter(|n| **n != leader).cloned().collect();
+    for f in &followers {
+        c.stop_member(f).await.expect("stop a follower");
+    }
+    // Past the TTL, the leader's duty loop has proposed the revoke (it cannot commit).
+    eventually("the lease expired on the leader's clock", || async {
+        (c.h(&leader).inner.leases.remaining_secs(id) == Some(Some(0))).then_some(())
+    })
+    .await;
+    let keepalive = {
+        let h = c.h(&leader).clone();
+        tokio::spawn(async move { h.lease_keepalive(id).await })
+    };
+    for f in &followers {
+        c.start_member(f).await.expect("restart a follower");
+    }
+    let answer = keepalive.await.unwrap();
+    let answered = std::time::Instant::now();
+    assert!(
+        c.h(&leader).is_leader(),
+        "the test needs the same leader throughout"
+    );
+    eventually("the revoke is applied", || async {
+        c.h(&leader).store().lease(id).is_none().then_some(())
+    })
+    .await;
+    assert!(
+        answer.is_err() || answered.elapsed() >= Duration::from_secs(ttl_secs as u64),
+        "a keep-alive answered {answer:?}, then the lease was revoked {:?} later",
+        answered.elapsed()
+    );
+    assert_eq!(answer, Err(RaftError::LeaseNotFound));
+    c.shutdown_all().await;
+}

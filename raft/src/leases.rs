@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use berth_store::{LeaseId, Lessor, Store};
+use berth_store::{LeaseId, Lessor, Renewal, Store};
 
 /// Milliseconds on a monotonic clock private to this process.
 pub(crate) fn now_ms() -> u64 {
@@ -86,7 +86,7 @@ impl Leases {
     }
 
     /// `None` if this member is not acting as the lease leader; otherwise the lessor's answer.
-    pub(crate) fn renew(&self, id: LeaseId) -> Option<Option<i64>> {
+    pub(crate) fn renew(&self, id: LeaseId) -> Option<Renewal> {
         let mut s = self.state.lock();
         s.primary.then(|| s.lessor.renew(id, now_ms()))
     }

@@ -386,6 +386,18 @@ impl LogReader {
     }
 }
 
+/// What a member's data dir would recover (last log id, vote), read without changing it: the
+/// database opened read-only (RocksDB replays the WAL in memory). For tests that judge a
+/// damaged data dir before starting the member.
+#[cfg(test)]
+pub(crate) fn recovered_mark_read_only(data_dir: &Path) -> Result<Mark, String> {
+    let path = data_dir.join("db");
+    let opts = rocksdb::Options::default();
+    let cfs = DB::list_cf(&opts, &path).map_err(|e| e.to_string())?;
+    let db = DB::open_cf_for_read_only(&opts, &path, &cfs, false).map_err(|e| e.to_string())?;
+    LogReader { db: Arc::new(db) }.mark().map_err(|e| e.to_string())
+}
+
 impl LogReader {
     /// The last log id (the last purged one when the log is empty) and the vote, as stored.
     pub(crate) fn mark(&self) -> Result<Mark, StorageError> {

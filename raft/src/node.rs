@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use berth_store::{Command, CommandResult, LeaseId, Store, StoreConfig, WATCH_QUEUE_LEN_DEFAULT};
+use berth_store::{Command, CommandResult, LeaseId, Renewal, Store, StoreConfig, WATCH_QUEUE_LEN_DEFAULT};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError as OpenRaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use rand::Rng;
@@ -32,6 +32,8 @@ use crate::types::{cluster_id, member_id, ApplyError, Member, MemberId, Proposal
 /// How long one join attempt may take at the leader (adding the learner and waiting until it
 /// caught up included).
 const JOIN_ATTEMPT: Duration = Duration::from_secs(60);
+/// How often a keep-alive of an expired lease looks whether its revoke has been applied.
+const EXPIRED_LEASE_POLL: Duration = Duration::from_millis(20);
 /// How long a restarting member in join mode looks for its cluster to check the cluster id.
 const DISCOVER_WITH_LOCAL_DATA: Duration = Duration::from_secs(3);
 
@@ -739,11 +741,7 @@ impl RaftHandle {
             }
             LeaderRequest::LeaseKeepAlive(id) => {
                 self.confirm_leader(deadline).await?;
-                match self.inner.leases.renew(id) {
-                    None => Err(RaftError::NoLeader),
-                    Some(None) => Err(RaftError::LeaseNotFound),
-                    Some(Some(ttl)) => Ok(LeaderResponse::KeepAlive(ttl)),
-                }
+                self.renew_lease(id, deadline).await
             }
             LeaderRequest::LeaseTimeToLive(id) => {
                 self.confirm_leader(deadline).await?;
@@ -755,6 +753,26 @@ impl RaftHandle {
                         remaining: remaining.unwrap_or(-1),
                     }),
                 }
+            }
+        }
+    }
+
+    /// A keep-alive on the leader's lessor. A lease past its deadline is not renewed: its
+    /// revoke is due or already proposed (perhaps uncommitted, waiting for a quorum) and may
+    /// commit right after an answer "TTL n" (JEPSEN.md bug 5). The keep-alive waits until the
+    /// revoke is applied ("not found"), leadership is lost, or the deadline passes.
+    async fn renew_lease(&self, id: LeaseId, deadline: Instant) -> Result<LeaderResponse, RaftError> {
+        loop {
+            match self.inner.leases.renew(id) {
+                None => return Err(RaftError::NoLeader),
+                Some(Renewal::Unknown) => return Err(RaftError::LeaseNotFound),
+                Some(Renewal::Renewed(ttl)) => return Ok(LeaderResponse::KeepAlive(ttl)),
+                Some(Renewal::Expired) if Instant::now() >= deadline => {
+                    return Err(RaftError::Timeout(
+                        "the lease expired and its revoke is not applied yet".into(),
+                    ))
+                }
+                Some(Renewal::Expired) => tokio::time::sleep(EXPIRED_LEASE_POLL).await,
             }
         }
     }

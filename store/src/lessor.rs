@@ -27,6 +27,19 @@ impl Clock {
     }
 }
 
+/// What a keep-alive found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// The lease's full TTL restarted (seconds).
+    Renewed(i64),
+    /// No such lease here (revoked, never granted, or this lessor is not the leader's).
+    Unknown,
+    /// Its deadline has passed: its revoke is due or already proposed, and may commit at any
+    /// moment, so the lease must not be revived (etcd's lessor waits for the revoke too). Ask
+    /// again once the revoke is applied (then `Unknown`).
+    Expired,
+}
+
 /// Leader-side lease clocks, pure: time is an argument. The state machine only stores leases
 /// and their TTLs.
 #[derive(Clone, Debug, Default)]
@@ -62,12 +75,17 @@ impl Lessor {
         self.clocks.remove(&id);
     }
 
-    /// A keep-alive: restarts the lease's full TTL. Returns the TTL in seconds, `None` if the
-    /// lease is unknown (or this lessor is not the leader's).
-    pub fn renew(&mut self, id: LeaseId, now_ms: u64) -> Option<i64> {
-        let clock = self.clocks.get_mut(&id)?;
+    /// A keep-alive: restarts the lease's full TTL, unless the deadline has passed (the same
+    /// test as [`Lessor::expired`], so a lease reported expired is never renewed after).
+    pub fn renew(&mut self, id: LeaseId, now_ms: u64) -> Renewal {
+        let Some(clock) = self.clocks.get_mut(&id) else {
+            return Renewal::Unknown;
+        };
+        if clock.deadline_ms <= now_ms {
+            return Renewal::Expired;
+        }
         *clock = Clock::fresh(clock.ttl_secs, now_ms);
-        Some(clock.ttl_secs)
+        Renewal::Renewed(clock.ttl_secs)
     }
 
     /// Seconds left, rounded up, never negative.
@@ -114,13 +132,13 @@ mod tests {
     fn renew_restarts_the_ttl() {
         let mut l = Lessor::new();
         l.granted(1, 10, 0);
-        assert_eq!(l.renew(1, 9_000), Some(10));
+        assert_eq!(l.renew(1, 9_000), Renewal::Renewed(10));
         assert_eq!(l.expired(10_000), Vec::<LeaseId>::new());
         assert_eq!(l.remaining_secs(1, 10_000), Some(9));
         assert_eq!(l.expired(19_000), vec![1]);
-        assert_eq!(l.renew(2, 0), None);
+        assert_eq!(l.renew(2, 0), Renewal::Unknown);
         l.revoked(1);
-        assert_eq!(l.renew(1, 0), None);
+        assert_eq!(l.renew(1, 0), Renewal::Unknown);
         assert!(l.expired(u64::MAX).is_empty());
     }
 
@@ -134,7 +152,35 @@ mod tests {
         assert_eq!(l.remaining_secs(1, 100_000), Some(10));
         assert_eq!(l.expired(103_000), vec![2]);
         l.demote();
-        assert_eq!(l.renew(1, 103_000), None);
+        assert_eq!(l.renew(1, 103_000), Renewal::Unknown);
         assert!(l.expired(u64::MAX).is_empty());
+    }
+
+    /// JEPSEN.md bug 5: once a lease's deadline has passed (its revoke is due or in flight), a
+    /// keep-alive does not revive it; the revoke's application ends it, and a new leader's
+    /// fresh TTL (the old revoke never committed) makes it renewable again.
+    #[test]
+    fn an_expired_lease_is_not_revived_by_a_keepalive() {
+        let mut l = Lessor::new();
+        l.granted(1, 3, 0);
+        assert_eq!(l.renew(1, 2_999), Renewal::Renewed(3));
+        assert_eq!(l.expired(5_998), Vec::<LeaseId>::new());
+        assert_eq!(l.expired(5_999), vec![1]);
+        assert_eq!(
+            l.renew(1, 5_999),
+            Renewal::Expired,
+            "the deadline itself counts as passed"
+        );
+        assert_eq!(l.renew(1, 7_000), Renewal::Expired);
+        assert_eq!(
+            l.expired(7_000),
+            vec![1],
+            "still due: the revoke is proposed again"
+        );
+        l.revoked(1);
+        assert_eq!(l.renew(1, 7_000), Renewal::Unknown);
+        // Under a new leader whose log never got that revoke: a fresh TTL, renewable.
+        l.promote(&[lease(1, 3)], 8_000);
+        assert_eq!(l.renew(1, 8_500), Renewal::Renewed(3));
     }
 }

@@ -45,7 +45,7 @@ pub use backup::{decode_backup, encode_backup};
 pub use catchup::{CATCHUP_MAX_EVENTS_PER_MESSAGE, CATCHUP_MAX_VERSIONS_SCANNED};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 
-pub use lessor::Lessor;
+pub use lessor::{Lessor, Renewal};
 pub use store::Store;
 pub use types::*;
 pub use watch::Watcher;

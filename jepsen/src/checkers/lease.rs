@@ -16,8 +16,24 @@
 //! - gone stays gone: a read that begins after another read found the key missing (and after
 //!   the put was acknowledged) does not find it.
 //!
-//! Not checked: how soon after its TTL an unrefreshed lease expires (etcd promises only
-//! "not before").
+//! - gone soon enough ([`check_with_faults`]): a key whose lease was left to expire (no
+//!   revoke invoked) is not found by a read that begins after its expiry bound. Berth's leader
+//!   keeps lease deadlines on its own monotonic clock, restarted by every keep-alive it
+//!   receives, and checks them every `lease_check_interval_ms` (100 ms); an expired lease is
+//!   revoked through Raft. So, with a stable leader, a lease is revoked no later than
+//!   `last acknowledged refresh (completion) + TTL + EXPIRY_SLACK_MS` (the check interval, the
+//!   revoke's commit and the read's own path, on a loaded machine). A new leader gives every
+//!   lease a fresh full TTL when it takes over (etcd does the same: it cannot know the old
+//!   leader's deadlines), so under a fault that can move the leadership (kill, pause,
+//!   partition, member, disk, netem, a crash) the bound becomes `end of the fault +
+//!   ELECTION_BOUND_MS + TTL + EXPIRY_SLACK_MS`, taken over every fault that began before the
+//!   bound it extends and whose end + ELECTION_BOUND_MS comes after the refresh (a leader
+//!   change can follow a fault's end: a member cut off by a partition rejoins with a higher
+//!   term and deposes the leader); a chain of faults extends it again. Between the fault's start and a new
+//!   leader's promotion the lease cannot expire at all, which is why the whole fault counts.
+//!
+//! Not checked: how soon a lease expires while faults keep moving the leadership (there is no
+//! bound then: every new leader restarts every TTL).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +57,17 @@ pub enum LeaseAnomaly {
     },
     /// The key was found after its lease's revoke was acknowledged.
     PresentAfterRevoke { key: String, read: usize, revoke: usize },
+    /// The key was found although its lease, left to expire, was past its expiry bound.
+    ExpiredLate {
+        key: String,
+        read: usize,
+        /// The last acknowledged refresh (grant or keep-alive).
+        refresh: usize,
+        /// ns (history time) by which the key had to be gone.
+        bound_ns: u64,
+        /// How long after the bound the read began.
+        late_ns: u64,
+    },
     /// The key was found after an earlier read found it missing.
     Resurrected {
         key: String,
@@ -55,6 +82,9 @@ pub struct LeaseReport {
     pub keys: usize,
     pub reads: usize,
     pub keepalives: usize,
+    /// Reads of keys left to expire that began after the key's expiry bound (each must have
+    /// found it gone); 0 without fault intervals.
+    pub reads_past_expiry_bound: usize,
     pub anomalies: Vec<LeaseAnomaly>,
 }
 
@@ -63,7 +93,25 @@ struct KeyOps<'h> {
     ops: Vec<&'h Operation>,
 }
 
+/// Slack of the expiry bound beyond the TTL, with a stable leader: the leader's check
+/// interval (100 ms), committing the revoke, and the read, on a loaded 2-core machine.
+pub const EXPIRY_SLACK_MS: u64 = 1_500;
+/// Time for a new leader to be elected and promote its lessor after a fault ends (election
+/// timeout 250 ms, pre-vote and catch-up, restarts of killed members).
+pub const ELECTION_BOUND_MS: u64 = 5_000;
+
+/// The lease checks without the expiry bound (no fault intervals known).
 pub fn check(history: &History) -> Result<LeaseReport, Error> {
+    check_inner(history, None)
+}
+
+/// The lease checks and the expiry bound; `faults` are (start, end) ns of every fault that may
+/// have moved the leadership (an unfinished fault ends at `u64::MAX`).
+pub fn check_with_faults(history: &History, faults: &[(u64, u64)]) -> Result<LeaseReport, Error> {
+    check_inner(history, Some(faults))
+}
+
+fn check_inner(history: &History, faults: Option<&[(u64, u64)]>) -> Result<LeaseReport, Error> {
     let ops = history.pair()?;
     let mut by_key: BTreeMap<String, KeyOps<'_>> = BTreeMap::new();
     for op in &ops {
@@ -72,7 +120,7 @@ pub fn check(history: &History) -> Result<LeaseReport, Error> {
         }
     }
     let mut anomalies = Vec::new();
-    let (mut reads, mut keepalives) = (0, 0);
+    let (mut reads, mut keepalives, mut past_bound) = (0, 0, 0);
     for (key, k) in &by_key {
         reads += k
             .ops
@@ -85,6 +133,9 @@ pub fn check(history: &History) -> Result<LeaseReport, Error> {
             .filter(|o| o.f == "keepalive" && o.outcome == Outcome::Ok)
             .count();
         check_key(key, &k.ops, &mut anomalies)?;
+        if let Some(faults) = faults {
+            past_bound += check_expiry(key, &k.ops, faults, &mut anomalies)?;
+        }
     }
     Ok(LeaseReport {
         validity: if reads == 0 {
@@ -95,6 +146,7 @@ pub fn check(history: &History) -> Result<LeaseReport, Error> {
         keys: by_key.len(),
         reads,
         keepalives,
+        reads_past_expiry_bound: past_bound,
         anomalies,
     })
 }
@@ -187,4 +239,82 @@ fn check_key(key: &str, ops: &[&Operation], anomalies: &mut Vec<LeaseAnomaly>) -
         }
     }
     Ok(())
+}
+
+/// The latest time by which a lease last refreshed at `refreshed_ns` (completion) with `ttl_s`
+/// must be gone, given the faults (see the module doc).
+pub fn expiry_bound_ns(refreshed_ns: u64, ttl_s: u64, faults: &[(u64, u64)]) -> u64 {
+    let ttl = ttl_s * 1_000_000_000;
+    let slack = EXPIRY_SLACK_MS * 1_000_000;
+    let election = ELECTION_BOUND_MS * 1_000_000;
+    let mut bound = refreshed_ns + ttl + slack;
+    loop {
+        let extended = faults
+            .iter()
+            // A fault may move the leadership until an election after its end (a member cut
+            // off by a partition rejoins with a higher term and deposes the leader), so it
+            // counts if that window reaches past the refresh.
+            .filter(|&&(start, end)| start < bound && end.saturating_add(election) > refreshed_ns)
+            .map(|&(_, end)| end.saturating_add(election + ttl + slack))
+            .max()
+            .unwrap_or(0);
+        if extended <= bound {
+            return bound;
+        }
+        bound = extended;
+    }
+}
+
+/// A key whose lease was left to expire must not be found after its expiry bound. Returns how
+/// many reads began after the bound.
+fn check_expiry(
+    key: &str,
+    ops: &[&Operation],
+    faults: &[(u64, u64)],
+    anomalies: &mut Vec<LeaseAnomaly>,
+) -> Result<usize, Error> {
+    if ops.iter().any(|o| o.f == "revoke") {
+        return Ok(0);
+    }
+    // Any refresh that may have happened counts: an indeterminate keep-alive may have
+    // restarted the TTL as late as the end of the run, so a key with one is not judged.
+    if ops
+        .iter()
+        .any(|o| (o.f == "keepalive" || o.f == "grant") && o.outcome == Outcome::Info)
+    {
+        return Ok(0);
+    }
+    let mut last: Option<(usize, u64, i64)> = None;
+    for op in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+        if op.f != "grant" && op.f != "keepalive" {
+            continue;
+        }
+        let ttl_s = op.output.get("ttl").and_then(Value::as_i64).unwrap_or(0);
+        let ret = op.ret.expect("ok operations have a return time");
+        if ttl_s > 0 && last.is_none_or(|(_, r, _)| ret > r) {
+            last = Some((op.invoke, ret, ttl_s));
+        }
+    }
+    let Some((refresh, refreshed_ns, ttl_s)) = last else {
+        return Ok(0);
+    };
+    let bound = expiry_bound_ns(refreshed_ns, ttl_s as u64, faults);
+    let mut judged = 0;
+    for read in ops.iter().filter(|o| o.f == "read" && o.outcome == Outcome::Ok) {
+        if read.call <= bound {
+            continue;
+        }
+        judged += 1;
+        if present(read)? {
+            anomalies.push(LeaseAnomaly::ExpiredLate {
+                key: key.to_string(),
+                read: read.invoke,
+                refresh,
+                bound_ns: bound,
+                late_ns: read.call - bound,
+            });
+            break;
+        }
+    }
+    Ok(judged)
 }

@@ -6,9 +6,12 @@
 //! - [`append`]: Elle's list-append analysis: dependencies inferred from list prefixes, cycles
 //!   (G0, G1c, G-single, G2), aborted and intermediate reads (G1a, G1b).
 //! - [`lease`]: keys attached to leases: kept alive means present, revoked means gone, gone
-//!   stays gone.
+//!   stays gone (and, with a bound, gone soon enough).
+//! - [`controlplane`]: pods bound at most once, nodes never overcommitted at any revision,
+//!   Deployments converged after the faults heal.
 
 pub mod append;
+pub mod controlplane;
 pub mod lease;
 pub mod set;
 pub mod watch;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::config::Workload;
-use crate::checkers::{append, lease, set, watch, Validity};
+use crate::checkers::{append, controlplane, lease, set, watch, Validity};
 use crate::history::{History, Op, OpType, Operation, Outcome, Process};
 use crate::lin::{check_history, CheckOptions, Verdict};
 use crate::models::EtcdRegister;
@@ -52,8 +52,13 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
             (r.validity, serde_json::to_value(&r), None)
         }
         Workload::Lease => {
-            let r = lease::check(&clients)?;
+            let r = lease::check_with_faults(&clients, &fault_intervals(history))?;
             (r.validity, serde_json::to_value(&r), None)
+        }
+        Workload::Controlplane => {
+            let r = controlplane::check(&clients)?;
+            let counterexample = controlplane::counterexample(&clients, &r)?;
+            (r.validity, serde_json::to_value(&r), counterexample)
         }
     };
     Ok(CheckResult {
@@ -61,6 +66,34 @@ pub fn check(workload: Workload, history: &History) -> Result<CheckResult, Error
         report: report.expect("reports serialize"),
         counterexample,
     })
+}
+
+/// (start, end) ns of every nemesis fault in the history, from its `start-*` invoke to its
+/// `stop-*` completion (never stopped: `u64::MAX`); a member's crash counts as a fault until
+/// the next fault starts (it was restarted then) or the run ends.
+pub fn fault_intervals(history: &History) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut open: Option<u64> = None;
+    let mut crashes: Vec<u64> = Vec::new();
+    for op in history
+        .ops()
+        .iter()
+        .filter(|o| matches!(o.process, Process::Named(_)))
+    {
+        if op.f.starts_with("start-") && op.kind == OpType::Invoke {
+            open = Some(op.time);
+            out.extend(crashes.drain(..).map(|c| (c, op.time)));
+        } else if op.f.starts_with("stop-") && op.kind != OpType::Invoke {
+            if let Some(start) = open.take() {
+                out.push((start, op.time));
+            }
+        } else if op.f == "crash" && op.kind == OpType::Invoke {
+            crashes.push(op.time);
+        }
+    }
+    out.extend(open.map(|s| (s, u64::MAX)));
+    out.extend(crashes.into_iter().map(|c| (c, u64::MAX)));
+    out
 }
 
 /// Every successful read is judged on its own (the runner reads through every node at the

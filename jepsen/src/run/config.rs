@@ -21,6 +21,10 @@ pub enum Workload {
     /// Keys attached to leases kept alive, then revoked; kept alive means present, revoked
     /// means gone.
     Lease,
+    /// Hollow nodes and pods (bare and from Deployments) through the Resources API, with the
+    /// servers' schedulers and controllers at work; pods bound once, nodes never
+    /// overcommitted, replicas converge after the faults.
+    Controlplane,
 }
 
 impl FromStr for Workload {
@@ -32,9 +36,10 @@ impl FromStr for Workload {
             "append" => Ok(Workload::Append),
             "watch" => Ok(Workload::Watch),
             "lease" => Ok(Workload::Lease),
+            "controlplane" => Ok(Workload::Controlplane),
             other => Err(Error::Config {
                 field: "workload".into(),
-                message: format!("{other:?} is not one of register, set, append, watch, lease"),
+                message: format!("{other:?} is not one of register, set, append, watch, lease, controlplane"),
             }),
         }
     }
@@ -128,6 +133,9 @@ pub struct Config {
     /// Give each worker's client every server (its own first), so the client crate's
     /// failover is under test too. Off: each worker talks to one node only, as in Jepsen.
     pub client_failover: bool,
+    /// Starts the name of every network namespace of the lab (`lab::NAME_PREFIX` by default);
+    /// give concurrent campaigns their own, so no run's cleanup check sees another's.
+    pub lab_prefix: String,
 }
 
 impl Config {
@@ -153,6 +161,7 @@ impl Config {
         if self.time_limit.is_zero() {
             return bad("time-limit", "must be positive");
         }
+        super::lab::Lab::check_prefix(&self.lab_prefix)?;
         if self.op_timeout.is_zero() {
             return bad("op-timeout", "must be positive");
         }

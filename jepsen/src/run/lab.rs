@@ -1,7 +1,9 @@
 //! The lab network: one network namespace per node and one for the clients (`lab`), the
 //! nodes' veth pairs joined by a bridge inside the lab namespace, on a private subnet with no
 //! default route anywhere, so nothing in the lab can reach the host's uplink. Everything is
-//! named `bj-<run>-...` and removed when the [`Lab`] is dropped.
+//! named `<prefix><run>-...` (prefix `bj-` unless configured) and removed when the [`Lab`] is
+//! dropped. Only the namespace names are machine-global: the bridge, the veths, the subnet and
+//! the nft tables live inside the lab's own namespaces, so two labs never share them.
 //!
 //! Faults on the network (partitions with nftables, slow links with tc netem) are applied
 //! inside the node namespaces, so they never touch the host's own rules.
@@ -12,8 +14,11 @@ use std::process::{Command, Stdio};
 
 use crate::Error;
 
-/// Prefix of every namespace, bridge, veth and nft table the harness creates.
+/// Default prefix of every namespace, bridge and veth the harness creates.
 pub const NAME_PREFIX: &str = "bj-";
+/// Longest prefix: interface names (`<prefix><run>-br`, run = 4 hex digits) must fit the
+/// kernel's 15 bytes.
+pub const NAME_PREFIX_BYTES_MAX: usize = 7;
 /// The lab subnet (a /24); nodes are .1 to .N, the clients' address on the bridge is .254.
 pub const SUBNET_PREFIX: &str = "10.77.0";
 /// Most nodes a lab holds.
@@ -27,14 +32,36 @@ pub const SLOW_LINK_RATE_KBIT: u64 = 512;
 
 /// A lab: namespaces, bridge and veths, torn down on drop.
 pub struct Lab {
+    prefix: String,
     run: String,
     nodes: usize,
     created: Vec<String>,
 }
 
 impl Lab {
-    /// Creates the lab for `nodes` nodes; `run` is a short id unique among concurrent runs.
-    pub fn create(run: &str, nodes: usize) -> Result<Lab, Error> {
+    /// Checks a name prefix: 1 to `NAME_PREFIX_BYTES_MAX` of `[a-z0-9-]`.
+    pub fn check_prefix(prefix: &str) -> Result<(), Error> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= NAME_PREFIX_BYTES_MAX
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config {
+                field: "lab-prefix".into(),
+                message: format!(
+                    "{prefix:?} must be 1 to {NAME_PREFIX_BYTES_MAX} characters of a-z, 0-9 and -"
+                ),
+            })
+        }
+    }
+
+    /// Creates the lab for `nodes` nodes; `run` is a short id unique among concurrent runs,
+    /// `prefix` starts every name (see [`Lab::check_prefix`]).
+    pub fn create(prefix: &str, run: &str, nodes: usize) -> Result<Lab, Error> {
+        Self::check_prefix(prefix)?;
         if nodes == 0 || nodes > NODES_MAX {
             return Err(Error::Config {
                 field: "nodes".into(),
@@ -42,6 +69,7 @@ impl Lab {
             });
         }
         let mut lab = Lab {
+            prefix: prefix.to_string(),
             run: run.to_string(),
             nodes,
             created: Vec::new(),
@@ -52,7 +80,7 @@ impl Lab {
 
     fn build(&mut self) -> Result<(), Error> {
         let lab_ns = self.lab_netns();
-        let bridge = format!("{NAME_PREFIX}{}-br", self.run);
+        let bridge = format!("{}{}-br", self.prefix, self.run);
         self.add_netns(&lab_ns)?;
         ip(&["-n", &lab_ns, "link", "set", "lo", "up"])?;
         ip(&["-n", &lab_ns, "link", "add", &bridge, "type", "bridge"])?;
@@ -61,7 +89,7 @@ impl Lab {
         ip(&["-n", &lab_ns, "link", "set", &bridge, "up"])?;
         for i in 1..=self.nodes {
             let ns = self.node_netns(i);
-            let veth = format!("{NAME_PREFIX}{}-v{i}", self.run);
+            let veth = format!("{}{}-v{i}", self.prefix, self.run);
             self.add_netns(&ns)?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&[
@@ -86,12 +114,12 @@ impl Lab {
     }
 
     pub fn lab_netns(&self) -> String {
-        format!("{NAME_PREFIX}{}-lab", self.run)
+        format!("{}{}-lab", self.prefix, self.run)
     }
 
     /// Node `i` counts from 1.
     pub fn node_netns(&self, i: usize) -> String {
-        format!("{NAME_PREFIX}{}-n{i}", self.run)
+        format!("{}{}-n{i}", self.prefix, self.run)
     }
 
     pub fn node_ip(&self, i: usize) -> String {

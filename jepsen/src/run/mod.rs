@@ -10,6 +10,7 @@
 pub mod check;
 pub mod cluster;
 pub mod config;
+pub mod controlplane;
 pub mod lab;
 pub mod nemesis;
 pub mod recorder;
@@ -69,7 +70,7 @@ pub fn run(config: &Config) -> Result<RunOutcome, Error> {
     // half-built lab is still removed.
     early_signals::install();
     let run_id = format!("{:04x}", std::process::id() % 0x10000);
-    let lab = Arc::new(Lab::create(&run_id, config.nodes)?);
+    let lab = Arc::new(Lab::create(&config.lab_prefix, &run_id, config.nodes)?);
     let lab_ns = Arc::new(Lab::open_netns(&lab.lab_netns())?);
     let cluster = Cluster::new(&lab, &config.server_exe, &data, &logs)?;
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
@@ -150,16 +151,17 @@ async fn run_in_lab(
     };
     let mut warnings = Vec::new();
 
-    let workers = spawn_workers(&config, &ctx, &rng).await;
+    let mut workers = spawn_workers(&config, &ctx, &rng).await;
+    warnings.append(&mut workers.warnings);
     nemesis.run(deadline).await;
-    for handle in workers.main {
+    for handle in std::mem::take(&mut workers.main) {
         let _ = handle.await;
     }
     nemesis.heal_all().await;
     if cluster.lock().await.wait_leader().await.is_err() {
         warnings.push("no leader after healing; final reads may fail".to_string());
     }
-    final_phase(&config, &ctx, workers.watchers, workers.until, &mut warnings).await;
+    final_phase(&config, &ctx, workers, &mut warnings).await;
 
     let history = recorder.history();
     if !nemesis.crashes.is_empty() {
@@ -181,6 +183,10 @@ struct Spawned {
     main: Vec<tokio::task::JoinHandle<()>>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
     until: Option<tokio::sync::watch::Sender<Option<i64>>>,
+    /// Tasks that run until the final phase is over (hollow nodes), stopped by `stop`.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    warnings: Vec<String>,
 }
 
 async fn spawn_workers(config: &Config, ctx: &Ctx, rng: &impl Fn(u64) -> StdRng) -> Spawned {
@@ -188,6 +194,9 @@ async fn spawn_workers(config: &Config, ctx: &Ctx, rng: &impl Fn(u64) -> StdRng)
         main: Vec::new(),
         watchers: Vec::new(),
         until: None,
+        background: Vec::new(),
+        stop: None,
+        warnings: Vec::new(),
     };
     let worker = |i: usize| Worker::new(ctx.clone(), i, rng(i as u64));
     match config.workload {
@@ -238,19 +247,66 @@ async fn spawn_workers(config: &Config, ctx: &Ctx, rng: &impl Fn(u64) -> StdRng)
             }
             spawned.until = Some(tx);
         }
+        Workload::Controlplane => spawn_controlplane(config, ctx, rng, &mut spawned).await,
     }
     spawned
 }
 
+async fn spawn_controlplane(config: &Config, ctx: &Ctx, rng: &impl Fn(u64) -> StdRng, spawned: &mut Spawned) {
+    use controlplane as cp;
+    let all = resource_client(&ctx.addrs, ctx.op_timeout);
+    let worker_at = |process: u64| {
+        let mut w = Worker::new(ctx.clone(), 0, rng(process));
+        w.process = process;
+        w
+    };
+    if let Err(e) = cp::setup(&mut worker_at(cp::SETUP_PROCESS), &all).await {
+        spawned.warnings.push(format!("setup: {e}"));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for i in 0..cp::HOLLOW_NODES {
+        let w = worker_at(cp::HEARTBEAT_PROCESS + i as u64);
+        let heartbeat = cp::hollow_heartbeat(w, all.clone(), cp::node_name(i), stop_rx.clone());
+        spawned.background.push(tokio::spawn(heartbeat));
+        let w = worker_at(cp::HOLLOW_PROCESS + i as u64);
+        let agent = cp::hollow_agent(w, all.clone(), cp::node_name(i), stop_rx.clone());
+        spawned.background.push(tokio::spawn(agent));
+    }
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    for i in 0..cp::WATCHERS {
+        let w = worker_at(cp::WATCHER_PROCESS + i as u64);
+        spawned
+            .watchers
+            .push(tokio::spawn(cp::pod_watcher(w, all.clone(), rx.clone())));
+    }
+    for i in 0..config.concurrency {
+        let w = Worker::new(ctx.clone(), i, rng(i as u64));
+        let rc = resource_client(&workloads::worker_addrs(ctx, i), ctx.op_timeout);
+        let task = if i < cp::DEPLOYMENTS {
+            tokio::spawn(cp::deployment_worker(w, rc, i))
+        } else {
+            tokio::spawn(cp::bare_pod_worker(w, rc))
+        };
+        spawned.main.push(task);
+    }
+    spawned.until = Some(tx);
+    spawned.stop = Some(stop_tx);
+}
+
+fn resource_client(addrs: &[String], timeout: Duration) -> berth_client::ResourceClient {
+    berth_client::ResourceClient::new(addrs, timeout).expect("lab addresses are valid")
+}
+
 /// After the faults healed: the set's final read; the watchers' catch-up to the store's
 /// revision.
-async fn final_phase(
-    config: &Config,
-    ctx: &Ctx,
-    watchers: Vec<tokio::task::JoinHandle<()>>,
-    until: Option<tokio::sync::watch::Sender<Option<i64>>>,
-    warnings: &mut Vec<String>,
-) {
+async fn final_phase(config: &Config, ctx: &Ctx, spawned: Spawned, warnings: &mut Vec<String>) {
+    let Spawned {
+        watchers,
+        until,
+        background,
+        stop,
+        ..
+    } = spawned;
     match config.workload {
         Workload::Set => {
             let reader = Worker::new(ctx.clone(), 0, StdRng::seed_from_u64(config.seed));
@@ -274,7 +330,27 @@ async fn final_phase(
                 let _ = w.await;
             }
         }
+        Workload::Controlplane => {
+            let reader = Worker::new(ctx.clone(), 0, StdRng::seed_from_u64(config.seed));
+            let rc = resource_client(&ctx.addrs, ctx.op_timeout);
+            let revision = controlplane::converge(reader, rc).await;
+            if revision.is_none() {
+                warnings.push("no converge-read answered; watchers end indeterminate".into());
+            }
+            if let Some(tx) = until {
+                let _ = tx.send(Some(revision.unwrap_or(i64::MAX)));
+            }
+            for w in watchers {
+                let _ = w.await;
+            }
+        }
         Workload::Register | Workload::Append | Workload::Lease => {}
+    }
+    if let Some(stop) = stop {
+        let _ = stop.send(true);
+    }
+    for b in background {
+        let _ = b.await;
     }
 }
 
@@ -381,6 +457,7 @@ pub fn workload_name(w: Workload) -> &'static str {
         Workload::Append => "append",
         Workload::Watch => "watch",
         Workload::Lease => "lease",
+        Workload::Controlplane => "controlplane",
     }
 }
 

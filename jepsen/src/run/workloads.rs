@@ -73,14 +73,20 @@ pub struct Worker {
     pub rng: StdRng,
 }
 
+/// The servers worker `index` talks to: its own node, or (with failover) every node, its own
+/// first.
+pub fn worker_addrs(ctx: &Ctx, index: usize) -> Vec<String> {
+    let n = ctx.addrs.len();
+    if ctx.client_failover {
+        (0..n).map(|i| ctx.addrs[(index + i) % n].clone()).collect()
+    } else {
+        vec![ctx.addrs[index % n].clone()]
+    }
+}
+
 impl Worker {
     pub fn new(ctx: Ctx, index: usize, rng: StdRng) -> Worker {
-        let n = ctx.addrs.len();
-        let addrs: Vec<String> = if ctx.client_failover {
-            (0..n).map(|i| ctx.addrs[(index + i) % n].clone()).collect()
-        } else {
-            vec![ctx.addrs[index % n].clone()]
-        };
+        let addrs = worker_addrs(&ctx, index);
         let client = EtcdClient::new(&addrs, ctx.op_timeout).expect("lab addresses are valid");
         Worker {
             ctx,
@@ -141,7 +147,7 @@ impl Worker {
 
 /// A read changes nothing: if it did not answer, it simply failed.
 fn is_read(f: &str) -> bool {
-    f == "read"
+    f == "read" || f == "converge-read"
 }
 
 /// Errors that prove the request never reached a server.
@@ -648,6 +654,10 @@ pub const LEASE_REFRESH_MS: u64 = 1_000;
 /// Keep-alive rounds per lease, at most.
 pub const LEASE_ROUNDS_MAX: usize = 8;
 pub const LEASE_PREFIX: &str = "jepsen/lease/";
+/// A lease left to expire is read this long after its expiry bound, then up to
+/// `LEASE_EXPIRY_READS` times until it is gone.
+pub const LEASE_EXPIRY_READ_DELAY_MS: u64 = 200;
+pub const LEASE_EXPIRY_READS: usize = 10;
 
 /// One key per lease: grant, put attached, keep-alive and read in rounds, then revoke and
 /// read (or, one time in three, just let it expire).
@@ -698,7 +708,17 @@ pub async fn lease_worker(mut w: Worker) {
             lease_read(&mut w, &key).await;
         }
         if w.rng.gen_bool(1.0 / 3.0) {
-            continue; // left to expire
+            // Left to expire: read once past the expiry bound (stable leader), then until it
+            // is gone, a few times (the checker judges each read against the bound).
+            let bound_ms = LEASE_TTL_S as u64 * 1_000 + crate::checkers::lease::EXPIRY_SLACK_MS;
+            tokio::time::sleep(Duration::from_millis(bound_ms + LEASE_EXPIRY_READ_DELAY_MS)).await;
+            for _ in 0..LEASE_EXPIRY_READS {
+                if lease_read(&mut w, &key).await == Some(false) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(LEASE_REFRESH_MS)).await;
+            }
+            continue;
         }
         let revoke = async {
             client.lease_revoke(id).await?;
@@ -709,7 +729,8 @@ pub async fn lease_worker(mut w: Worker) {
     }
 }
 
-async fn lease_read(w: &mut Worker, key: &str) {
+/// Whether the key was found (None: the read failed).
+async fn lease_read(w: &mut Worker, key: &str) -> Option<bool> {
     let client = w.client.clone();
     let read = async {
         let req = pb::RangeRequest {
@@ -719,5 +740,6 @@ async fn lease_read(w: &mut Worker, key: &str) {
         let resp = client.range(req).await?;
         Ok(Done::Ok(json!({"present": !resp.kvs.is_empty()})))
     };
-    w.invoke("read", Some(key), Value::Null, read).await;
+    let out = w.invoke("read", Some(key), Value::Null, read).await?;
+    out["present"].as_bool()
 }

@@ -8,6 +8,8 @@ use serde_json::Value;
 #[derive(Default)]
 pub struct Recorder {
     history: History,
+    /// Added to every later entry's time (see `wait`).
+    offset_ns: u64,
 }
 
 impl Recorder {
@@ -16,7 +18,7 @@ impl Recorder {
     }
 
     fn add(&mut self, kind: OpType, process: u64, f: &str, key: Option<&str>, value: Value) -> &mut Self {
-        let time = self.history.len() as u64;
+        let time = self.history.len() as u64 + self.offset_ns;
         let mut op = Op::new(Process::Client(process), kind, f, value, time);
         op.key = key.map(str::to_string);
         self.history.push(op);
@@ -53,6 +55,17 @@ impl Recorder {
 
     pub fn info_key(&mut self, process: u64, f: &str, key: &str, value: Value) -> &mut Self {
         self.add(OpType::Info, process, f, Some(key), value)
+    }
+
+    /// Lets `ns` pass before the next entry.
+    pub fn wait(&mut self, ns: u64) -> &mut Self {
+        self.offset_ns += ns;
+        self
+    }
+
+    /// The time the next entry gets.
+    pub fn now(&self) -> u64 {
+        self.history.len() as u64 + self.offset_ns
     }
 
     /// Gives the last entry an error.
