@@ -11,7 +11,7 @@ use berth_client::{ClientError, ResourceClient};
 use berth_proto::apiv1;
 use berth_proto::coordinationv1::Lease;
 use berth_proto::corev1::{ConfigMap, Node, Pod, Secret};
-use common::{berth_bin, eventually, Cluster};
+use common::{berth_bin, eventually, in_cidr, Cluster};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -866,15 +866,6 @@ impl Drop for BridgeGuard {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", self.0]).output();
     }
-}
-
-/// Whether `ip` (dotted IPv4) lies in `cidr` (`a.b.c.d/len`).
-fn in_cidr(ip: &str, cidr: &str) -> bool {
-    let (net, len) = cidr.split_once('/').unwrap();
-    let (ip, net): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (ip.parse().unwrap(), net.parse().unwrap());
-    let len: u32 = len.parse().unwrap();
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 fn link_exists(name: &str) -> bool {

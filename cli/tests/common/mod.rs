@@ -328,3 +328,12 @@ pub fn body(o: &berth_proto::manifest::Object) -> serde_json::Value {
     m.remove("status");
     v
 }
+
+/// Whether `ip` (dotted IPv4) lies in `cidr` (`a.b.c.d/len`).
+pub fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap();
+    let (ip, net): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (ip.parse().unwrap(), net.parse().unwrap());
+    let len: u32 = len.parse().unwrap();
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
