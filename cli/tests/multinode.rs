@@ -412,6 +412,26 @@ fn pods_reach_each_other_on_one_node_and_across_nodes() {
             !r.contains(&cidr_b)
         })
         .await;
+        // web-b1 still runs in node b's namespace, but without the route node a has no way to it.
+        let out = Command::new(berth_bin())
+            .args(["exec", "--server", &env.server_addr, "web-a1", "--"])
+            .args([
+                "timeout",
+                "5",
+                "wget",
+                "-q",
+                "-O-",
+                &format!("http://{b1}:{HTTP_PORT}/"),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && out.stdout.is_empty() && err.contains("Network is unreachable"),
+            "web-a1 to {b1} without the route: {:?}, stdout {:?}, stderr {err}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
         // Node a's own pods still reach each other.
         assert_eq!(env.fetch_from("web-a2", &a1).await, "web-a1\n");
     });
