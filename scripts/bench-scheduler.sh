@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Scheduler benchmark: a Berth cluster on this machine's loopback (servers with --no-scheduler),
+# Scheduler benchmark: a Berth cluster on this machine's loopback (servers with --no-scheduler
+# and --no-controllers: hollow nodes renew no Leases, so node lifecycle would evict their pods),
 # then `berth bench scheduler` with hollow nodes: pods/s bound by 1 and 3 scheduler instances
 # (started in the bench process against the cluster) and packing quality of MostAllocated
 # against the lower bound; writes bench/scheduler-<date>.json and .png.
@@ -41,7 +42,7 @@ for i in $(seq "$members"); do
 done
 for i in $(seq "$members"); do
   "$berth" server --name "s$i" --data-dir "$work/s$i" --peer-addr "127.0.0.1:2731$i" \
-    --client-addr "127.0.0.1:2730$i" --initial-cluster "$initial" --no-scheduler \
+    --client-addr "127.0.0.1:2730$i" --initial-cluster "$initial" --no-scheduler --no-controllers \
     --heartbeat-interval 100 --election-timeout 1000 \
     2>"$work/s$i.log" &
   pids+=($!)

@@ -362,6 +362,9 @@ async fn start_cluster(
             "none".into(),
             "--node-ip".into(),
             "127.0.0.1".into(),
+            // Three agents on one loopback: each its own free port for its API.
+            "--agent-addr".into(),
+            "127.0.0.1:0".into(),
             "--lease-renew-interval-ms".into(),
             renew_ms.to_string(),
         ];
