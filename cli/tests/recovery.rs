@@ -60,6 +60,9 @@ impl Agent {
             "none",
             "--node-ip",
             "127.0.0.1",
+            // Each agent's API on a free loopback port: agents of one machine never collide.
+            "--agent-addr",
+            "127.0.0.1:0",
             "--lease-renew-interval-ms",
             "200",
         ]

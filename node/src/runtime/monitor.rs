@@ -442,6 +442,11 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::write(&files.pid_file, child.id().to_string()).unwrap();
+        // Until the child has exec'd sh, its command line is still this test's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while files.live_pid().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(files.live_pid(), Some(child.id() as i32));
         let waiter = tokio::spawn({
             let files = files.clone();
