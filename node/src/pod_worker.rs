@@ -720,6 +720,13 @@ impl Worker {
             let _ = mount::unmount(&rootfs);
             ("StartError".to_string(), e.to_string())
         })?;
+        // Running only once the init process exists (as the kubelet after the runtime's start
+        // returned): a runtime that fails before that is a start error, never Running.
+        if let Err(e) = started.started.await {
+            self.abandon_start(&cfg, started.wait).await;
+            self.shared.running.exited(&self.uid, &c.name, restart_count);
+            return Err(("RunContainerError".to_string(), e.to_string()));
+        }
         let now_ms = self.now_ms();
         let now = self.now_rfc3339();
         let ctr = self.ctrs.get_mut(&c.name).expect("container known");
@@ -750,6 +757,26 @@ impl Worker {
         }
         tracing::info!(pod = %self.uid, container = %c.name, attempt, "started");
         Ok(())
+    }
+
+    /// Removes what a start that failed left: the monitor (killed with the container if it is
+    /// still running, then reaped, at most [`KILL_WAIT`]), the runtime's state, the rootfs
+    /// mount and the monitor's files. The writable layer goes with the next start.
+    async fn abandon_start(
+        &self,
+        cfg: &ContainerConfig,
+        wait: BoxFuture<'static, Result<ExitStatus, crate::Error>>,
+    ) {
+        let runtime = self.shared.runtime.clone();
+        let _ = runtime.kill(&cfg.state_root, &cfg.id, libc::SIGKILL).await;
+        if tokio::time::timeout(KILL_WAIT, wait).await.is_err() {
+            tracing::warn!(pod = %self.uid, container = %cfg.id, "monitor of a failed start still runs");
+        }
+        if let Err(e) = runtime.delete(&cfg.state_root, &cfg.id).await {
+            tracing::warn!(pod = %self.uid, container = %cfg.id, "delete: {e}");
+        }
+        let _ = mount::unmount(&cfg.rootfs);
+        MonitorFiles::new(&cfg.state_root, &cfg.id).clear();
     }
 
     fn on_exit(&mut self, e: Exit) {
