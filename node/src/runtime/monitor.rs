@@ -521,10 +521,14 @@ mod tests {
     }
 
     fn monitor_in_thread(files: &MonitorFiles, log: &Path, script: String) -> std::thread::JoinHandle<i32> {
+        // The monitor runs in this test's thread: its pid (this process) would not name a live
+        // monitor, so it writes it elsewhere and the waiter never finds a dead monitor.
+        let mut own = files.clone();
+        own.pid_file = files.pid_file.with_extension("thread");
         let a = MonitorArgs {
             log_path: log.to_path_buf(),
             log_bytes_max: 1 << 20,
-            files: files.clone(),
+            files: own,
             oom_counter: None,
             command: vec!["sh".into(), "-c".into(), script],
         };
