@@ -759,24 +759,32 @@ impl Worker {
         Ok(())
     }
 
-    /// Removes what a start that failed left: the monitor (killed with the container if it is
-    /// still running, then reaped, at most [`KILL_WAIT`]), the runtime's state, the rootfs
-    /// mount and the monitor's files. The writable layer goes with the next start.
+    /// Removes what a start that failed left: the monitor (the container killed if it exists,
+    /// the monitor reaped within [`KILL_WAIT`], else killed too), the runtime's state, the
+    /// rootfs mount and the monitor's files. The writable layer goes with the next start.
     async fn abandon_start(
         &self,
         cfg: &ContainerConfig,
         wait: BoxFuture<'static, Result<ExitStatus, crate::Error>>,
     ) {
         let runtime = self.shared.runtime.clone();
+        let files = MonitorFiles::new(&cfg.state_root, &cfg.id);
         let _ = runtime.kill(&cfg.state_root, &cfg.id, libc::SIGKILL).await;
         if tokio::time::timeout(KILL_WAIT, wait).await.is_err() {
-            tracing::warn!(pod = %self.uid, container = %cfg.id, "monitor of a failed start still runs");
+            // A runtime stuck before creating anything to kill (the start timed out): the
+            // monitor goes, and `delete --force` below removes whatever the runtime made.
+            tracing::warn!(pod = %self.uid, container = %cfg.id, "killing the monitor of a failed start");
+            if let Some(pid) = files.live_pid() {
+                // SAFETY: kill has no memory-safety preconditions; the pid was checked to be
+                // this container's monitor.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
         if let Err(e) = runtime.delete(&cfg.state_root, &cfg.id).await {
             tracing::warn!(pod = %self.uid, container = %cfg.id, "delete: {e}");
         }
         let _ = mount::unmount(&cfg.rootfs);
-        MonitorFiles::new(&cfg.state_root, &cfg.id).clear();
+        files.clear();
     }
 
     fn on_exit(&mut self, e: Exit) {
