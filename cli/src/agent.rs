@@ -344,7 +344,7 @@ fn tempfile_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `berth runtime`: the embedded libcontainer helper the agent runs per container operation,
-/// with runc's command-line shape (`--root R run --keep --bundle B ID`, `kill ID SIG`,
+/// with runc's command-line shape (`--root R run --keep --pid-file P --bundle B ID`, `kill ID SIG`,
 /// `delete --force ID`, `exec ID ARGV...`), and the container monitor (`monitor ... -- CMD`)
 /// that runs either runtime's `run`.
 #[derive(clap::Args, Debug)]
@@ -361,6 +361,9 @@ pub enum RuntimeCmd {
         /// Accepted for runc compatibility: the state is always kept until `delete`.
         #[arg(long)]
         keep: bool,
+        /// Where the container init's pid is written once the process exists (runc's flag).
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
         #[arg(long)]
         bundle: PathBuf,
         id: String,
@@ -425,7 +428,14 @@ pub fn runtime_helper(a: RuntimeArgs) -> i32 {
                 command,
             });
         }
-        RuntimeCmd::Run { bundle, id, .. } => Command::Run { root, bundle, id },
+        RuntimeCmd::Run {
+            bundle, id, pid_file, ..
+        } => Command::Run {
+            root,
+            bundle,
+            id,
+            pid_file,
+        },
         RuntimeCmd::Kill { id, signal } => Command::Kill { root, id, signal },
         RuntimeCmd::Delete { id, .. } => Command::Delete { root, id },
         RuntimeCmd::Exec { id, argv } => Command::Exec { root, id, argv },

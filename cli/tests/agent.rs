@@ -1388,3 +1388,145 @@ impl Drop for ExtraAgent {
         let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
     }
 }
+
+/// Every status the pod named `name` had while the returned task watched (from now on).
+fn watch_statuses(
+    client: &ResourceClient,
+    name: &'static str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<berth_proto::corev1::PodStatus>>>,
+) {
+    use berth_client::{ListParams, WatchEvent};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (client, seen2) = (client.clone(), seen.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let task = tokio::spawn(async move {
+        let list = client
+            .list::<Pod>("default", &ListParams::default())
+            .await
+            .unwrap();
+        let params = ListParams {
+            resource_version: list.resource_version,
+            ..Default::default()
+        };
+        let mut w = client.watch::<Pod>("default", &params);
+        let _ = ready_tx.send(());
+        while let Ok(ev) = w.next().await {
+            let (WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p)) = ev else {
+                continue;
+            };
+            if p.metadata.as_ref().is_some_and(|m| m.name == name) {
+                seen2.lock().unwrap().push(status_of(&p));
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    (task, seen)
+}
+
+/// Issue 4: a container counts as running only once its init process exists. One whose process
+/// cannot be started (its command is not in the image) is never reported running, neither in
+/// its state nor by the pod's phase: it waits with RunContainerError and the runtime's message.
+/// A started container's startedAt is not earlier than its init's pid file, which names the
+/// container's process.
+async fn running_only_once_the_process_exists(runtime: &str) {
+    let env = Env::start_prefixed("bs", runtime, &[], &["--pod-network", "none"]).await;
+    // The list's resourceVersion is taken before the pod exists: the watch sees all of it.
+    let (task, seen) = watch_statuses(&env.client, "nocmd");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "nocmd", "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": IMAGE, "command": ["/no/such/binary"]}]}
+    }))
+    .await;
+    let waiting = |p: &Pod| {
+        status_of(p)
+            .container_statuses
+            .first()
+            .and_then(|c| c.state.clone()?.waiting)
+    };
+    let p = env
+        .wait_pod("nocmd", "RunContainerError", |p| {
+            waiting(p).is_some_and(|w| w.reason == "RunContainerError")
+        })
+        .await;
+    let w = waiting(&p).unwrap();
+    assert!(w.message.contains("no/such/binary"), "{w:?}");
+    // It is retried (CREATE_RETRY, 2 s) and fails the same way each time.
+    eventually("a second failed start in the agent log", || {
+        let n = env.log().matches("RunContainerError").count();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    env.delete_pod("nocmd").await;
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for st in &seen {
+        assert_ne!(st.phase, "Running", "{st:?}");
+        for c in &st.container_statuses {
+            let state = c.state.clone().unwrap_or_default();
+            assert!(state.running.is_none(), "reported running: {c:?}");
+            assert!(!c.started.unwrap_or(false), "{c:?}");
+            if let Some(t) = state.terminated {
+                assert!(
+                    t.message.contains("no/such/binary") || t.reason != "Error",
+                    "{t:?}"
+                );
+            }
+        }
+    }
+
+    let pod = env
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "ok", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "1000"]}]}
+        }))
+        .await;
+    let p = env
+        .wait_pod("ok", "Running", |p| phase(p) == "Running" && running(p))
+        .await;
+    let started_at = status_of(&p).container_statuses[0]
+        .state
+        .clone()
+        .unwrap()
+        .running
+        .unwrap()
+        .started_at;
+    let pid_file = env
+        .cfg
+        .run_dir
+        .join("pods")
+        .join(uid(&pod))
+        .join("runtime/main.pid");
+    let created = std::fs::metadata(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .modified()
+        .unwrap();
+    let created_us = created.duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    // Both RFC 3339 at the second: as strings, their order is the times' order.
+    assert!(
+        started_at >= berth_node::rfc3339(created_us),
+        "startedAt {started_at} before the pid file {}",
+        berth_node::rfc3339(created_us)
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", pid.trim())).unwrap();
+    assert_eq!(comm.trim(), "sleep", "the pid file names the container's process");
+    env.delete_pod("ok").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcontainer_reports_running_only_once_the_process_exists() {
+    running_only_once_the_process_exists("libcontainer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_reports_running_only_once_the_process_exists() {
+    running_only_once_the_process_exists("runc").await;
+}

@@ -720,6 +720,13 @@ impl Worker {
             let _ = mount::unmount(&rootfs);
             ("StartError".to_string(), e.to_string())
         })?;
+        // Running only once the init process exists (as the kubelet after the runtime's start
+        // returned): a runtime that fails before that is a start error, never Running.
+        if let Err(e) = started.started.await {
+            self.abandon_start(&cfg, started.wait).await;
+            self.shared.running.exited(&self.uid, &c.name, restart_count);
+            return Err(("RunContainerError".to_string(), e.to_string()));
+        }
         let now_ms = self.now_ms();
         let now = self.now_rfc3339();
         let ctr = self.ctrs.get_mut(&c.name).expect("container known");
@@ -750,6 +757,34 @@ impl Worker {
         }
         tracing::info!(pod = %self.uid, container = %c.name, attempt, "started");
         Ok(())
+    }
+
+    /// Removes what a start that failed left: the monitor (the container killed if it exists,
+    /// the monitor reaped within [`KILL_WAIT`], else killed too), the runtime's state, the
+    /// rootfs mount and the monitor's files. The writable layer goes with the next start.
+    async fn abandon_start(
+        &self,
+        cfg: &ContainerConfig,
+        wait: BoxFuture<'static, Result<ExitStatus, crate::Error>>,
+    ) {
+        let runtime = self.shared.runtime.clone();
+        let files = MonitorFiles::new(&cfg.state_root, &cfg.id);
+        let _ = runtime.kill(&cfg.state_root, &cfg.id, libc::SIGKILL).await;
+        if tokio::time::timeout(KILL_WAIT, wait).await.is_err() {
+            // A runtime stuck before creating anything to kill (the start timed out): the
+            // monitor goes, and `delete --force` below removes whatever the runtime made.
+            tracing::warn!(pod = %self.uid, container = %cfg.id, "killing the monitor of a failed start");
+            if let Some(pid) = files.live_pid() {
+                // SAFETY: kill has no memory-safety preconditions; the pid was checked to be
+                // this container's monitor.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Err(e) = runtime.delete(&cfg.state_root, &cfg.id).await {
+            tracing::warn!(pod = %self.uid, container = %cfg.id, "delete: {e}");
+        }
+        let _ = mount::unmount(&cfg.rootfs);
+        files.clear();
     }
 
     fn on_exit(&mut self, e: Exit) {

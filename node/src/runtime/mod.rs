@@ -59,9 +59,17 @@ pub struct ExecOutput {
     pub truncated: bool,
 }
 
-/// A started container; `wait` resolves when it has ended (its monitor's exit file). The
-/// monitor outlives the agent: after a restart, [`monitor::wait_adopted`] waits instead.
+/// How long a runtime's `run` may take to create the container's process before the start
+/// counts as failed (image layers are already in place; this covers namespaces, mounts, cgroups).
+pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A container being started. `started` resolves once its init process exists (the runtime
+/// wrote `--pid-file`), or with the runtime's error when it could not be started (then `wait`
+/// resolves soon after, the monitor having ended); the container counts as running only after
+/// `started` is Ok. `wait` resolves when it has ended (its monitor's exit file). The monitor
+/// outlives the agent: after a restart, [`monitor::wait_adopted`] waits instead.
 pub struct Started {
+    pub started: BoxFuture<'static, Result<(), Error>>,
     pub wait: BoxFuture<'static, Result<monitor::ExitStatus, Error>>,
 }
 

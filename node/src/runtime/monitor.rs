@@ -31,6 +31,12 @@ const COPY_BUFFER_BYTES: usize = 64 << 10;
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// Suffix of the monitor's pid file next to the exit file.
 const PID_SUFFIX: &str = "monitor";
+/// Extension of the container init's pid file (`run --pid-file`), next to the exit file.
+const INIT_PID_EXTENSION: &str = "pid";
+/// How often [`wait_started`] looks for the init's pid file.
+const START_POLL: Duration = Duration::from_millis(20);
+/// The most of the log's tail quoted as the message of a start that failed.
+const START_ERROR_BYTES_MAX: usize = 1024;
 
 /// How a container instance ended, as the monitor saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +67,24 @@ impl MonitorFiles {
         }
     }
 
-    /// Removes both (before a new instance starts; after its exit was handled).
+    /// `<state_root>/<id>.pid`: the container init's pid, written by the runtime's `run`
+    /// (`--pid-file`) once the process exists; the container counts as started from then on.
+    pub fn init_pid_file(&self) -> PathBuf {
+        self.exit_file.with_extension(INIT_PID_EXTENSION)
+    }
+
+    /// The container init's pid, once the runtime wrote it.
+    pub fn read_init_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.init_pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Removes all three (before a new instance starts; after its exit was handled).
     pub fn clear(&self) {
-        for p in [&self.exit_file, &self.pid_file] {
+        for p in [&self.exit_file, &self.pid_file, &self.init_pid_file()] {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -329,6 +350,50 @@ fn copy(mut r: File, log: &Mutex<RotatingLog>) {
     }
 }
 
+/// Waits until the runtime's `run` has created the container's init process (its pid file
+/// appeared): Ok then. An Err when the runtime ended first (the message is the tail of the
+/// log, where the runtime's own error went), when the monitor is gone without an exit file, or
+/// after `timeout`. The pid file is looked at first, so a container that started and ended at
+/// once still counts as started.
+pub async fn wait_started(files: &MonitorFiles, log_path: &Path, timeout: Duration) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if files.read_init_pid().is_some() {
+            return Ok(());
+        }
+        if let Some(st) = files.read_exit() {
+            let tail = log_tail(log_path, START_ERROR_BYTES_MAX);
+            return Err(Error::Runtime(if tail.is_empty() {
+                format!(
+                    "the runtime exited with code {} before the container started",
+                    st.exit_code
+                )
+            } else {
+                tail
+            }));
+        }
+        if files.pid_file.exists() && files.live_pid().is_none() && files.read_exit().is_none() {
+            return Err(Error::Runtime(
+                "the container's monitor ended before the container started".into(),
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Runtime(format!(
+                "the container's process did not start within {}s",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(START_POLL).await;
+    }
+}
+
+/// The last lines of `path`, at most `bytes_max` bytes, trimmed.
+fn log_tail(path: &Path, bytes_max: usize) -> String {
+    let b = std::fs::read(path).unwrap_or_default();
+    let from = b.len().saturating_sub(bytes_max);
+    String::from_utf8_lossy(&b[from..]).trim().to_string()
+}
+
 /// Waits for an adopted monitor (not the caller's child) to end, through a pidfd, then reads
 /// its exit file. None when the monitor is gone without one (killed, or the node rebooted).
 pub async fn wait_adopted(files: &MonitorFiles) -> Option<ExitStatus> {
@@ -458,6 +523,67 @@ mod tests {
         let st = waiter.await.unwrap().expect("exit status");
         assert_eq!((st.exit_code, st.finished_at_ms), (2, 7));
         child.wait().unwrap();
+    }
+
+    fn monitor_in_thread(files: &MonitorFiles, log: &Path, script: String) -> std::thread::JoinHandle<i32> {
+        // The monitor runs in this test's thread: its pid (this process) would not name a live
+        // monitor, so it writes it elsewhere and the waiter never finds a dead monitor.
+        let mut own = files.clone();
+        own.pid_file = files.pid_file.with_extension("thread");
+        let a = MonitorArgs {
+            log_path: log.to_path_buf(),
+            log_bytes_max: 1 << 20,
+            files: own,
+            oom_counter: None,
+            command: vec!["sh".into(), "-c".into(), script],
+        };
+        std::thread::spawn(move || run(a))
+    }
+
+    /// A runtime that fails before the process exists (no pid file) is a start error carrying
+    /// the runtime's message; one that wrote the pid file is started, even if it ended at once.
+    #[tokio::test]
+    async fn started_only_once_the_init_pid_file_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("0.log");
+        let files = MonitorFiles::new(d.path(), "bad");
+        let t = monitor_in_thread(
+            &files,
+            &log,
+            "echo 'create: executable not found' >&2; exit 1".into(),
+        );
+        let e = wait_started(&files, &log, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("executable not found"), "{e}");
+        assert_eq!(t.join().unwrap(), 1);
+
+        let files = MonitorFiles::new(d.path(), "good");
+        let pid_file = files.init_pid_file();
+        assert_eq!(pid_file, d.path().join("good.pid"));
+        let script = format!(
+            "sleep 0.2; echo $$ > {0}.tmp; mv {0}.tmp {0}; exit 0",
+            pid_file.display()
+        );
+        let t = monitor_in_thread(&files, &log, script);
+        wait_started(&files, &log, Duration::from_secs(60)).await.unwrap();
+        assert!(files.read_init_pid().is_some());
+        assert_eq!(t.join().unwrap(), 0);
+        // Started, then ended: still a start that happened.
+        wait_started(&files, &log, Duration::from_secs(60)).await.unwrap();
+        files.clear();
+        assert!(!pid_file.exists() && !files.exit_file.exists());
+    }
+
+    /// Neither a pid file nor an exit: the wait ends at its bound.
+    #[tokio::test]
+    async fn waiting_for_the_start_is_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let files = MonitorFiles::new(d.path(), "slow");
+        let e = wait_started(&files, &d.path().join("0.log"), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("did not start within 1s"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! An OCI runtime driven through its command line (runc's: `run --keep`, `kill`, `delete`,
 //! `exec`), and the OCI runtime spec (`config.json`) for a container.
 //!
+//! `run --pid-file` writes the container init's pid once the process exists: the agent counts
+//! the container as started only then ([`super::monitor::wait_started`]).
 //! `run --keep` leaves the container's cgroup in place after it exits, so the monitor (and the
 //! agent) read its OOM counter before `delete` removes it. `run` is never started by the agent
 //! itself: the container's monitor ([`super::monitor`]) runs it as its child.
@@ -145,7 +147,9 @@ impl OciCli {
         }
         cmd.arg("--").arg(&self.binary).args(&self.leading_args);
         cmd.arg("--root").arg(&c.state_root);
-        cmd.args(["run", "--keep", "--bundle"]).arg(&c.bundle).arg(&c.id);
+        cmd.args(["run", "--keep", "--pid-file"])
+            .arg(files.init_pid_file());
+        cmd.arg("--bundle").arg(&c.bundle).arg(&c.id);
         Ok(cmd)
     }
 
@@ -219,6 +223,10 @@ impl Runtime for OciCli {
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| Error::Runtime(format!("container monitor: {e}")))?;
+        let started = {
+            let (files, log) = (files.clone(), c.log_path.clone());
+            Box::pin(async move { super::monitor::wait_started(&files, &log, super::START_TIMEOUT).await })
+        };
         let wait = Box::pin(async move {
             let st = child
                 .wait()
@@ -239,7 +247,7 @@ impl Runtime for OciCli {
                     .map_or(0, |d| d.as_millis() as u64),
             })
         });
-        Ok(Started { wait })
+        Ok(Started { started, wait })
     }
 
     fn kill<'a>(

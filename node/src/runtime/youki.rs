@@ -20,11 +20,13 @@ pub const VERSION: &str = "libcontainer://0.7.0";
 /// One helper invocation.
 #[derive(Debug, Clone)]
 pub enum Command {
-    /// Create and start the container from `bundle`, wait for it; its state is kept.
+    /// Create and start the container from `bundle`, write the init's pid to `pid_file` (as
+    /// runc's `--pid-file`: only once the process exists), wait for it; its state is kept.
     Run {
         root: PathBuf,
         bundle: PathBuf,
         id: String,
+        pid_file: Option<PathBuf>,
     },
     Kill {
         root: PathBuf,
@@ -49,7 +51,12 @@ fn lc(what: &str, e: impl std::fmt::Display) -> Error {
 /// Runs one helper command; returns the process's exit code.
 pub fn run(cmd: Command) -> Result<i32, Error> {
     match cmd {
-        Command::Run { root, bundle, id } => {
+        Command::Run {
+            root,
+            bundle,
+            id,
+            pid_file,
+        } => {
             let mut c = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_executor(DefaultExecutor {})
                 .with_root_path(root)
@@ -65,6 +72,16 @@ pub fn run(cmd: Command) -> Result<i32, Error> {
             let pid = c
                 .pid()
                 .ok_or_else(|| Error::Runtime("started container has no pid".into()))?;
+            if let Some(p) = pid_file {
+                if let Err(e) = super::monitor::write_atomic(&p, pid.as_raw().to_string().as_bytes()) {
+                    // Nobody would count the container as started: do not leave it running.
+                    if let Ok(sig) = Signal::try_from(libc::SIGKILL) {
+                        let _ = c.kill(sig, true);
+                    }
+                    wait(pid.as_raw());
+                    return Err(e);
+                }
+            }
             Ok(wait(pid.as_raw()))
         }
         Command::Kill { root, id, signal } => {
