@@ -6,40 +6,14 @@
 
 mod common;
 
-use berth_client::{ClientError, ResourceClient};
 use berth_proto::apiv1;
-use berth_proto::corev1::{Node, Pod};
-use common::{berth_bin, eventually, Cluster};
+use berth_proto::corev1::Pod;
+use common::agent_env::{build_image, busybox_rootfs, AgentEnv as Env, AgentOpts, IMAGE};
+use common::{berth_bin, eventually};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-
-const IMAGE: &str = "busybox:1.36";
-
-/// A server, an agent that can be killed and started again, and the node's directories.
-struct Env {
-    cluster: Cluster,
-    agent: Option<Child>,
-    runtime: String,
-    agent_args: Vec<String>,
-    cfg: berth_node::Config,
-    server: String,
-    agent_log: PathBuf,
-    client: ResourceClient,
-    node: String,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.kill_agent();
-        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
-            eprintln!("cleanup: {e}");
-        }
-        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
-    }
-}
 
 impl Env {
     /// A server and the busybox image in the node's store; no agent yet.
@@ -54,25 +28,17 @@ impl Env {
     async fn with_server_args(runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let cluster = Cluster::start(1, server_args).await;
-        let server = cluster.members[0].client.clone();
         let node = format!("bm{n}");
         let tag = format!("bm-{}-{n}", std::process::id());
-        let data_dir = cluster.dir.path().join("agent");
-        let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
-        cfg.run_dir = PathBuf::from("/run").join(&tag);
-        cfg.cgroup_parent = tag.clone();
-        let env = Env {
-            agent_log: cluster.dir.path().join("agent.log"),
-            cluster,
-            agent: None,
-            runtime: runtime.into(),
-            agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
-            cfg,
-            client: ResourceClient::new(std::slice::from_ref(&server), Duration::from_secs(5)).unwrap(),
-            server,
-            node,
-        };
+        let mut args = vec!["--node-status-interval-ms", "500"];
+        args.extend_from_slice(agent_args);
+        let env = Env::prepare(
+            server_args,
+            &node,
+            &tag,
+            AgentOpts::new(Some(runtime), None, &args),
+        )
+        .await;
         env.build_image(IMAGE, "a");
         env
     }
@@ -80,17 +46,9 @@ impl Env {
     /// Packs a busybox rootfs (plus a file naming `tag`, so images differ) as `tag`.
     fn build_image(&self, tag: &str, marker: &str) {
         let rootfs = self.cluster.dir.path().join(format!("rootfs-{marker}"));
-        berth_node::image::busybox::rootfs(&rootfs, Path::new(berth_node::image::busybox::BUSYBOX_BIN))
-            .expect("busybox rootfs");
+        busybox_rootfs(&rootfs);
         std::fs::write(rootfs.join("marker"), marker).unwrap();
-        let out = Command::new(berth_bin())
-            .args(["image", "build", "--tag", tag, "--rootfs"])
-            .arg(&rootfs)
-            .arg("--data-dir")
-            .arg(&self.cfg.data_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        build_image(&rootfs, tag, &self.cfg.data_dir);
     }
 
     fn images(&self) -> String {
@@ -103,108 +61,9 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
-    /// Starts the agent (its log appended to one file across restarts) and waits for Ready.
-    async fn start_agent(&mut self) {
-        assert!(self.agent.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.agent_log)
-            .unwrap();
-        let agent = Command::new(berth_bin())
-            .args(["agent", "--server", &self.server, "--name", &self.node])
-            .arg("--data-dir")
-            .arg(&self.cfg.data_dir)
-            .arg("--run-dir")
-            .arg(&self.cfg.run_dir)
-            .args(["--cgroup-parent", &self.cfg.cgroup_parent])
-            .args([
-                "--lease-renew-interval-ms",
-                "200",
-                "--node-status-interval-ms",
-                "500",
-            ])
-            .args(["--node-ip", "127.0.0.1", "--runtime", &self.runtime])
-            // A free port: agents of tests running at once never collide.
-            .args(["--agent-addr", "127.0.0.1:0"])
-            .args(&self.agent_args)
-            .env("BERTH_LOG", "info,berth_node=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.agent = Some(agent);
-        let (c, node) = (self.client.clone(), self.node.clone());
-        eventually("node Ready", || {
-            let (c, node) = (c.clone(), node.clone());
-            async move {
-                let n = c.get::<Node>("", &node).await.ok()?;
-                let ready = n
-                    .status?
-                    .conditions
-                    .iter()
-                    .any(|c| c.r#type == "Ready" && c.status == "True");
-                ready.then_some(())
-            }
-        })
-        .await;
-    }
-
     /// SIGKILL, as a crash would: no chance to stop anything.
     fn kill_agent(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
-    }
-
-    async fn create_pod(&self, mut pod: serde_json::Value) -> Pod {
-        pod["spec"]["nodeName"] = json!(self.node);
-        let pod: Pod = serde_json::from_value(pod).unwrap();
-        self.client.create("default", &pod).await.unwrap()
-    }
-
-    async fn pod(&self, name: &str) -> Option<Pod> {
-        match self.client.get::<Pod>("default", name).await {
-            Ok(p) => Some(p),
-            Err(ClientError::NotFound(_)) => None,
-            Err(e) => panic!("get pod {name}: {e}"),
-        }
-    }
-
-    /// Waits until `f` holds for the pod, with the agent's log on failure.
-    async fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Pod) -> bool) -> Pod {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(p) = self.pod(name).await {
-                if f(&p) {
-                    return p;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "pod {name}: timed out waiting for {what}; status: {}\nagent log:\n{}",
-                    serde_json::to_string_pretty(&p.status).unwrap(),
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_gone(&self, name: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while self.pod(name).await.is_some() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pod {name} not deleted; agent log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.agent.kill();
     }
 
     async fn delete(&self, name: &str, grace_seconds: Option<i64>) {

@@ -7,46 +7,25 @@
 
 mod common;
 
-use berth_client::{ClientError, ResourceClient};
+use berth_client::ResourceClient;
 use berth_proto::apiv1;
 use berth_proto::coordinationv1::Lease;
 use berth_proto::corev1::{ConfigMap, Node, Pod, Secret};
-use common::{berth_bin, eventually, in_cidr, Cluster};
+use common::agent_env::{
+    build_image, busybox_rootfs, node_config, AgentEnv as Env, AgentOpts, AgentProc, IMAGE,
+};
+use common::{berth_bin, eventually, in_cidr};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-const IMAGE: &str = "busybox:1.36";
-
-/// A busybox root filesystem: the static binary and a link per applet.
-fn busybox_rootfs(dir: &Path) {
-    let bin = Path::new(berth_node::image::busybox::BUSYBOX_BIN);
-    berth_node::image::busybox::rootfs(dir, bin).expect("busybox rootfs");
-}
-
-struct Env {
-    /// Kept for its servers (stopped on drop) and its directory.
-    _cluster: Cluster,
-    agent: Option<Child>,
-    cfg: berth_node::Config,
-    agent_log: PathBuf,
-    client: ResourceClient,
-    node: String,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
-            eprintln!("cleanup: {e}");
-        }
-        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
-    }
+/// The agent's command line in these tests: [`Env::start_prefixed`]'s, and a second agent's.
+fn agent_opts(runtime: &str, agent_args: &[&str]) -> AgentOpts {
+    let mut args = vec!["--labels", "zone=a", "--node-status-interval-ms", "500"];
+    args.extend_from_slice(agent_args);
+    AgentOpts::new(Some(runtime), None, &args)
 }
 
 impl Env {
@@ -68,92 +47,15 @@ impl Env {
     async fn start_prefixed(prefix: &str, runtime: &str, server_args: &[&str], agent_args: &[&str]) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let cluster = Cluster::start(1, server_args).await;
-        let server = cluster.members[0].client.clone();
         let node = format!("n{n}");
         let tag = format!("{prefix}-{}-{n}", std::process::id());
-        let data_dir = cluster.dir.path().join("agent");
-        let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
-        cfg.run_dir = PathBuf::from("/run").join(&tag);
-        cfg.cgroup_parent = tag.clone();
-        let rootfs = cluster.dir.path().join("busybox-rootfs");
+        let opts = agent_opts(runtime, agent_args);
+        let mut env = Env::prepare(server_args, &node, &tag, opts).await;
+        let rootfs = env.cluster.dir.path().join("busybox-rootfs");
         busybox_rootfs(&rootfs);
-        let out = Command::new(berth_bin())
-            .args(["image", "build", "--tag", IMAGE, "--rootfs"])
-            .arg(&rootfs)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let agent_log = cluster.dir.path().join("agent.log");
-        let agent = spawn_agent(&cfg, runtime, agent_args, &agent_log);
-        let client = ResourceClient::new(&[server], Duration::from_secs(5)).unwrap();
-        let env = Env {
-            _cluster: cluster,
-            agent: Some(agent),
-            cfg,
-            agent_log,
-            client,
-            node,
-        };
-        env.wait_ready().await;
+        build_image(&rootfs, IMAGE, &env.cfg.data_dir);
+        env.start_agent().await;
         env
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
-    }
-
-    async fn wait_ready(&self) {
-        let c = self.client.clone();
-        let node = self.node.clone();
-        eventually("node Ready", || {
-            let (c, node) = (c.clone(), node.clone());
-            async move {
-                let n = c.get::<Node>("", &node).await.ok()?;
-                let st = n.status?;
-                st.conditions
-                    .iter()
-                    .any(|c| c.r#type == "Ready" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
-
-    async fn create_pod(&self, mut pod: serde_json::Value) -> Pod {
-        pod["spec"]["nodeName"] = json!(self.node);
-        let pod: Pod = serde_json::from_value(pod).unwrap();
-        self.client.create("default", &pod).await.unwrap()
-    }
-
-    async fn pod(&self, name: &str) -> Option<Pod> {
-        match self.client.get::<Pod>("default", name).await {
-            Ok(p) => Some(p),
-            Err(ClientError::NotFound(_)) => None,
-            Err(e) => panic!("get pod {name}: {e}"),
-        }
-    }
-
-    /// Waits until `f` holds for the pod's status, with the agent's log on failure.
-    async fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Pod) -> bool) -> Pod {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(p) = self.pod(name).await {
-                if f(&p) {
-                    return p;
-                }
-                if std::time::Instant::now() > deadline {
-                    panic!(
-                        "pod {name}: timed out waiting for {what}; status: {}\nagent log:\n{}",
-                        serde_json::to_string_pretty(&p.status).unwrap(),
-                        self.log()
-                    );
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     async fn delete_pod(&self, name: &str) {
@@ -162,15 +64,7 @@ impl Env {
             .delete::<Pod>("default", name, apiv1::DeleteOptions::default())
             .await
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while self.pod(name).await.is_some() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pod {name} not deleted; agent log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_gone(name).await;
     }
 
     /// The log file of the container's newest instance, as on the node's disk.
@@ -217,40 +111,6 @@ impl Env {
         }
         out
     }
-}
-
-/// A `berth agent` process for `cfg` (its node name, server, data, run dir and cgroup).
-fn spawn_agent(cfg: &berth_node::Config, runtime: &str, agent_args: &[&str], log: &Path) -> Child {
-    Command::new(berth_bin())
-        .args(["agent", "--server", &cfg.servers[0], "--name", &cfg.node_name])
-        .args(["--labels", "zone=a"])
-        .arg("--data-dir")
-        .arg(&cfg.data_dir)
-        .arg("--run-dir")
-        .arg(&cfg.run_dir)
-        .args([
-            "--cgroup-parent",
-            &cfg.cgroup_parent,
-            "--lease-renew-interval-ms",
-            "200",
-        ])
-        .args([
-            "--node-status-interval-ms",
-            "500",
-            "--node-ip",
-            "127.0.0.1",
-            // A free port: agents of tests running at once never collide.
-            "--agent-addr",
-            "127.0.0.1:0",
-            "--runtime",
-            runtime,
-        ])
-        .args(agent_args)
-        .env("BERTH_LOG", "info,berth_node=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
 }
 
 fn status_of(p: &Pod) -> berth_proto::corev1::PodStatus {
@@ -1266,9 +1126,7 @@ async fn logs_and_exec_errors() {
         code != 0 && err.contains("container \"c\" in pod \"orphan\" is waiting to start: "),
         "{err}"
     );
-    let mut agent = env.agent.take().unwrap();
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    env.agent.kill();
     let (code, _, err) = env.berth(&["logs", "orphan"]);
     assert!(
         code != 0
@@ -1337,14 +1195,14 @@ async fn image_import_through_the_server() {
     // A second node: without --node the archive goes to every Ready node.
     let second_node = format!("{}-b", env.node);
     let tag = format!("ba-{}-{second_node}", std::process::id());
-    let mut cfg = berth_node::Config::new(&second_node, env.cfg.servers.clone(), dir.path().join("agent2"));
-    cfg.run_dir = PathBuf::from("/run").join(&tag);
-    cfg.cgroup_parent = tag;
+    let cfg = node_config(&second_node, env.server(), dir.path().join("agent2"), &tag);
     let log = dir.path().join("agent2.log");
-    let second = ExtraAgent {
-        child: spawn_agent(&cfg, "libcontainer", &["--pod-network", "none"], &log),
+    let mut second = AgentProc::new(
         cfg,
-    };
+        agent_opts("libcontainer", &["--pod-network", "none"]),
+        log.clone(),
+    );
+    second.start();
     let c = env.client.clone();
     eventually("second node Ready", || {
         let (c, n) = (c.clone(), second_node.clone());
@@ -1370,23 +1228,6 @@ async fn image_import_through_the_server() {
         "not in the second agent's store; its log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-}
-
-/// An agent started by a test besides its [`Env`]'s: stopped, and what it left removed, on drop.
-struct ExtraAgent {
-    child: Child,
-    cfg: berth_node::Config,
-}
-
-impl Drop for ExtraAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
-            eprintln!("cleanup: {e}");
-        }
-        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
-    }
 }
 
 /// Every status the pod named `name` had while the returned task watched (from now on).

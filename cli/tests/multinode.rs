@@ -16,15 +16,15 @@ use berth_client::ResourceClient;
 use berth_jepsen::run::lab::{self, Lab};
 use berth_proto::apiv1;
 use berth_proto::corev1::{Node, Pod};
+use common::agent_env::{build_image, busybox_rootfs, node_config, IMAGE};
 use common::{berth_bin, eventually, in_cidr};
 use serde_json::json;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "busybox:1.36";
 const CLUSTER_CIDR: &str = "10.214.0.0/16";
 /// Lab node 1 is the server, nodes 2 and 3 the agents.
 const LAB_NODES: usize = 3;
@@ -193,20 +193,10 @@ impl MultiNode {
     fn start_agent(&mut self, i: usize, suffix: &str) {
         let name = format!("bn-{}-{suffix}", std::process::id());
         let data_dir = self.dir.path().join(&name);
-        let mut cfg = berth_node::Config::new(&name, vec![self.server_addr.clone()], data_dir.clone());
-        cfg.run_dir = PathBuf::from("/run").join(&name);
-        cfg.cgroup_parent = name.clone();
+        let cfg = node_config(&name, &self.server_addr, data_dir.clone(), &name);
         let rootfs = self.dir.path().join(format!("rootfs-{suffix}"));
-        let bin = Path::new(berth_node::image::busybox::BUSYBOX_BIN);
-        berth_node::image::busybox::rootfs(&rootfs, bin).expect("busybox rootfs");
-        let out = Command::new(berth_bin())
-            .args(["image", "build", "--tag", IMAGE, "--rootfs"])
-            .arg(&rootfs)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        busybox_rootfs(&rootfs);
+        build_image(&rootfs, IMAGE, &data_dir);
         let ip = self.lab.node_ip(i);
         let netns = self.lab.node_netns(i);
         let args: Vec<String> = [

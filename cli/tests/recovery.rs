@@ -10,107 +10,23 @@ use berth_client::{ListParams, Resource, ResourceClient};
 use berth_proto::appsv1::Deployment;
 use berth_proto::corev1::{Node, Pod};
 use berth_proto::manifest;
-use common::{berth_bin, eventually, Cluster};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use common::agent_env::{build_image, busybox_rootfs, node_config, AgentOpts, AgentProc, IMAGE};
+use common::{eventually, Cluster};
+use std::path::Path;
 use std::time::Duration;
 
-const IMAGE: &str = "busybox:1.36";
-
-struct Agent {
-    name: String,
-    cfg: berth_node::Config,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn new(dir: &Path, server: &str, name: &str) -> Agent {
-        let data_dir = dir.join(name);
-        let mut cfg = berth_node::Config::new(name, vec![server.to_string()], data_dir.clone());
-        cfg.run_dir = PathBuf::from("/run").join(name);
-        cfg.cgroup_parent = name.to_string();
-        let rootfs = dir.join("busybox-rootfs");
-        if !rootfs.exists() {
-            let bin = Path::new(berth_node::image::busybox::BUSYBOX_BIN);
-            berth_node::image::busybox::rootfs(&rootfs, bin).expect("busybox rootfs");
-        }
-        let out = Command::new(berth_bin())
-            .args(["image", "build", "--tag", IMAGE, "--rootfs"])
-            .arg(&rootfs)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let args = [
-            "agent",
-            "--server",
-            server,
-            "--name",
-            name,
-            "--data-dir",
-            &data_dir.display().to_string(),
-            "--run-dir",
-            &cfg.run_dir.display().to_string(),
-            "--cgroup-parent",
-            name,
-            "--pod-network",
-            "none",
-            "--node-ip",
-            "127.0.0.1",
-            // Each agent's API on a free loopback port: agents of one machine never collide.
-            "--agent-addr",
-            "127.0.0.1:0",
-            "--lease-renew-interval-ms",
-            "200",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Agent {
-            name: name.to_string(),
-            cfg,
-            args,
-            log: dir.join(format!("{name}.log")),
-            child: None,
-        }
+/// A `berth agent` named `name` with the busybox image in its store (`--pod-network none`,
+/// logs at `info`), not started yet.
+fn agent(dir: &Path, server: &str, name: &str) -> AgentProc {
+    let cfg = node_config(name, server, dir.join(name), name);
+    let rootfs = dir.join("busybox-rootfs");
+    if !rootfs.exists() {
+        busybox_rootfs(&rootfs);
     }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(berth_bin())
-            .args(&self.args)
-            .env("BERTH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, by the PID we started.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
-            eprintln!("cleanup of {}: {e}", self.name);
-        }
-        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
-    }
+    build_image(&rootfs, IMAGE, &cfg.data_dir);
+    let mut opts = AgentOpts::new(None, Some("none"), &[]);
+    opts.log_filter = Some("info".into());
+    AgentProc::new(cfg, opts, dir.join(format!("{name}.log")))
 }
 
 async fn wait_ready(rc: &ResourceClient, node: &str) {
@@ -155,15 +71,15 @@ async fn a_killed_agents_pods_come_back_on_another_node() {
     let server = c.members[0].client.clone();
     let rc = ResourceClient::new(std::slice::from_ref(&server), Duration::from_secs(5)).unwrap();
     let tag = format!("bv-t{}", std::process::id());
-    let mut agents: Vec<Agent> = ["a", "b"]
+    let mut agents: Vec<AgentProc> = ["a", "b"]
         .iter()
-        .map(|n| Agent::new(c.dir.path(), &server, &format!("{tag}-{n}")))
+        .map(|n| agent(c.dir.path(), &server, &format!("{tag}-{n}")))
         .collect();
     for a in &mut agents {
         a.start();
     }
     for a in &agents {
-        wait_ready(&rc, &a.name).await;
+        wait_ready(&rc, &a.cfg.node_name).await;
     }
     let yaml = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: bv-web}}\nspec:\n  replicas: 2\n  \
@@ -179,7 +95,7 @@ async fn a_killed_agents_pods_come_back_on_another_node() {
         (ps.len() == 2 && ps.iter().all(running)).then(|| node_of(&ps[0]))
     })
     .await;
-    let i = agents.iter().position(|a| a.name == victim).unwrap();
+    let i = agents.iter().position(|a| a.cfg.node_name == victim).unwrap();
     agents[i].kill();
     eventually("both replicas Running on the other node", || async {
         let ps = pods(&rc).await;

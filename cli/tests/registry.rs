@@ -6,15 +6,14 @@
 
 mod common;
 
-use berth_client::ResourceClient;
 use berth_node::image::archive;
 use berth_proto::apiv1;
 use berth_proto::corev1::{Node, Pod};
-use common::{berth_bin, eventually, free_port, Cluster};
+use common::agent_env::{AgentEnv as Env, AgentOpts};
+use common::{berth_bin, eventually, free_port};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
@@ -180,67 +179,15 @@ fn build_archive(dir: &Path, name: &str, extra: &str) -> PathBuf {
     out
 }
 
-/// A server and an agent whose image store starts empty.
-struct Env {
-    agent: Option<Child>,
-    cfg: berth_node::Config,
-    agent_log: PathBuf,
-    client: ResourceClient,
-    node: String,
-    // Last: its directory goes after the agent has stopped.
-    _cluster: Cluster,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        if let Err(e) = berth_node::cleanup_leftovers(&self.cfg) {
-            eprintln!("cleanup: {e}");
-        }
-        let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
-    }
-}
-
 impl Env {
+    /// A server and an agent whose image store starts empty.
     async fn start(agent_args: &[&str]) -> Env {
-        let cluster = Cluster::start(1, &[]).await;
-        let server = cluster.members[0].client.clone();
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = format!("br-reg-{}-{n}", std::process::id());
-        let node = tag.clone();
-        let data_dir = cluster.dir.path().join("agent");
-        let mut cfg = berth_node::Config::new(&node, vec![server.clone()], data_dir.clone());
-        cfg.run_dir = PathBuf::from("/run").join(&tag);
-        cfg.cgroup_parent = tag.clone();
-        let agent_log = cluster.dir.path().join("agent.log");
-        let agent = Command::new(berth_bin())
-            .args(["agent", "--server", &server, "--name", &node])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--run-dir")
-            .arg(&cfg.run_dir)
-            .args(["--cgroup-parent", &tag, "--lease-renew-interval-ms", "200"])
-            .args(["--node-ip", "127.0.0.1", "--pod-network", "none"])
-            .args(["--agent-addr", "127.0.0.1:0"])
-            .args(agent_args)
-            .env("BERTH_LOG", "info,berth_node=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .unwrap();
-        let client = ResourceClient::new(&[server], Duration::from_secs(5)).unwrap();
-        let env = Env {
-            agent: Some(agent),
-            cfg,
-            agent_log,
-            client,
-            node,
-            _cluster: cluster,
-        };
+        let opts = AgentOpts::new(None, Some("none"), agent_args);
+        let mut env = Env::prepare(&[], &tag, &tag, opts).await;
+        env.agent.start();
         let (c, n) = (env.client.clone(), env.node.clone());
         eventually("node registered", || {
             let (c, n) = (c.clone(), n.clone());
@@ -250,11 +197,7 @@ impl Env {
         env
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
-    }
-
-    async fn create_pod(&self, name: &str, image: &str, policy: Option<&str>) {
+    async fn create_sleeper(&self, name: &str, image: &str, policy: Option<&str>) {
         let mut c = json!({"name": "main", "image": image, "command": ["sleep", "1000"]});
         if let Some(p) = policy {
             c["imagePullPolicy"] = json!(p);
@@ -271,20 +214,7 @@ impl Env {
     /// Waits until the pod's container is running, or waiting with `reason`; returns the
     /// pod.
     async fn wait_container(&self, name: &str, what: &str, f: impl Fn(&ContainerNow) -> bool) -> Pod {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let p = self.client.get::<Pod>("default", name).await.unwrap();
-            if f(&container_now(&p)) {
-                return p;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pod {name}: timed out waiting for {what}; status: {}\nagent log:\n{}",
-                serde_json::to_string_pretty(&p.status).unwrap(),
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_pod(name, what, |p| f(&container_now(p))).await
     }
 
     async fn delete_pods(&self, names: &[&str]) {
@@ -367,7 +297,7 @@ async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
     let image = format!("{reg}/berth/busybox:1");
 
     // IfNotPresent (the default for a tag): pulled, then run.
-    env.create_pod("first", &image, None).await;
+    env.create_sleeper("first", &image, None).await;
     let p = env.wait_container("first", "running", |c| c.running).await;
     assert_eq!(container_now(&p).image_id, manifest.config.digest);
     let layers = env.layer_dirs();
@@ -375,7 +305,7 @@ async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
     assert_eq!(env.log().matches("pulled").count(), 1);
 
     // A second pod with the image: no pull, the same unpacked layer.
-    env.create_pod("second", &image, None).await;
+    env.create_sleeper("second", &image, None).await;
     env.wait_container("second", "running", |c| c.running).await;
     assert_eq!(env.layer_dirs(), layers, "layers reused, not unpacked again");
     assert_eq!(env.log().matches("pulled").count(), 1, "no second pull");
@@ -391,7 +321,7 @@ async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
 
     // A missing tag: ErrImagePull naming the image and the cause, then ImagePullBackOff.
     let missing = format!("{reg}/berth/busybox:nope");
-    env.create_pod("missing", &missing, None).await;
+    env.create_sleeper("missing", &missing, None).await;
     let p = env
         .wait_container("missing", "ErrImagePull", |c| c.reason == "ErrImagePull")
         .await;
@@ -413,14 +343,14 @@ async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
     // Never with an image the node lacks: ErrImageNeverPull, and nothing is asked of the
     // registry (the image exists there).
     let other = format!("{reg}/berth/corrupt:1");
-    env.create_pod("never", &other, Some("Never")).await;
+    env.create_sleeper("never", &other, Some("Never")).await;
     let p = env
         .wait_container("never", "ErrImageNeverPull", |c| c.reason == "ErrImageNeverPull")
         .await;
     assert!(container_now(&p).message.contains("pull policy of Never"));
 
     // A layer whose content does not match its digest is refused, and nothing is stored.
-    env.create_pod("corrupt", &other, Some("Always")).await;
+    env.create_sleeper("corrupt", &other, Some("Always")).await;
     let p = env
         .wait_container("corrupt", "ErrImagePull", |c| c.reason == "ErrImagePull")
         .await;
@@ -433,7 +363,7 @@ async fn pulls_from_a_registry_reuses_layers_and_reports_pull_errors() {
 
     env.delete_pods(&["first", "second", "missing", "never", "corrupt"])
         .await;
-    let agent = env.agent.as_mut().unwrap();
+    let agent = env.agent.child.as_mut().unwrap();
     assert!(agent.try_wait().unwrap().is_none(), "the agent runs on");
 }
 
@@ -526,7 +456,7 @@ async fn https_registry_with_a_ca_file() {
 
     let ca_flag = ca.display().to_string();
     let env = Env::start(&["--registry-ca-file", &ca_flag]).await;
-    env.create_pod("tls", &image, None).await;
+    env.create_sleeper("tls", &image, None).await;
     let p = env.wait_container("tls", "running", |c| c.running).await;
     assert_eq!(container_now(&p).image_id, manifest.config.digest);
     assert!(

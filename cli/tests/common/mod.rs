@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod agent_env;
+
 use berth_client::EtcdClient;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
