@@ -241,7 +241,7 @@ async fn failover_to_the_remaining_instance() {
     }
     eventually("warm-up pods bound by both instances", || async {
         let s = |x: &Scheduler| x.stats().bound.load(Ordering::Relaxed);
-        s(&a) > 0 && s(&b) > 0 && s(&a) + s(&b) == 20
+        s(&a) > 0 && s(&b) > 0 && pods(&c, "fo").await.iter().all(|p| !node_of(p).is_empty())
     })
     .await;
     a.stop();
@@ -258,7 +258,10 @@ async fn failover_to_the_remaining_instance() {
         pods(&c, "fo").await.iter().all(|p| !node_of(p).is_empty())
     })
     .await;
-    assert_eq!(b.stats().bound.load(Ordering::Relaxed) - b_before, 20);
+    // Only b was left to bind them (a's pods included: the wait above is the failover check).
+    // Its own count may fall short of 20: a bind answered with an error although it was applied
+    // (an indeterminate proposal under load) is learned from the pod informer, not counted.
+    assert!(b.stats().bound.load(Ordering::Relaxed) > b_before);
 }
 
 /// The pod informer's revision, which the scheduler's catching up relies on: every change up to
