@@ -155,30 +155,12 @@ impl Run<'_> {
             ("memory", self.a.node_memory.clone()),
             ("pods", self.a.node_pods.to_string()),
         ]);
-        Node {
-            metadata: Some(ObjectMeta {
-                name: name.clone(),
-                labels: map(&[
-                    ("kubernetes.io/hostname", name),
-                    ("topology.kubernetes.io/zone", format!("zone-{}", i % ZONES)),
-                    ("berth.dev/bench", self.id.clone()),
-                ]),
-                ..Default::default()
-            }),
-            spec: Some(NodeSpec::default()),
-            status: Some(NodeStatus {
-                capacity: capacity.clone(),
-                allocatable: capacity,
-                conditions: vec![NodeCondition {
-                    r#type: "Ready".into(),
-                    status: "True".into(),
-                    reason: "HollowNode".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        let labels = map(&[
+            ("kubernetes.io/hostname", name.clone()),
+            ("topology.kubernetes.io/zone", format!("zone-{}", i % ZONES)),
+            ("berth.dev/bench", self.id.clone()),
+        ]);
+        berth_proto::hollow::node(&name, labels, capacity)
     }
 
     fn pod(&self, i: usize, (cpu, mem): (i64, i64)) -> Pod {

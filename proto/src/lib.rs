@@ -138,6 +138,7 @@ pub use berth::networking::v1 as networkingv1;
 
 pub mod defaults;
 pub mod finalizers;
+pub mod hollow;
 pub mod manifest;
 pub mod quantity;
 pub mod selector;

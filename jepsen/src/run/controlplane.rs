@@ -182,26 +182,8 @@ fn hollow_node(name: &str) -> Node {
         ("memory", "8Gi"),
         ("pods", &NODE_PODS.to_string()),
     ]);
-    Node {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            labels: labels(&[("kubernetes.io/hostname", name), ("berth.dev/jepsen", "hollow")]),
-            ..Default::default()
-        }),
-        spec: Some(NodeSpec::default()),
-        status: Some(NodeStatus {
-            capacity: capacity.clone(),
-            allocatable: capacity,
-            conditions: vec![NodeCondition {
-                r#type: "Ready".into(),
-                status: "True".into(),
-                reason: "HollowNode".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let node_labels = labels(&[("kubernetes.io/hostname", name), ("berth.dev/jepsen", "hollow")]);
+    berth_proto::hollow::node(name, node_labels, capacity)
 }
 
 /// The namespaces, then every hollow node (object, status, first Lease renewal), each
